@@ -1,0 +1,1 @@
+"""Channel adapters: one module per provider channel, sharing the contract in `base`."""

@@ -1,0 +1,246 @@
+"""The contract every channel adapter follows, and the sequence they all share.
+
+An adapter knows its provider and nothing of incidents or subscribers. It declares its name and
+limits and implements `send_one` (or `send` when its provider batches). The base owns the rest:
+retrying transient failures inside one send (tenacity), sending a batch concurrently, and turning
+every failure into an `Outcome` instead of an exception, so one bad address never sinks a batch.
+
+Exceptions an adapter raises from `send_one`::
+
+    ChannelError                 anything that stopped one message; carries channel, status, excerpt
+    ├── TransientError           worth retrying: 429, 5xx, timeouts, refused connections
+    └── PermanentError           not worth retrying: invalid number, rejected address, other 4xx
+
+Errors never carry credentials: adapters build them from status codes and response bodies only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from dispatcher.models import FailureKind
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 300
+
+
+class ChannelError(Exception):
+    """One message could not be sent; says where and why, never with a secret in it."""
+
+    kind: ClassVar[FailureKind]
+
+    def __init__(
+        self,
+        channel: str,
+        reason: str,
+        *,
+        status_code: int | None = None,
+        response_excerpt: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.channel = channel
+        self.reason = reason
+        self.status_code = status_code
+        self.response_excerpt = (response_excerpt or "")[:EXCERPT_CHARS] or None
+        self.retry_after_s = retry_after_s
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
+        excerpt = f": {self.response_excerpt}" if self.response_excerpt else ""
+        return f"{self.channel}: {self.reason}{status}{excerpt}"
+
+
+class TransientError(ChannelError):
+    kind = FailureKind.TRANSIENT
+
+
+class PermanentError(ChannelError):
+    kind = FailureKind.PERMANENT
+
+
+def error_for_status(
+    channel: str,
+    status_code: int,
+    reason: str,
+    *,
+    response_excerpt: str | None = None,
+    retry_after_s: float | None = None,
+) -> ChannelError:
+    """The one status-code table every HTTP channel uses: 408/429/5xx retry, other 4xx do not."""
+    kind: type[ChannelError] = (
+        TransientError
+        if status_code in (408, 425, 429) or status_code >= 500
+        else PermanentError
+    )
+    return kind(
+        channel,
+        reason,
+        status_code=status_code,
+        response_excerpt=response_excerpt,
+        retry_after_s=retry_after_s,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta form; the HTTP-date form is rare on these APIs)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One rendered message for one recipient. `key` is the delivery id, echoed in the outcome."""
+
+    key: int
+    to: str
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    secret: str | None = field(default=None, repr=False)  # e.g. a webhook's signing secret
+    payload: dict[str, object] | None = None  # structured body, for machine channels
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message: accepted with a provider id, or failed with a kind."""
+
+    key: int
+    provider_id: str | None = None
+    failure: FailureKind | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Tenacity settings for retries inside one send; tests set the waits to zero."""
+
+    attempts: int = 3
+    backoff_s: float = 0.5
+    backoff_max_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a channel can carry; the renderer fits messages to these."""
+
+    max_text_chars: int | None = None  # plain length limit (None: none)
+    max_sms_segments: int | None = None  # SMS: fit the text into this many segments
+    max_weighted_chars: int | None = None  # X: weighted length, a link counts 23
+    has_subject: bool = False
+    has_html: bool = False
+
+
+class Channel:
+    """Base of every adapter: subclasses set the class attributes and implement `send_one`."""
+
+    name: ClassVar[str]
+    address_field: ClassVar[str | None]  # the subscriber field it sends to; None: broadcast
+    limits: ClassVar[Limits] = Limits()
+    max_batch: ClassVar[int] = 100
+
+    def __init__(self, retry: RetryPolicy, concurrency: int = 8) -> None:
+        self.retry = retry
+        self.concurrency = concurrency
+
+    @property
+    def broadcast(self) -> bool:
+        """A broadcast channel posts once per update (the public account), not per subscriber."""
+        return self.address_field is None
+
+    def send_one(self, message: Message) -> str:
+        """Send one message and return the provider's id for it, or raise a ChannelError."""
+        raise NotImplementedError
+
+    def send(self, batch: Sequence[Message]) -> list[Outcome]:
+        """Send a batch concurrently; one outcome per message, in order, never an exception."""
+        if len(batch) <= 1 or self.concurrency <= 1:
+            return [self._send_with_retries(message) for message in batch]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
+            return list(pool.map(self._send_with_retries, batch))
+
+    def close(self) -> None:
+        """Release pooled connections; adapters with a client override this."""
+
+    def _send_with_retries(self, message: Message) -> Outcome:
+        attempts = 0
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=stop_after_attempt(self.retry.attempts) | self._retry_after_too_long,
+                wait=self._wait,
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    provider_id = self.send_one(message)
+        except ChannelError as exc:
+            log.info("%s send failed for delivery %s: %s", self.name, message.key, exc)
+            return Outcome(
+                key=message.key,
+                failure=exc.kind,
+                error=str(exc),
+                retry_after_s=exc.retry_after_s,
+                attempts=attempts,
+            )
+        return Outcome(key=message.key, provider_id=provider_id, attempts=attempts)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Jittered exponential backoff, but never sooner than the provider's Retry-After."""
+        if self.retry.backoff_s == 0:
+            return 0.0
+        backoff = wait_exponential_jitter(
+            initial=self.retry.backoff_s, max=self.retry.backoff_max_s, jitter=self.retry.backoff_s
+        )(state)
+        return max(backoff, _retry_after(state) or 0.0)
+
+    def _retry_after_too_long(self, state: RetryCallState) -> bool:
+        """A Retry-After longer than we would wait inside a send is left to the queue's retry."""
+        retry_after = _retry_after(state)
+        return retry_after is not None and retry_after > self.retry.backoff_max_s
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    error = state.outcome.exception() if state.outcome else None
+    return error.retry_after_s if isinstance(error, ChannelError) else None
+
+
+class ChannelFactory(Protocol):
+    """What the entry point `outage_dispatcher.channels` names: a class that builds an adapter.
+
+    `settings` is the dispatcher's Settings with `sandbox_url` resolved: an adapter points its SDK
+    at that URL when `settings.providers == "sandbox"`, and at the real provider otherwise.
+    """
+
+    name: ClassVar[str]
+    address_field: ClassVar[str | None]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Channel: ...

@@ -1,0 +1,1 @@
+"""outage-dispatcher: the core pipeline from incident update to delivered message."""

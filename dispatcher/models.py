@@ -1,0 +1,131 @@
+"""The vocabulary of the dispatcher: closed sets as enums, and the validated shapes of input.
+
+Every enum member carries a comment saying what it means to an operator, because these names
+show up verbatim in the CLI, the API and the delivery records.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+
+class IncidentState(StrEnum):
+    """Where an incident stands; each change is announced as an update."""
+
+    INVESTIGATING = "investigating"  # known to be broken, cause not yet known
+    IDENTIFIED = "identified"  # cause known, fix under way
+    MONITORING = "monitoring"  # fix deployed, watching that it holds
+    RESOLVED = "resolved"  # over; the last message thanks people and closes it
+    SCHEDULED = "scheduled"  # planned maintenance, announced ahead of time
+
+    @property
+    def is_open(self) -> bool:
+        return self is not IncidentState.RESOLVED
+
+
+class Severity(StrEnum):
+    """How bad an incident is; subscribers choose a threshold below which they hear nothing."""
+
+    MINOR = "minor"  # degraded, most people will not notice
+    MAJOR = "major"  # a feature is down for many
+    CRITICAL = "critical"  # the service is down; goes through quiet hours
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    def at_least(self, threshold: Severity) -> bool:
+        return self.rank >= threshold.rank
+
+
+_SEVERITY_RANK = {Severity.MINOR: 1, Severity.MAJOR: 2, Severity.CRITICAL: 3}
+
+
+class DeliveryStatus(StrEnum):
+    """The life of one message to one recipient on one channel."""
+
+    QUEUED = "queued"  # waiting to be sent (first time, or a retry at `due_at`)
+    SENDING = "sending"  # claimed by a worker under a lease; back to queued if the lease expires
+    SENT = "sent"  # the provider accepted it
+    DELIVERED = "delivered"  # the provider confirmed it reached the recipient
+    FAILED = "failed"  # given up, and no further channel to fall back to
+    FELL_BACK = "fell_back"  # given up on this channel; the next channel has its own delivery
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+
+class FailureKind(StrEnum):
+    """Whether a failed send is worth trying again: decided once, by the adapter."""
+
+    TRANSIENT = "transient"  # rate limited, provider error, timeout: retry later
+    PERMANENT = "permanent"  # invalid number, rejected address, other 4xx: fall back instead
+
+
+def _normalise_phone(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number in +E.164 form ({exc})") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _normalise_email(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Phone = Annotated[str, AfterValidator(_normalise_phone)]
+Email = Annotated[str, AfterValidator(_normalise_email)]
+
+
+class SubscriberIn(BaseModel):
+    """A subscriber as an operator or an import file describes one; validated before storing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    email: Email | None = None
+    phone: Phone | None = None
+    webhook: HttpUrl | None = None
+    channels: list[str] = Field(min_length=1)
+    components: list[str] = Field(default_factory=list)
+    min_severity: Severity = Severity.MINOR
+    locale: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    confirmed: bool = False
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_only(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and value.scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("channels", "components")
+    @classmethod
+    def _no_blanks_or_repeats(cls, value: list[str]) -> list[str]:
+        cleaned = [item.strip() for item in value if item.strip()]
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("lists each item once")
+        return cleaned
+
+
+class IncidentIn(BaseModel):
+    """A new incident as an operator or a monitoring source opens it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    severity: Severity
+    components: list[str] = Field(min_length=1)
+    message: str | None = Field(default=None, max_length=2000)

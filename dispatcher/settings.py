@@ -1,0 +1,92 @@
+"""Settings: the environment first, then `config/outage.toml`, then the embedded defaults.
+
+The embedded defaults (SQLite file, no broker, sandbox providers) are what make `make demo` work on
+a fresh machine; a deployment changes only environment variables, never code paths.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILE = PROJECT_ROOT / "config" / "outage.toml"
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Provider credentials use the providers' own variable names."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTAGE_", extra="ignore", toml_file=CONFIG_FILE)
+
+    database_url: str = "sqlite:///outage.sqlite3"
+    broker_url: str = Field(
+        default="embedded",
+        description="'embedded' runs the pipeline in-process; redis:// or amqp:// for workers",
+    )
+    providers: Literal["sandbox", "live"] = "sandbox"
+    sandbox_url: str | None = Field(
+        default=None, description="a sandbox already running; unset starts one in-process"
+    )
+    public_url: str = "http://127.0.0.1:8000"
+    company_name: str = "Example Cloud"
+    support_url: str | None = None
+
+    # Retries: tenacity inside one send, then the queue across sends.
+    send_attempts: int = Field(default=3, ge=1, description="tries inside one send")
+    send_backoff_s: float = Field(default=0.5, ge=0, description="first backoff inside a send")
+    send_backoff_max_s: float = Field(default=10.0, ge=0)
+    delivery_attempts: int = Field(default=5, ge=1, description="sends before a delivery fails")
+    delivery_backoff_s: float = Field(default=5.0, ge=0, description="first delay between sends")
+    delivery_backoff_max_s: float = Field(default=300.0, ge=0)
+    lease_s: float = Field(default=120.0, gt=0, description="how long a claimed delivery is held")
+    provider_timeout_s: float = Field(default=10.0, gt=0)
+    sms_max_segments: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=200, ge=1, description="deliveries per send task")
+    send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")
+
+    # Channel senders (not secret) and credentials (secret; only read from the environment).
+    sms_from: str = "+15005550006"
+    email_from: str = "status@example.com"
+    twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(default=None, validation_alias="TWILIO_AUTH_TOKEN")
+    sendgrid_api_key: SecretStr | None = Field(default=None, validation_alias="SENDGRID_API_KEY")
+    x_api_key: SecretStr | None = Field(default=None, validation_alias="X_API_KEY")
+    x_api_secret: SecretStr | None = Field(default=None, validation_alias="X_API_SECRET")
+    x_access_token: SecretStr | None = Field(default=None, validation_alias="X_ACCESS_TOKEN")
+    x_access_token_secret: SecretStr | None = Field(
+        default=None, validation_alias="X_ACCESS_TOKEN_SECRET"
+    )
+    social_enabled: bool = Field(
+        default=True, description="post each update on the company's public X account"
+    )
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url == "embedded"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """One Settings per process; tests clear the cache after changing the environment."""
+    return Settings()

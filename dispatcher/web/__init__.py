@@ -1,0 +1,1 @@
+"""The HTTP API: webhooks, subscriber API, preference centre, status page, callbacks."""
