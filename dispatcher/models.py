@@ -55,6 +55,7 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"  # the provider confirmed it reached the recipient
     FAILED = "failed"  # given up, and no further channel to fall back to
     FELL_BACK = "fell_back"  # given up on this channel; the next channel has its own delivery
+    SUPPRESSED = "suppressed"  # not sent: the recipient opted out or was removed after queueing
 
     @property
     def is_final(self) -> bool:

@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     x_access_token_secret: SecretStr | None = Field(
         default=None, validation_alias="X_ACCESS_TOKEN_SECRET"
     )
-    social_enabled: bool = Field(
-        default=True, description="post each update on the company's public X account"
+    broadcast: list[str] = Field(
+        default=["social"],
+        description="broadcast channels that post each update once (the company's X account)",
     )
 
     @property

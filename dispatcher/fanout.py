@@ -1,0 +1,107 @@
+"""Fan-out: one Delivery row per (update, channel, recipient), then batches of their ids.
+
+Idempotent by construction: rows are inserted with ON CONFLICT DO NOTHING on the unique delivery
+key, so a fan-out task that runs twice (a redelivered message, the sweep racing the first run)
+writes nothing new and the batches it hands on find their rows already claimed or done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import batched
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dispatcher.audience import recipients
+from dispatcher.models import DeliveryStatus
+from dispatcher.registry import ChannelRegistry
+from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Update, utcnow
+
+INSERT_CHUNK = 1000
+BROADCAST_PRIORITY = 100  # the public post goes out before the first subscriber message
+
+
+def fan_out(store: Store, registry: ChannelRegistry, update_id: int, batch_size: int) -> list[
+    list[int]
+]:
+    """Write the deliveries of one update (once) and return their queued ids in send batches,
+    highest priority first, each batch a single channel."""
+    with store.session() as session:
+        update_row = session.get(Update, update_id)
+        if update_row is None:
+            return []
+        if update_row.fanned_out_at is None:
+            incident = session.get_one(Incident, update_row.incident_id)
+            _insert_deliveries(session, store.dialect, _rows(session, incident, update_id, registry))
+            session.execute(
+                update(Update).where(Update.id == update_id).values(fanned_out_at=utcnow())
+            )
+    return queued_batches(store, registry, update_id, batch_size)
+
+
+def queued_batches(
+    store: Store, registry: ChannelRegistry, update_id: int, batch_size: int
+) -> list[list[int]]:
+    """The update's deliveries still waiting, grouped by channel into batches the adapter takes."""
+    with store.session() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.channel)
+            .where(Delivery.update_id == update_id, Delivery.status == DeliveryStatus.QUEUED)
+            .order_by(Delivery.priority.desc(), Delivery.id)
+        ).all()
+    by_channel: dict[str, list[int]] = {}
+    for delivery_id, channel in rows:
+        by_channel.setdefault(channel, []).append(delivery_id)
+    batches: list[list[int]] = []
+    for channel, ids in by_channel.items():
+        size = min(batch_size, registry.factory(channel).max_batch)
+        batches.extend(list(chunk) for chunk in batched(ids, size))
+    return batches
+
+
+def _rows(
+    session: Session, incident: Incident, update_id: int, registry: ChannelRegistry
+) -> Iterator[dict[str, Any]]:
+    now = utcnow()
+    for channel in registry.broadcast_channels():
+        yield _row(update_id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
+    for recipient in recipients(session, incident, registry):
+        yield _row(
+            update_id,
+            recipient.subscriber_id,
+            recipient.channel,
+            str(recipient.subscriber_id),
+            recipient.priority,
+            now,
+        )
+
+
+def _row(
+    update_id: int,
+    subscriber_id: int | None,
+    channel: str,
+    recipient: str,
+    priority: int,
+    now: Any,
+) -> dict[str, Any]:
+    return {
+        "update_id": update_id,
+        "subscriber_id": subscriber_id,
+        "channel": channel,
+        "recipient": recipient,
+        "status": DeliveryStatus.QUEUED,
+        "priority": priority,
+        "due_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _insert_deliveries(session: Session, dialect: str, rows: Iterable[dict[str, Any]]) -> None:
+    """Bulk insert in chunks, skipping rows whose delivery key already exists."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for chunk in batched(rows, INSERT_CHUNK):
+        session.execute(insert(Delivery).on_conflict_do_nothing(), list(chunk))

@@ -1,0 +1,127 @@
+"""One process's view of the dispatcher: settings, database, adapters and queue, and the three
+things every worker does (fan out, send, sweep). Celery tasks and the embedded loop both call
+these methods, so the embedded default and a scaled deployment run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import batched
+
+from sqlalchemy import and_, func, or_, select
+
+from dispatcher import delivery, fanout
+from dispatcher.models import DeliveryStatus
+from dispatcher.queue import EmbeddedQueue, Queue
+from dispatcher.registry import ChannelRegistry
+from dispatcher.sandbox import Sandbox
+from dispatcher.settings import Settings
+from dispatcher.store import Delivery, Store, Update, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    updates: int
+    deliveries: int
+
+
+class Pipeline:
+    """Built once per process; `close()` releases connections and stops an in-process sandbox."""
+
+    def __init__(self, settings: Settings, queue: Queue | None = None) -> None:
+        self.sandbox: Sandbox | None = None
+        if settings.providers == "sandbox" and settings.sandbox_url is None:
+            # The embedded default: a sandbox of our own, so nothing leaves this machine.
+            self.sandbox = Sandbox()
+            settings = settings.model_copy(update={"sandbox_url": self.sandbox.start()})
+        self.settings = settings
+        self.store = Store(settings.database_url)
+        self.registry = ChannelRegistry(settings)
+        self.queue: Queue = queue if queue is not None else EmbeddedQueue()
+
+    def fan_out(self, update_id: int) -> None:
+        for batch in fanout.fan_out(
+            self.store, self.registry, update_id, self.settings.batch_size
+        ):
+            self.queue.send(batch)
+
+    def send(self, delivery_ids: list[int]) -> delivery.SendResult:
+        result = delivery.send_batch(self.store, self.registry, self.settings, delivery_ids)
+        if result.fallbacks:
+            self.queue.send(result.fallbacks)
+        if result.retries:
+            self.queue.send(result.retries, delay_s=result.retry_in_s or 0.0)
+        return result
+
+    def sweep(self, stale_s: float) -> SweepReport:
+        """Re-enqueue what the queue should have carried by now: updates never fanned out,
+        deliveries due for longer than `stale_s`, and deliveries whose worker's lease expired."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=stale_s)
+        with self.store.session() as session:
+            update_ids = session.scalars(
+                select(Update.id).where(Update.fanned_out_at.is_(None), Update.created_at <= cutoff)
+            ).all()
+            rows = session.execute(
+                select(Delivery.id, Delivery.channel)
+                .where(
+                    or_(
+                        and_(Delivery.status == DeliveryStatus.QUEUED, Delivery.due_at <= cutoff),
+                        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
+                    )
+                )
+                .order_by(Delivery.priority.desc(), Delivery.id)
+            ).all()
+        for update_id in update_ids:
+            self.queue.fan_out(update_id)
+        by_channel: dict[str, list[int]] = {}
+        for delivery_id, channel in rows:
+            by_channel.setdefault(channel, []).append(delivery_id)
+        for ids in by_channel.values():
+            for chunk in batched(ids, self.settings.batch_size):
+                self.queue.send(list(chunk))
+        if update_ids or rows:
+            log.info("sweep re-enqueued %d updates, %d deliveries", len(update_ids), len(rows))
+        return SweepReport(updates=len(update_ids), deliveries=len(rows))
+
+    def drain(self, wait_s: float = 0.0) -> None:
+        """Embedded mode: run queued jobs until none is left, waiting up to `wait_s` seconds for
+        retries that come due. What is still waiting after that stays queued in the database."""
+        if not isinstance(self.queue, EmbeddedQueue):
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            while self.queue.jobs:
+                kind, arg = self.queue.jobs.popleft()
+                if kind == "fan_out":
+                    self.fan_out(arg)  # type: ignore[arg-type]
+                else:
+                    self.send(arg)  # type: ignore[arg-type]
+            next_due = self.next_due_in_s()
+            if next_due is None or time.monotonic() + next_due > deadline:
+                return
+            time.sleep(max(0.0, next_due))
+            self.sweep(stale_s=0)
+
+    def next_due_in_s(self) -> float | None:
+        """Seconds until the earliest queued delivery is due; None when nothing is queued."""
+        with self.store.session() as session:
+            due = session.scalar(
+                select(func.min(Delivery.due_at)).where(Delivery.status == DeliveryStatus.QUEUED)
+            )
+        if due is None:
+            return None
+        if due.tzinfo is None:  # min() over SQLite bypasses the column type
+            due = due.replace(tzinfo=utcnow().tzinfo)
+        return max(0.0, (due - utcnow()).total_seconds())
+
+    def close(self) -> None:
+        self.registry.close()
+        self.store.close()
+        if self.sandbox is not None:
+            self.sandbox.stop()

@@ -1,0 +1,85 @@
+"""Read-only views of incidents and deliveries for the CLI and the API."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from dispatcher.incidents import IncidentNotFound
+from dispatcher.models import DeliveryStatus
+from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Subscriber, Update
+
+
+@dataclass(frozen=True)
+class DeliveryLine:
+    """One delivery as an operator inspects it."""
+
+    id: int
+    update_id: int
+    update_state: str
+    subscriber: str
+    channel: str
+    status: DeliveryStatus
+    attempts: int
+    provider_id: str | None
+    last_error: str | None
+    fallback_of: int | None
+
+
+def incident(store: Store, incident_id: int) -> tuple[Incident, list[Update]]:
+    with store.session() as session:
+        found = session.get(Incident, incident_id)
+        if found is None:
+            raise IncidentNotFound(incident_id)
+        updates = session.scalars(
+            select(Update).where(Update.incident_id == incident_id).order_by(Update.id)
+        ).all()
+        return found, list(updates)
+
+
+def incidents(store: Store) -> list[Incident]:
+    with store.session() as session:
+        return list(session.scalars(select(Incident).order_by(Incident.id.desc())))
+
+
+def delivery_summary(store: Store, incident_id: int) -> dict[str, Counter[str]]:
+    """Counts per channel and status, for `incident show`."""
+    with store.session() as session:
+        rows = session.execute(
+            select(Delivery.channel, Delivery.status, func.count())
+            .join(Update, Delivery.update_id == Update.id)
+            .where(Update.incident_id == incident_id)
+            .group_by(Delivery.channel, Delivery.status)
+        ).all()
+    summary: dict[str, Counter[str]] = {}
+    for channel, status, count in rows:
+        summary.setdefault(channel, Counter())[status] = count
+    return summary
+
+
+def deliveries(store: Store, incident_id: int) -> list[DeliveryLine]:
+    with store.session() as session:
+        rows = session.execute(
+            select(Delivery, Update.state, Subscriber.name)
+            .join(Update, Delivery.update_id == Update.id)
+            .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
+            .where(Update.incident_id == incident_id)
+            .order_by(Delivery.update_id, Delivery.recipient, Delivery.id)
+        ).all()
+    return [
+        DeliveryLine(
+            id=row.id,
+            update_id=row.update_id,
+            update_state=state,
+            subscriber=name or ("(public)" if row.recipient == PUBLIC_RECIPIENT else "(removed)"),
+            channel=row.channel,
+            status=row.status,
+            attempts=row.attempts,
+            provider_id=row.provider_id,
+            last_error=row.last_error,
+            fallback_of=row.fallback_of,
+        )
+        for row, state, name in rows
+    ]

@@ -1,0 +1,97 @@
+"""The Celery app and its tasks. Each task body is one call into the Pipeline.
+
+Reliability settings follow ../shared/notes/celery-reliability.md: late acks and reject-on-lost so
+a killed worker's task comes back, a visibility timeout far above any task, retries beyond that
+left to the sweep (rows with a due time) rather than to long countdowns that Redis would double.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from celery import Celery, signals
+
+from dispatcher.pipeline import Pipeline
+from dispatcher.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+VISIBILITY_TIMEOUT_S = 3600
+MAX_COUNTDOWN_S = VISIBILITY_TIMEOUT_S // 2  # a longer delay is left to the sweep
+SWEEP_EVERY_S = 15.0
+SWEEP_STALE_S = 30.0  # a queued delivery untouched this long has lost its task
+
+
+def make_celery(settings: Settings) -> Celery:
+    broker = settings.broker_url if not settings.embedded else "memory://"
+    app = Celery("outage", broker=broker)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep": {"task": "outage.sweep", "schedule": SWEEP_EVERY_S},
+        },
+    )
+    return app
+
+
+app = make_celery(get_settings())
+
+
+class CeleryQueue:
+    """The Queue that publishes to the broker; used by every process when a broker is set."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def fan_out(self, update_id: int) -> None:
+        self.celery.send_task("outage.fan_out", args=[update_id])
+
+    def send(self, delivery_ids: list[int], delay_s: float = 0.0) -> None:
+        if delay_s > MAX_COUNTDOWN_S:
+            return  # the row's due_at and the sweep carry it
+        self.celery.send_task("outage.send", args=[delivery_ids], countdown=delay_s or None)
+
+
+@cache
+def pipeline() -> Pipeline:
+    """One Pipeline per worker process, built on its first task (after the fork)."""
+    return Pipeline(get_settings(), CeleryQueue(app))
+
+
+@app.task(name="outage.fan_out")
+def fan_out_task(update_id: int) -> None:
+    pipeline().fan_out(update_id)
+
+
+@app.task(name="outage.send")
+def send_task(delivery_ids: list[int]) -> None:
+    pipeline().send(delivery_ids)
+
+
+@app.task(name="outage.sweep")
+def sweep_task() -> None:
+    pipeline().sweep(stale_s=SWEEP_STALE_S)
+
+
+@signals.worker_ready.connect
+def _sweep_at_start(**_: Any) -> None:
+    """Recover what a crashed predecessor left behind, without waiting for beat."""
+    app.send_task("outage.sweep")
+
+
+def connect(settings: Settings) -> Pipeline:
+    """The Pipeline for a CLI or web process: in-process jobs on the embedded default, the
+    broker otherwise."""
+    if settings.embedded:
+        return Pipeline(settings)
+    return Pipeline(settings, CeleryQueue(make_celery(settings)))

@@ -1,0 +1,98 @@
+"""Shared fixtures: a database per test (SQLite, and PostgreSQL when reachable), the sandbox, and
+a Pipeline wired to both with the backoff delays taken out.
+
+Tests that need PostgreSQL or Redis skip with the reason when the server is missing; with
+OUTAGE_REQUIRE_SERVICES=1 (set by .ci/run) such a skip becomes a failure, so CI runs them all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from dispatcher.pipeline import Pipeline
+from dispatcher.sandbox import Sandbox
+from dispatcher.settings import Settings, get_settings
+from dispatcher.store import Base, make_engine
+
+POSTGRES_URL = os.environ.get(
+    "OUTAGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("OUTAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 0), 1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(url: str, what: str) -> None:
+    """Skip (or, in CI, fail) a test whose server is not running."""
+    if reachable(url):
+        return
+    message = f"{what} not reachable at {urlparse(url).netloc}; start it or set the test URL"
+    if os.environ.get("OUTAGE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (OUTAGE_REQUIRE_SERVICES=1 forbids skipping)")
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test sees the developer's OUTAGE_* or provider variables, nor another test's cache."""
+    for name in list(os.environ):
+        if name.startswith(("OUTAGE_", "TWILIO_", "SENDGRID_", "X_")) and name not in (
+            "OUTAGE_REQUIRE_SERVICES",
+            "OUTAGE_TEST_POSTGRES_URL",
+            "OUTAGE_TEST_REDIS_URL",
+        ):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that uses the database runs on SQLite and on PostgreSQL, on an empty schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'outage.sqlite3'}"
+    need_service(POSTGRES_URL, "PostgreSQL")
+    engine = make_engine(POSTGRES_URL)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as running:
+        yield running
+
+
+@pytest.fixture
+def settings(database_url: str, sandbox: Sandbox) -> Settings:
+    """Embedded settings on the test database and sandbox, with no waiting between retries."""
+    return Settings(
+        database_url=database_url,
+        sandbox_url=sandbox.url,
+        send_backoff_s=0,
+        delivery_backoff_s=0,
+        delivery_backoff_max_s=0,
+        provider_timeout_s=2,
+    )
+
+
+@pytest.fixture
+def pipeline(settings: Settings) -> Iterator[Pipeline]:
+    running = Pipeline(settings)
+    yield running
+    running.close()
