@@ -29,6 +29,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from dispatcher.models import FailureKind
 
@@ -85,9 +86,7 @@ def error_for_status(
 ) -> ChannelError:
     """The one status-code table every HTTP channel uses: 408/429/5xx retry, other 4xx do not."""
     kind: type[ChannelError] = (
-        TransientError
-        if status_code in (408, 425, 429) or status_code >= 500
-        else PermanentError
+        TransientError if status_code in (408, 425, 429) or status_code >= 500 else PermanentError
     )
     return kind(
         channel,
@@ -194,7 +193,8 @@ class Channel:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self.retry.attempts) | self._retry_after_too_long,
+                stop=stop_after_attempt(self.retry.attempts)
+                | _RetryAfterBeyond(self.retry.backoff_max_s),
                 wait=self._wait,
                 reraise=True,
             ):
@@ -221,10 +221,17 @@ class Channel:
         )(state)
         return max(backoff, _retry_after(state) or 0.0)
 
-    def _retry_after_too_long(self, state: RetryCallState) -> bool:
-        """A Retry-After longer than we would wait inside a send is left to the queue's retry."""
-        retry_after = _retry_after(state)
-        return retry_after is not None and retry_after > self.retry.backoff_max_s
+
+class _RetryAfterBeyond(stop_base):
+    """Stops retrying inside a send when the provider asks for a longer pause than we would
+    wait there; the queue's retry takes over, so a worker never sleeps minutes in a call."""
+
+    def __init__(self, max_wait_s: float) -> None:
+        self.max_wait_s = max_wait_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        retry_after = _retry_after(retry_state)
+        return retry_after is not None and retry_after > self.max_wait_s
 
 
 def _retry_after(state: RetryCallState) -> float | None:
@@ -241,6 +248,8 @@ class ChannelFactory(Protocol):
 
     name: ClassVar[str]
     address_field: ClassVar[str | None]
+    limits: ClassVar[Limits]
+    max_batch: ClassVar[int]
 
     @classmethod
     def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Channel: ...

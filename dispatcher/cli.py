@@ -28,14 +28,16 @@ from dispatcher.pipeline import Pipeline
 from dispatcher.registry import UnknownChannel
 from dispatcher.render import TemplateMissing
 from dispatcher.settings import Settings, get_settings
-from dispatcher.store import Subscriber
+from dispatcher.store import Incident, Subscriber
 
 app = typer.Typer(
-    help="Tell customers, on the channel each one chose, that a service is down and when it is back.",
+    help="Tell customers, on their chosen channel, that a service is down and when it is back.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-incident_app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
+incident_app = typer.Typer(
+    help="Open, update, resolve and inspect incidents.", no_args_is_help=True
+)
 subscriber_app = typer.Typer(help="Add, import, list and remove subscribers.", no_args_is_help=True)
 template_app = typer.Typer(help="Preview the message templates.", no_args_is_help=True)
 delivery_app = typer.Typer(help="Inspect individual deliveries.", no_args_is_help=True)
@@ -167,32 +169,32 @@ def incident_list(as_json: JsonOption = False) -> None:
     """List incidents, newest first."""
     with open_pipeline() as pipeline:
         found = reports.incidents(pipeline.store)
-    rows = [
-        {
-            "id": item.id,
-            "title": item.title,
-            "severity": item.severity,
-            "state": item.state,
-            "components": item.components,
-            "started_at": item.started_at,
-            "resolved_at": item.resolved_at,
-        }
-        for item in found
-    ]
     if as_json:
-        print_json(rows)
+        print_json([_incident_dict(item) for item in found])
         return
     table = Table("id", "title", "severity", "state", "components", "started")
-    for row in rows:
+    for item in found:
         table.add_row(
-            str(row["id"]),
-            str(row["title"]),
-            str(row["severity"]),
-            str(row["state"]),
-            ", ".join(row["components"]),  # type: ignore[arg-type]
-            _time(row["started_at"]),  # type: ignore[arg-type]
+            str(item.id),
+            item.title,
+            item.severity,
+            item.state,
+            ", ".join(item.components),
+            _time(item.started_at),
         )
     console.print(table)
+
+
+def _incident_dict(item: Incident) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "title": item.title,
+        "severity": item.severity,
+        "state": item.state,
+        "components": item.components,
+        "started_at": item.started_at,
+        "resolved_at": item.resolved_at,
+    }
 
 
 @incident_app.command("show")
@@ -207,13 +209,7 @@ def incident_show(
         if as_json:
             print_json(
                 {
-                    "id": found.id,
-                    "title": found.title,
-                    "severity": found.severity,
-                    "state": found.state,
-                    "components": found.components,
-                    "started_at": found.started_at,
-                    "resolved_at": found.resolved_at,
+                    **_incident_dict(found),
                     "updates": [
                         {"id": u.id, "state": u.state, "message": u.message, "at": u.created_at}
                         for u in updates
@@ -324,14 +320,20 @@ def _subscriber_dict(subscriber: Subscriber, *, with_secret: bool = False) -> di
 @user_errors
 def subscriber_add(
     name: Annotated[str, typer.Option(help="Who this is.")],
-    channels: Annotated[str, typer.Option(help="Channels in order of preference: sms,email,webhook.")],
+    channels: Annotated[
+        str, typer.Option(help="Channels in order of preference: sms,email,webhook.")
+    ],
     email: Annotated[str | None, typer.Option(help="Email address.")] = None,
     phone: Annotated[str | None, typer.Option(help="Phone number in +E.164 form.")] = None,
-    webhook: Annotated[str | None, typer.Option(help="http(s) URL to POST signed updates to.")] = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="http(s) URL to POST signed updates to.")
+    ] = None,
     component: Annotated[
         list[str] | None, typer.Option(help="Only hear of this component; repeat. Default: all.")
     ] = None,
-    min_severity: Annotated[Severity, typer.Option(help="Hear nothing below this.")] = Severity.MINOR,
+    min_severity: Annotated[
+        Severity, typer.Option(help="Hear nothing below this.")
+    ] = Severity.MINOR,
     locale: Annotated[str, typer.Option(help="Language of the messages.")] = "en",
     confirmed: Annotated[bool, typer.Option(help="The addresses are known to be theirs.")] = False,
     as_json: JsonOption = False,
@@ -341,7 +343,7 @@ def subscriber_add(
         name=name,
         email=email,
         phone=phone,
-        webhook=webhook,  # type: ignore[arg-type]
+        webhook=webhook,
         channels=channels.split(","),
         components=component or [],
         min_severity=min_severity,

@@ -79,7 +79,15 @@ def send_batch(
         outcomes = _send_channel(registry, settings, channel_name, items)
         with store.session() as session:
             for item in items:
-                _record(session, store.dialect, registry, settings, item, outcomes[item.delivery.id], result)
+                _record(
+                    session,
+                    store.dialect,
+                    registry,
+                    settings,
+                    item,
+                    outcomes[item.delivery.id],
+                    result,
+                )
     return result
 
 
@@ -138,7 +146,9 @@ def _send_channel(
     return outcomes
 
 
-def _message(channel: Channel, settings: Settings, item: _Claimed) -> Message | Outcome | Suppressed:
+def _message(
+    channel: Channel, settings: Settings, item: _Claimed
+) -> Message | Outcome | Suppressed:
     """Render one message, or say why it cannot be sent (checked now, not only when queued)."""
     delivery, subscriber = item.delivery, item.subscriber
     recipient: RecipientView | None = None
@@ -246,7 +256,7 @@ def _record(
 
 def _backoff(settings: Settings, sends: int, retry_after_s: float | None) -> float:
     """Exponential with jitter, so a provider that comes back is not hit by every retry at once."""
-    base = min(settings.delivery_backoff_max_s, settings.delivery_backoff_s * 2 ** (sends - 1))
+    base = min(settings.delivery_backoff_max_s, settings.delivery_backoff_s * 2.0 ** (sends - 1))
     return max(base * random.uniform(0.8, 1.2), retry_after_s or 0.0)
 
 
@@ -265,7 +275,7 @@ def _fall_back(
     if channel is None:
         return None
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    new_id = session.scalar(
+    return session.scalar(
         insert(Delivery)
         .values(
             update_id=item.delivery.update_id,
@@ -282,4 +292,3 @@ def _fall_back(
         .on_conflict_do_nothing()
         .returning(Delivery.id)
     )
-    return new_id

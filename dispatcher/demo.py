@@ -21,28 +21,45 @@ UNREACHABLE_PHONE = "+14155550123"  # the sandbox rejects it as a provider would
 
 SUBSCRIBERS = [
     SubscriberIn(
-        name="Ada (ops lead)", phone="+14155550100", email="ada@example.org",
-        channels=["sms", "email"], confirmed=True,
-    ),
-    SubscriberIn(
-        name="Ben (shop owner)", email="ben@example.org", channels=["email"],
-        components=["checkout"], confirmed=True,
-    ),
-    SubscriberIn(
-        name="Chen (integrator)", webhook="http://sandbox/hooks/chen", channels=["webhook"],  # type: ignore[arg-type]
+        name="Ada (ops lead)",
+        phone="+14155550100",
+        email="ada@example.org",
+        channels=["sms", "email"],
         confirmed=True,
     ),
     SubscriberIn(
-        name="Dana (phone is dead)", phone=UNREACHABLE_PHONE, email="dana@example.org",
-        channels=["sms", "email"], confirmed=True,
+        name="Ben (shop owner)",
+        email="ben@example.org",
+        channels=["email"],
+        components=["checkout"],
+        confirmed=True,
     ),
     SubscriberIn(
-        name="Eli (critical only)", email="eli@example.org", channels=["email"],
-        min_severity=Severity.CRITICAL, confirmed=True,
+        name="Chen (integrator)",
+        webhook="http://sandbox/hooks/chen",
+        channels=["webhook"],
+        confirmed=True,
     ),
     SubscriberIn(
-        name="Fay (search only)", phone="+14155550101", channels=["sms"],
-        components=["search"], confirmed=True,
+        name="Dana (phone is dead)",
+        phone=UNREACHABLE_PHONE,
+        email="dana@example.org",
+        channels=["sms", "email"],
+        confirmed=True,
+    ),
+    SubscriberIn(
+        name="Eli (critical only)",
+        email="eli@example.org",
+        channels=["email"],
+        min_severity=Severity.CRITICAL,
+        confirmed=True,
+    ),
+    SubscriberIn(
+        name="Fay (search only)",
+        phone="+14155550101",
+        channels=["sms"],
+        components=["search"],
+        confirmed=True,
     ),
 ]
 
@@ -80,41 +97,56 @@ def _run(console: Console, pipeline: Pipeline) -> None:
     sandbox.inject_failures(2, "503", channel="email")
     console.print("sandbox told to reject one phone number and to answer two email requests 503")
 
-    steps = [
-        lambda: incidents.open_incident(
+    def announce(posted: incidents.Posted) -> int:
+        pipeline.queue.fan_out(posted.update_id)
+        pipeline.drain(wait_s=30)
+        return posted.incident_id
+
+    incident_id = announce(
+        incidents.open_incident(
             pipeline.store,
             IncidentIn(
                 title="Checkout errors",
                 severity=Severity.MAJOR,
                 components=["checkout", "payments"],
-                message="Some card payments fail at checkout; orders are not charged twice.",
+                message="Some card payments fail at checkout; no order is charged twice.",
             ),
-        ),
-        lambda: incidents.post_update(
-            pipeline.store, 1, IncidentState.IDENTIFIED,
+        )
+    )
+    announce(
+        incidents.post_update(
+            pipeline.store,
+            incident_id,
+            IncidentState.IDENTIFIED,
             "A faulty release of the payment service; we are rolling it back.",
-        ),
-        lambda: incidents.resolve(
-            pipeline.store, 1, "The rollback is complete and payments work normally again."
-        ),
-    ]
-    incident_id = 0
-    for step in steps:
-        posted = step()
-        incident_id = posted.incident_id
-        pipeline.queue.fan_out(posted.update_id)
-        pipeline.drain(wait_s=30)
+        )
+    )
+    announce(
+        incidents.resolve(
+            pipeline.store,
+            incident_id,
+            "The rollback is complete and payments work normally again.",
+        )
+    )
 
     found, updates = reports.incident(pipeline.store, incident_id)
-    console.print(f"\n[bold]Incident #{found.id}: {found.title}[/] ({found.severity}), "
-                  f"{len(updates)} updates, now {found.state}")
+    console.print(
+        f"\n[bold]Incident #{found.id}: {found.title}[/] ({found.severity}), "
+        f"{len(updates)} updates, now {found.state}"
+    )
     table = Table("update", "subscriber", "channel", "status", "tries", "provider id / error")
     for line in reports.deliveries(pipeline.store, incident_id):
         detail = line.provider_id or line.last_error or ""
         if line.fallback_of:
             detail = f"(fallback) {detail}"
-        table.add_row(line.update_state, line.subscriber, line.channel,
-                      line.status.replace("_", " "), str(line.attempts), detail)
+        table.add_row(
+            line.update_state,
+            line.subscriber,
+            line.channel,
+            line.status.replace("_", " "),
+            str(line.attempts),
+            detail,
+        )
     console.print(table)
 
     received = sandbox.messages()

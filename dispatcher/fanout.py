@@ -8,9 +8,9 @@ writes nothing new and the batches it hands on find their rows already claimed o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import batched
 from typing import Any
 
+from more_itertools import chunked
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -24,9 +24,9 @@ INSERT_CHUNK = 1000
 BROADCAST_PRIORITY = 100  # the public post goes out before the first subscriber message
 
 
-def fan_out(store: Store, registry: ChannelRegistry, update_id: int, batch_size: int) -> list[
-    list[int]
-]:
+def fan_out(
+    store: Store, registry: ChannelRegistry, update_id: int, batch_size: int
+) -> list[list[int]]:
     """Write the deliveries of one update (once) and return their queued ids in send batches,
     highest priority first, each batch a single channel."""
     with store.session() as session:
@@ -35,7 +35,9 @@ def fan_out(store: Store, registry: ChannelRegistry, update_id: int, batch_size:
             return []
         if update_row.fanned_out_at is None:
             incident = session.get_one(Incident, update_row.incident_id)
-            _insert_deliveries(session, store.dialect, _rows(session, incident, update_id, registry))
+            _insert_deliveries(
+                session, store.dialect, _rows(session, incident, update_id, registry)
+            )
             session.execute(
                 update(Update).where(Update.id == update_id).values(fanned_out_at=utcnow())
             )
@@ -58,7 +60,7 @@ def queued_batches(
     batches: list[list[int]] = []
     for channel, ids in by_channel.items():
         size = min(batch_size, registry.factory(channel).max_batch)
-        batches.extend(list(chunk) for chunk in batched(ids, size))
+        batches.extend(list(chunk) for chunk in chunked(ids, size))
     return batches
 
 
@@ -103,5 +105,5 @@ def _row(
 def _insert_deliveries(session: Session, dialect: str, rows: Iterable[dict[str, Any]]) -> None:
     """Bulk insert in chunks, skipping rows whose delivery key already exists."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for chunk in batched(rows, INSERT_CHUNK):
+    for chunk in chunked(rows, INSERT_CHUNK):
         session.execute(insert(Delivery).on_conflict_do_nothing(), list(chunk))

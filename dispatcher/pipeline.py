@@ -9,8 +9,8 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from itertools import batched
 
+from more_itertools import chunked
 from sqlalchemy import and_, func, or_, select
 
 from dispatcher import delivery, fanout
@@ -45,9 +45,7 @@ class Pipeline:
         self.queue: Queue = queue if queue is not None else EmbeddedQueue()
 
     def fan_out(self, update_id: int) -> None:
-        for batch in fanout.fan_out(
-            self.store, self.registry, update_id, self.settings.batch_size
-        ):
+        for batch in fanout.fan_out(self.store, self.registry, update_id, self.settings.batch_size):
             self.queue.send(batch)
 
     def send(self, delivery_ids: list[int]) -> delivery.SendResult:
@@ -83,7 +81,7 @@ class Pipeline:
         for delivery_id, channel in rows:
             by_channel.setdefault(channel, []).append(delivery_id)
         for ids in by_channel.values():
-            for chunk in batched(ids, self.settings.batch_size):
+            for chunk in chunked(ids, self.settings.batch_size):
                 self.queue.send(list(chunk))
         if update_ids or rows:
             log.info("sweep re-enqueued %d updates, %d deliveries", len(update_ids), len(rows))

@@ -24,7 +24,7 @@ TEMPLATES_DIR = PROJECT_ROOT / "templates"
 
 
 class Settings(BaseSettings):
-    """Everything an operator can set. Provider credentials use the providers' own variable names."""
+    """Everything an operator can set; provider credentials use the providers' own names."""
 
     model_config = SettingsConfigDict(env_prefix="OUTAGE_", extra="ignore", toml_file=CONFIG_FILE)
 

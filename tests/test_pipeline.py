@@ -47,14 +47,29 @@ def statuses(pipeline: Pipeline, incident_id: int) -> dict[tuple[str, str], str]
 def test_each_concerned_subscriber_hears_once_on_their_first_channel(
     pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
-    add(pipeline, name="sms first", phone="+14155550100", email="a@example.org",
-        channels=["sms", "email"])
+    add(
+        pipeline,
+        name="sms first",
+        phone="+14155550100",
+        email="a@example.org",
+        channels=["sms", "email"],
+    )
     add(pipeline, name="email only", email="b@example.org", channels=["email"])
     add(pipeline, name="hook", webhook=f"{sandbox.url}/hooks/h", channels=["webhook"])
-    add(pipeline, name="other component", email="c@example.org", channels=["email"],
-        components=["search"])
-    add(pipeline, name="critical only", email="d@example.org", channels=["email"],
-        min_severity="critical")
+    add(
+        pipeline,
+        name="other component",
+        email="c@example.org",
+        channels=["email"],
+        components=["search"],
+    )
+    add(
+        pipeline,
+        name="critical only",
+        email="d@example.org",
+        channels=["email"],
+        min_severity="critical",
+    )
     add(pipeline, name="unconfirmed", email="e@example.org", channels=["email"], confirmed=False)
 
     posted = open_incident(pipeline)
@@ -72,8 +87,13 @@ def test_each_concerned_subscriber_hears_once_on_their_first_channel(
 
 
 def test_critical_incident_reaches_a_critical_only_subscriber(pipeline: Pipeline) -> None:
-    add(pipeline, name="critical only", email="d@example.org", channels=["email"],
-        min_severity="critical")
+    add(
+        pipeline,
+        name="critical only",
+        email="d@example.org",
+        channels=["email"],
+        min_severity="critical",
+    )
     posted = open_incident(pipeline, severity=Severity.CRITICAL)
     assert statuses(pipeline, posted.incident_id)[("critical only", "email")] == "sent"
 
@@ -82,13 +102,21 @@ def test_permanent_failure_falls_back_to_the_next_channel(
     pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     sandbox.inject_recipient_failure(DEAD_PHONE)
-    add(pipeline, name="dead phone", phone=DEAD_PHONE, email="dana@example.org",
-        channels=["sms", "email"])
+    add(
+        pipeline,
+        name="dead phone",
+        phone=DEAD_PHONE,
+        email="dana@example.org",
+        channels=["sms", "email"],
+    )
 
     posted = open_incident(pipeline)
 
-    lines = [line for line in reports.deliveries(pipeline.store, posted.incident_id)
-             if line.subscriber == "dead phone"]
+    lines = [
+        line
+        for line in reports.deliveries(pipeline.store, posted.incident_id)
+        if line.subscriber == "dead phone"
+    ]
     by_channel = {line.channel: line for line in lines}
     assert by_channel["sms"].status == DeliveryStatus.FELL_BACK
     assert by_channel["sms"].attempts == 1, "a permanent failure is not retried"
@@ -116,8 +144,9 @@ def test_transient_failures_are_retried_inside_the_send_then_by_the_queue(
 
     posted = open_incident(pipeline)
 
-    [line] = [x for x in reports.deliveries(pipeline.store, posted.incident_id)
-              if x.channel == "sms"]
+    [line] = [
+        x for x in reports.deliveries(pipeline.store, posted.incident_id) if x.channel == "sms"
+    ]
     assert line.status == DeliveryStatus.SENT
     assert line.attempts == 5
     assert line.provider_id and line.provider_id.startswith("SM")
@@ -129,13 +158,21 @@ def test_transient_failures_beyond_the_limit_fall_back(
 ) -> None:
     limit = pipeline.settings.delivery_attempts * pipeline.settings.send_attempts
     sandbox.inject_failures(limit, "429", channel="sms")
-    add(pipeline, name="both", phone="+14155550100", email="a@example.org",
-        channels=["sms", "email"])
+    add(
+        pipeline,
+        name="both",
+        phone="+14155550100",
+        email="a@example.org",
+        channels=["sms", "email"],
+    )
 
     posted = open_incident(pipeline)
 
-    lines = {x.channel: x for x in reports.deliveries(pipeline.store, posted.incident_id)
-             if x.subscriber == "both"}
+    lines = {
+        x.channel: x
+        for x in reports.deliveries(pipeline.store, posted.incident_id)
+        if x.subscriber == "both"
+    }
     assert lines["sms"].status == DeliveryStatus.FELL_BACK
     assert lines["sms"].attempts == limit
     assert lines["email"].status == DeliveryStatus.SENT
@@ -167,9 +204,7 @@ def test_an_update_never_enqueued_is_found_by_the_sweep(
     assert pipeline.sweep(stale_s=0).updates == 0
 
 
-def test_an_expired_lease_is_sent_again_by_the_sweep(
-    pipeline: Pipeline, sandbox: Sandbox
-) -> None:
+def test_an_expired_lease_is_sent_again_by_the_sweep(pipeline: Pipeline, sandbox: Sandbox) -> None:
     add(pipeline, name="a", email="a@example.org", channels=["email"])
     posted = incidents.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MINOR, components=["api"])

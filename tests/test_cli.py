@@ -1,0 +1,179 @@
+"""The `outage` command as an operator uses it: output, exit codes, and clear errors on bad input.
+
+Each test points the CLI at its own SQLite file and at a sandbox through the environment, exactly
+as an operator would configure it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dispatcher.cli import app
+from dispatcher.sandbox import Sandbox
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tmp_path / "cli.sqlite3"
+    monkeypatch.setenv("OUTAGE_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("OUTAGE_SANDBOX_URL", sandbox.url)
+    monkeypatch.setenv("OUTAGE_SEND_BACKOFF_S", "0")
+    monkeypatch.setenv("OUTAGE_DELIVERY_BACKOFF_S", "0")
+    return db
+
+
+def outage(*args: str) -> tuple[int, str, str]:
+    from dispatcher.settings import get_settings
+
+    get_settings.cache_clear()
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_add_subscriber_open_and_resolve_incident(env: Path, sandbox: Sandbox) -> None:
+    code, out, _ = outage(
+        "subscriber",
+        "add",
+        "--name",
+        "Ada",
+        "--phone",
+        "+1 415 555 0100",
+        "--email",
+        "ada@example.org",
+        "--channels",
+        "sms,email",
+        "--confirmed",
+        "--json",
+    )
+    assert code == 0
+    subscriber = json.loads(out)
+    assert subscriber["phone"] == "+14155550100", "numbers are stored in E.164"
+    assert subscriber["channels"] == ["sms", "email"]
+
+    code, out, _ = outage(
+        "incident",
+        "open",
+        "--title",
+        "Checkout errors",
+        "--severity",
+        "major",
+        "--component",
+        "checkout",
+        "--message",
+        "Card payments fail.",
+        "--json",
+    )
+    assert code == 0
+    incident_id = json.loads(out)["incident_id"]
+    assert [m["to"] for m in sandbox.messages("sms")] == ["+14155550100"]
+
+    code, out, _ = outage(
+        "incident",
+        "update",
+        str(incident_id),
+        "--state",
+        "identified",
+        "--message",
+        "Rolling back.",
+    )
+    assert code == 0 and "accepted" in out
+    code, out, _ = outage("incident", "resolve", str(incident_id), "--message", "Fixed.")
+    assert code == 0
+
+    code, out, _ = outage("incident", "show", str(incident_id), "--json")
+    shown = json.loads(out)
+    assert shown["state"] == "resolved"
+    assert [u["state"] for u in shown["updates"]] == ["investigating", "identified", "resolved"]
+    assert shown["deliveries"]["sms"] == {"sent": 3}
+    assert shown["deliveries"]["social"] == {"sent": 3}
+
+    code, out, _ = outage("incident", "list", "--json")
+    assert [i["id"] for i in json.loads(out)] == [incident_id]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--phone", "+1 555", "--channels", "sms"], "phone"),
+        (["--email", "not-an-address", "--channels", "email"], "email"),
+        (["--webhook", "ftp://example.org/x", "--channels", "webhook"], "webhook"),
+        (["--email", "a@example.org", "--channels", "pigeon"], "pigeon"),
+        (["--email", "a@example.org", "--channels", "sms"], "phone"),
+        (["--email", "a@example.org", "--channels", "email", "--min-severity", "dire"], "dire"),
+    ],
+)
+def test_bad_subscriber_input_names_the_field_and_stores_nothing(
+    env: Path, args: list[str], field: str
+) -> None:
+    code, _, err = outage("subscriber", "add", "--name", "X", *args)
+    assert code == 2
+    assert field in err
+    assert "Traceback" not in err
+    code, out, _ = outage("subscriber", "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_unknown_incident_is_exit_2_with_the_id(env: Path) -> None:
+    code, _, err = outage("incident", "resolve", "99")
+    assert code == 2
+    assert "no incident with id 99" in err
+
+
+def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:
+    csv_file = tmp_path / "subs.csv"
+    csv_file.write_text(
+        "name,email,phone,webhook,channels,components,min_severity,locale,confirmed\n"
+        "Ada,ada@example.org,,,email,checkout,major,en,yes\n"
+        "Bad phone,,+1 555,,sms,,minor,en,yes\n"
+        "Ben,ben@example.org,+14155550100,,sms;email,,minor,en,no\n"
+        "No channel,c@example.org,,,,,minor,en,yes\n"
+    )
+    code, out, err = outage("subscriber", "import", str(csv_file))
+    assert code == 1
+    assert "imported 2" in out
+    assert "line 3:" in err and "phone" in err
+    assert "line 5:" in err and "channels" in err
+    code, out, _ = outage("subscriber", "list", "--json")
+    assert [s["name"] for s in json.loads(out)] == ["Ada", "Ben"]
+
+
+def test_remove_subscriber(env: Path) -> None:
+    outage("subscriber", "add", "--name", "Ada", "--email", "a@example.org", "--channels", "email")
+    code, _, _ = outage("subscriber", "remove", "1")
+    assert code == 0
+    code, _, err = outage("subscriber", "remove", "1")
+    assert code == 2 and "no subscriber with id 1" in err
+
+
+def test_template_preview_shows_the_sms_and_its_segments(env: Path) -> None:
+    code, out, _ = outage("template", "preview", "--channel", "sms", "--state", "investigating")
+    assert code == 0
+    assert "SMS segment" in out and "GSM-7" in out
+
+
+def test_delivery_list_shows_fallbacks(env: Path, sandbox: Sandbox) -> None:
+    sandbox.inject_recipient_failure("+14155550123")
+    outage(
+        "subscriber",
+        "add",
+        "--name",
+        "Dana",
+        "--phone",
+        "+14155550123",
+        "--email",
+        "d@example.org",
+        "--channels",
+        "sms,email",
+        "--confirmed",
+    )
+    outage("incident", "open", "--title", "T", "--severity", "minor", "--component", "api")
+    code, out, _ = outage("delivery", "list", "--incident", "1", "--json")
+    assert code == 0
+    rows = {(row["channel"], row["status"]) for row in json.loads(out)}
+    assert ("sms", "fell_back") in rows and ("email", "sent") in rows
