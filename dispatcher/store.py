@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -57,8 +59,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _enum_column(enum: type[StrEnum]) -> SAEnum:
+    """Enums stored as their values in a VARCHAR (no native type to migrate), read back as
+    members."""
+    return SAEnum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        IncidentState: _enum_column(IncidentState),
+        Severity: _enum_column(Severity),
+        DeliveryStatus: _enum_column(DeliveryStatus),
+    }
 
 
 class Subscriber(Base):
@@ -72,7 +93,7 @@ class Subscriber(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
     channels: Mapped[list[str]] = mapped_column(JSON)  # in order of preference
     components: Mapped[list[str]] = mapped_column(JSON)  # empty: every component
-    min_severity: Mapped[Severity] = mapped_column(String(16))
+    min_severity: Mapped[Severity]
     locale: Mapped[str] = mapped_column(String(8), default="en")
     confirmed: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -89,8 +110,8 @@ class Incident(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
-    severity: Mapped[Severity] = mapped_column(String(16))
-    state: Mapped[IncidentState] = mapped_column(String(16))
+    severity: Mapped[Severity]
+    state: Mapped[IncidentState]
     components: Mapped[list[str]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(32), default="operator")
     source_key: Mapped[str | None] = mapped_column(String(500))
@@ -103,7 +124,7 @@ class Update(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
-    state: Mapped[IncidentState] = mapped_column(String(16))
+    state: Mapped[IncidentState]
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The outbox marker: NULL until the fan-out has written every delivery row for this update.
@@ -124,7 +145,7 @@ class Delivery(Base):
     )
     channel: Mapped[str] = mapped_column(String(32))
     recipient: Mapped[str] = mapped_column(String(32))  # subscriber id, or PUBLIC_RECIPIENT
-    status: Mapped[DeliveryStatus] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
+    status: Mapped[DeliveryStatus] = mapped_column(default=DeliveryStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher goes first
     attempts: Mapped[int] = mapped_column(default=0)  # provider requests made, retries included
     sends: Mapped[int] = mapped_column(default=0)  # rounds through the queue (the retry limit)

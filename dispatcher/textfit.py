@@ -165,7 +165,7 @@ def _links(text: str) -> list[tuple[int, int, int]]:
 
 
 def _has_alphabetic_tld(url: str) -> bool:
-    """Whether X would link this URL: a host ending in a letters-only label (not an IP, localhost)."""
+    """Whether X would link this URL: its host ends in a letters-only label (no IP, localhost)."""
     host = _HOST_END.split(url.split("://", 1)[1], maxsplit=1)[0]
     labels = host.rsplit(".", 1)
     return len(labels) == 2 and labels[0] != "" and len(labels[1]) >= 2 and labels[1].isalpha()

@@ -1,0 +1,531 @@
+"""Incident updates rendered into messages, one channel at a time, from `templates/`.
+
+Templates live in `templates/<channel>/<locale>/<state>.<part>.j2` (part: `text` everywhere,
+`subject` and `html` for email); `_`-prefixed files are layouts and shared phrases. A locale
+without a template falls back to English, so a new language is only new files.
+
+Each channel's text must fit what the provider carries. When it does not, the operator's free
+text is shortened first, then the title; links are never cut. If nothing fits, the message cannot
+be sent on this channel at all, which the core treats as a permanent failure::
+
+    RenderError (ValueError)      this update cannot be rendered for this channel; do not retry
+    └── TemplateMissing           no template for this channel/state (in any fallback locale)
+
+The email's HTML and subject take their wording from the blocks of the email's text template,
+so the state files are written once and the three parts cannot tell different stories.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Final
+
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    select_autoescape,
+)
+
+from channels.base import Limits
+from dispatcher.models import IncidentState, Severity
+from dispatcher.settings import TEMPLATES_DIR
+from dispatcher.textfit import (
+    TWEET_MAX_WEIGHT,
+    gsm_transliterate,
+    shorten,
+    sms_segments,
+    tweet_length,
+)
+
+DEFAULT_LOCALE: Final = "en"
+WORDING_BLOCKS: Final[tuple[str, ...]] = ("label", "lead", "impact", "message", "next", "closing")
+
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+_LANGUAGE: Final = re.compile(r"[a-z]{2,3}")
+_BLANK_RUNS: Final = re.compile(r"\n{3,}")
+
+
+class RenderError(ValueError):
+    """This update cannot become a message on this channel; retrying will not change that."""
+
+    def __init__(self, channel: str, state: str, reason: str) -> None:
+        self.channel = channel
+        self.state = state
+        self.reason = reason
+        super().__init__(f"{channel}/{state}: {reason}")
+
+
+class TemplateMissing(RenderError):
+    """No template for this channel, state and part, neither in the locale nor in English."""
+
+    def __init__(self, channel: str, state: str, part: str, tried: list[str]) -> None:
+        self.part = part
+        self.tried = tried
+        super().__init__(
+            channel, state, f"no {part} template (looked for {', '.join(tried)} in {TEMPLATES_DIR})"
+        )
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """An incident as templates see it. For a scheduled maintenance `started_at` is the planned
+    start (and the update's `eta` its planned end)."""
+
+    id: int
+    title: str
+    severity: Severity
+    state: IncidentState
+    components: tuple[str, ...]
+    started_at: datetime
+    resolved_at: datetime | None
+    url: str  # the incident's status page link, in every message
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """The update being announced; `message` is the operator's free text, if any."""
+
+    id: int
+    state: IncidentState
+    message: str | None
+    created_at: datetime
+    next_update_at: datetime | None = None
+    eta: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecipientView:
+    """Whom a message is for; the renderer receives None for a broadcast (the social post)."""
+
+    name: str
+    locale: str
+    manage_url: str | None = None
+    unsubscribe_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for a channel: text always; subject/html for email; payload for webhooks."""
+
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    payload: dict[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One render: the channel's templates and everything but the incident and update, which
+    the fitting loop varies (shortened message, shortened title)."""
+
+    channel: str
+    state: str
+    text: Template
+    recipient: RecipientView | None
+    company: str
+    support_url: str | None
+
+    def variables(
+        self, incident: IncidentView, update: UpdateView, *, brief: bool = False
+    ) -> dict[str, object]:
+        """The template context; `brief` asks for the shortest form (no apology, no support)."""
+        return {
+            "brief": brief,
+            "incident": incident,
+            "update": update,
+            "recipient": self.recipient,
+            "company": self.company,
+            "support_url": self.support_url,
+            "state": self.state,
+        }
+
+    def render_text(self, incident: IncidentView, update: UpdateView, *, brief: bool) -> str:
+        """The text part alone: what the fitting loop measures, many times per message."""
+        with _template_errors(self.channel, self.state, "text"):
+            text = self.text.render(self.variables(incident, update, brief=brief))
+        return _normalise_text(text)
+
+    def render_with_wording(
+        self, incident: IncidentView, update: UpdateView, *, brief: bool
+    ) -> tuple[str, dict[str, str]]:
+        """The text part, and each of its wording blocks rendered on its own (for html/subject)."""
+        context = self.text.new_context(self.variables(incident, update, brief=brief))
+        with _template_errors(self.channel, self.state, "text"):
+            text = "".join(self.text.root_render_func(context))
+            wording = {
+                name: _normalise_text("".join(context.blocks[name][0](context)))
+                for name in WORDING_BLOCKS
+                if name in context.blocks
+            }
+        return _normalise_text(text), wording
+
+
+@cache
+def environment() -> Environment:
+    """The one Jinja environment. `html.j2` must be listed: select_autoescape matches the end of
+    the name, and "x.html.j2" does not end in ".html", so ["html"] alone would escape nothing."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(clock=clock, window=window, sentence=sentence)
+    return env
+
+
+def render(
+    channel: str,
+    limits: Limits,
+    incident: IncidentView,
+    update: UpdateView,
+    recipient: RecipientView | None,
+    *,
+    company_name: str,
+    support_url: str | None,
+    sms_max_segments: int,
+) -> Rendered:
+    """Render `update` for one recipient (or the public, when None) on `channel`, fitted to
+    `limits`. Raises TemplateMissing or RenderError, both permanent for this channel."""
+    language = language_of(recipient)
+    state = str(update.state)
+    job = _Job(
+        channel=channel,
+        state=state,
+        text=_template(channel, language, state, "text"),
+        recipient=recipient,
+        company=company_name,
+        support_url=support_url,
+    )
+    job, shown_incident, shown_update = _prepared(job, limits, incident, update)
+    shown_incident, shown_update, brief = _fitted(
+        job, shown_incident, shown_update, fits_limits(limits, sms_max_segments)
+    )
+    text, wording = job.render_with_wording(shown_incident, shown_update, brief=brief)
+    extra = {**job.variables(shown_incident, shown_update, brief=brief), "wording": wording}
+    return Rendered(
+        text=text,
+        subject=_part(job, language, "subject", extra) if limits.has_subject else None,
+        html=_part(job, language, "html", extra) if limits.has_html else None,
+        payload=webhook_payload(text, incident, update) if channel == "webhook" else None,
+    )
+
+
+def language_of(recipient: RecipientView | None) -> str:
+    """The template language: locale "de-DE", "de_DE" or "de" means "de"; a broadcast has none,
+    so it uses the default, as does anything that is not a plain language code."""
+    if recipient is None:
+        return DEFAULT_LOCALE
+    language = recipient.locale.replace("_", "-").split("-", 1)[0].lower()
+    return language if _LANGUAGE.fullmatch(language) else DEFAULT_LOCALE
+
+
+def _template(channel: str, language: str, state: str, part: str) -> Template:
+    names = list(
+        dict.fromkeys(
+            f"{channel}/{locale}/{state}.{part}.j2" for locale in (language, DEFAULT_LOCALE)
+        )
+    )
+    try:
+        return environment().select_template(names)
+    except TemplateNotFound:
+        raise TemplateMissing(channel, state, part, names) from None
+    except TemplateError as exc:
+        raise RenderError(channel, state, f"broken {part} template: {exc}") from exc
+
+
+def _part(job: _Job, language: str, part: str, variables: Mapping[str, object]) -> str:
+    """Render the subject or HTML part with the text part's wording."""
+    template = _template(job.channel, language, job.state, part)
+    with _template_errors(job.channel, job.state, part):
+        rendered = template.render(variables)
+    if part == "subject":
+        return " ".join(rendered.split())
+    return _normalise_html(rendered)
+
+
+@contextmanager
+def _template_errors(channel: str, state: str, part: str) -> Iterator[None]:
+    """Turn errors raised while rendering (a missing layout, an undefined name) into ours."""
+    try:
+        yield
+    except TemplateNotFound as exc:
+        raise TemplateMissing(channel, state, part, [str(exc)]) from None
+    except TemplateError as exc:
+        raise RenderError(channel, state, f"{part} template failed: {exc}") from exc
+
+
+def _prepared(
+    job: _Job, limits: Limits, incident: IncidentView, update: UpdateView
+) -> tuple[_Job, IncidentView, UpdateView]:
+    """The texts as this channel should show them: SMS gets GSM-7 look-alikes for typographic
+    punctuation, webhook text gets Slack's three escapes; everyone gets a tidy message."""
+    message = _normalise_message(update.message)
+    adapt = _channel_text(job.channel, limits)
+    recipient = job.recipient
+    if recipient is not None:
+        recipient = replace(recipient, name=adapt(recipient.name))
+    return (
+        replace(job, company=adapt(job.company), recipient=recipient),
+        replace(
+            incident,
+            title=adapt(incident.title.strip()),
+            components=tuple(adapt(component) for component in incident.components),
+        ),
+        replace(update, message=adapt(message) if message else None),
+    )
+
+
+def _channel_text(channel: str, limits: Limits) -> Callable[[str], str]:
+    if limits.max_sms_segments is not None:
+        return gsm_transliterate
+    if channel == "webhook":
+        return slack_escape
+    return _unchanged
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def slack_escape(text: str) -> str:
+    """Slack's mrkdwn escapes, so an operator's "<" or "&" cannot become a link or a mention."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fits_limits(limits: Limits, sms_max_segments: int) -> Callable[[str], bool]:
+    """A predicate: does this text fit the channel? An SMS channel (one that declares
+    `max_sms_segments`) is held to the operator's `sms_max_segments` budget, the cost decision;
+    X is checked by weighted length."""
+    checks: list[Callable[[str], bool]] = []
+    if limits.max_sms_segments is not None:
+        checks.append(lambda text: sms_segments(text) <= sms_max_segments)
+    if limits.max_weighted_chars is not None:
+        weighted = min(limits.max_weighted_chars, TWEET_MAX_WEIGHT)
+        checks.append(lambda text: tweet_length(text) <= weighted)
+    if limits.max_text_chars is not None:
+        chars = limits.max_text_chars
+        checks.append(lambda text: len(text) <= chars)
+    return lambda text: all(check(text) for check in checks)
+
+
+def _fitted(
+    job: _Job, incident: IncidentView, update: UpdateView, fits: Callable[[str], bool]
+) -> tuple[IncidentView, UpdateView, bool]:
+    """The incident and update, shortened until the text fits, and whether it took the brief form.
+
+    The full form is tried first, shortening the message, then the title. Only if even that fails
+    is the brief form tried (templates then leave out the apology and the support line), because
+    a message without them beats no message at all."""
+    for brief in (False, True):
+        fitted = _shortened(job, incident, update, brief, fits)
+        if fitted is not None:
+            return (*fitted, brief)
+    raise RenderError(job.channel, job.state, "does not fit the channel even when shortened")
+
+
+def _shortened(
+    job: _Job, incident: IncidentView, update: UpdateView, brief: bool, fits: Callable[[str], bool]
+) -> tuple[IncidentView, UpdateView] | None:
+    """The message shortened (or dropped), then the title, until the text fits; None if never."""
+
+    def fits_with(incident: IncidentView, update: UpdateView) -> bool:
+        return fits(job.render_text(incident, update, brief=brief))
+
+    if fits_with(incident, update):
+        return incident, update
+    if update.message:
+        message = shorten(
+            update.message,
+            lambda candidate: fits_with(incident, replace(update, message=candidate)),
+        )
+        update = replace(update, message=message or None)
+        if message or fits_with(incident, update):
+            return incident, update
+    title = shorten(
+        incident.title, lambda candidate: fits_with(replace(incident, title=candidate), update)
+    )
+    return (replace(incident, title=title), update) if title else None
+
+
+def webhook_payload(text: str, incident: IncidentView, update: UpdateView) -> dict[str, object]:
+    """Slack-compatible (`text` is what Slack shows) plus the structured facts, unshortened."""
+    return {
+        "text": text,
+        "incident": {
+            "id": incident.id,
+            "title": incident.title,
+            "severity": str(incident.severity),
+            "state": str(incident.state),
+            "components": list(incident.components),
+            "started_at": _iso(incident.started_at),
+            "resolved_at": _iso(incident.resolved_at),
+            "url": incident.url,
+        },
+        "update": {
+            "id": update.id,
+            "state": str(update.state),
+            "message": update.message,
+            "created_at": _iso(update.created_at),
+            "next_update_at": _iso(update.next_update_at),
+            "eta": _iso(update.eta),
+        },
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return _utc(moment).isoformat() if moment is not None else None
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware datetimes converted to UTC; naive ones are taken to be UTC already (as stored)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def clock(moment: datetime, reference: datetime | None = None) -> str:
+    """ "14:30 UTC", or "Thu 15 May 09:00 UTC" when not on the reference's day."""
+    moment = _utc(moment)
+    time = f"{moment:%H:%M} UTC"
+    if reference is None or _utc(reference).date() == moment.date():
+        return time
+    return f"{day(moment)} {time}"
+
+
+def day(moment: datetime) -> str:
+    """ "Wed 21 May", in English names whatever the process locale (strftime's %a is not)."""
+    moment = _utc(moment)
+    return f"{_DAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]}"
+
+
+def window(start: datetime, end: datetime | None) -> str:
+    """A maintenance window in GSM-safe characters: "Wed 21 May 02:00-04:00 UTC"."""
+    start = _utc(start)
+    if end is None:
+        return f"{day(start)} from {start:%H:%M} UTC"
+    end = _utc(end)
+    if end.date() == start.date():
+        return f"{day(start)} {start:%H:%M}-{end:%H:%M} UTC"
+    return f"{day(start)} {start:%H:%M} UTC - {day(end)} {end:%H:%M} UTC"
+
+
+def sentence(text: str) -> str:
+    """Upper-case the first letter, for a name that starts a sentence ("checkout" -> "Checkout")."""
+    return text[:1].upper() + text[1:]
+
+
+def _normalise_message(message: str | None) -> str | None:
+    if message is None:
+        return None
+    message = _BLANK_RUNS.sub("\n\n", "\n".join(line.strip() for line in message.splitlines()))
+    return message.strip() or None
+
+
+def _normalise_text(text: str) -> str:
+    """One space between words, at most one blank line in a row, no edges."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _normalise_html(html: str) -> str:
+    lines = (line.rstrip() for line in html.splitlines())
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+_SAMPLE_START: Final = datetime(2025, 5, 14, 14, 5, tzinfo=UTC)
+_SAMPLE_MESSAGES: Final = {
+    IncidentState.INVESTIGATING: (
+        "Some card payments fail at checkout with an error. Orders already placed are not "
+        "affected, and you can retry a failed payment in a few minutes."
+    ),
+    IncidentState.IDENTIFIED: (
+        "A configuration change at our payment provider is rejecting some cards. We are rolling "
+        "it back."
+    ),
+    IncidentState.MONITORING: (
+        "The change has been rolled back and payments are succeeding again. We are watching "
+        "error rates closely."
+    ),
+    IncidentState.RESOLVED: (
+        "A configuration change at our payment provider rejected some card payments between "
+        "14:02 and 15:05 UTC. It has been rolled back, and failed payments can be retried safely."
+    ),
+    IncidentState.SCHEDULED: (
+        "Checkout will be read-only for up to 15 minutes during the window. No action is needed."
+    ),
+}
+
+
+def sample(
+    state: IncidentState, *, public_url: str = "https://status.example.com"
+) -> tuple[IncidentView, UpdateView, RecipientView]:
+    """Realistic data for `outage template preview`: a checkout incident at the given state."""
+    base = public_url.rstrip("/")
+    scheduled = state is IncidentState.SCHEDULED
+    started = datetime(2025, 5, 21, 2, 0, tzinfo=UTC) if scheduled else _SAMPLE_START
+    created = {
+        IncidentState.INVESTIGATING: _SAMPLE_START + timedelta(minutes=3),
+        IncidentState.IDENTIFIED: _SAMPLE_START + timedelta(minutes=25),
+        IncidentState.MONITORING: _SAMPLE_START + timedelta(minutes=55),
+        IncidentState.RESOLVED: _SAMPLE_START + timedelta(minutes=65),
+        IncidentState.SCHEDULED: datetime(2025, 5, 14, 10, 0, tzinfo=UTC),
+    }[state]
+    incident = IncidentView(
+        id=42,
+        title="Payments maintenance" if scheduled else "Checkout errors",
+        severity=Severity.MINOR if scheduled else Severity.MAJOR,
+        state=state,
+        components=("checkout", "payments"),
+        started_at=started,
+        resolved_at=created if state is IncidentState.RESOLVED else None,
+        url=f"{base}/incidents/42",
+    )
+    update = UpdateView(
+        id=7,
+        state=state,
+        message=_SAMPLE_MESSAGES[state],
+        created_at=created,
+        next_update_at=created + timedelta(minutes=30) if state.is_open and not scheduled else None,
+        eta=_sample_eta(state, started),
+    )
+    recipient = RecipientView(
+        name="Ada",
+        locale="en",
+        manage_url=f"{base}/preferences/s-3f9a",
+        unsubscribe_url=f"{base}/unsubscribe/s-3f9a",
+    )
+    return incident, update, recipient
+
+
+def _sample_eta(state: IncidentState, started: datetime) -> datetime | None:
+    if state is IncidentState.IDENTIFIED:
+        return started + timedelta(minutes=70)
+    if state is IncidentState.SCHEDULED:
+        return started + timedelta(hours=2)
+    return None
