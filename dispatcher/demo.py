@@ -17,45 +17,46 @@ from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
 from dispatcher.pipeline import Pipeline
 from dispatcher.settings import get_settings
 
+DETAIL_CHARS = 30  # keeps the table within an 80-column terminal
 UNREACHABLE_PHONE = "+14155550123"  # the sandbox rejects it as a provider would a dead number
 
 SUBSCRIBERS = [
     SubscriberIn(
-        name="Ada (ops lead)",
+        name="Ada",
         phone="+14155550100",
         email="ada@example.org",
         channels=["sms", "email"],
         confirmed=True,
     ),
     SubscriberIn(
-        name="Ben (shop owner)",
+        name="Ben",
         email="ben@example.org",
         channels=["email"],
         components=["checkout"],
         confirmed=True,
     ),
     SubscriberIn(
-        name="Chen (integrator)",
+        name="Chen",
         webhook="http://sandbox/hooks/chen",
         channels=["webhook"],
         confirmed=True,
     ),
     SubscriberIn(
-        name="Dana (phone is dead)",
+        name="Dana",
         phone=UNREACHABLE_PHONE,
         email="dana@example.org",
         channels=["sms", "email"],
         confirmed=True,
     ),
     SubscriberIn(
-        name="Eli (critical only)",
+        name="Eli",
         email="eli@example.org",
         channels=["email"],
         min_severity=Severity.CRITICAL,
         confirmed=True,
     ),
     SubscriberIn(
-        name="Fay (search only)",
+        name="Fay",
         phone="+14155550101",
         channels=["sms"],
         components=["search"],
@@ -92,7 +93,15 @@ def _run(console: Console, pipeline: Pipeline) -> None:
         if data.webhook is not None:
             data = data.model_copy(update={"webhook": f"{sandbox.url}/hooks/chen"})
         subscribers.add(pipeline.store, pipeline.registry, data)
-    console.print(f"seeded {len(SUBSCRIBERS)} subscribers")
+    seeded = Table("subscriber", "channels (in order)", "follows", "threshold", title="subscribers")
+    for data in SUBSCRIBERS:
+        seeded.add_row(
+            data.name,
+            " > ".join(data.channels),
+            ", ".join(data.components) or "everything",
+            data.min_severity,
+        )
+    console.print(seeded)
     sandbox.inject_recipient_failure(UNREACHABLE_PHONE)
     sandbox.inject_failures(2, "503", channel="email")
     console.print("sandbox told to reject one phone number and to answer two email requests 503")
@@ -134,7 +143,11 @@ def _run(console: Console, pipeline: Pipeline) -> None:
         f"\n[bold]Incident #{found.id}: {found.title}[/] ({found.severity}), "
         f"{len(updates)} updates, now {found.state}"
     )
-    table = Table("update", "subscriber", "channel", "status", "tries", "provider id / error")
+    table = Table()
+    for column, width in (("update", 13), ("subscriber", 10), ("channel", 7), ("status", 9)):
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column("tries", justify="right")
+    table.add_column("provider id / error")
     for line in reports.deliveries(pipeline.store, incident_id):
         detail = line.provider_id or line.last_error or ""
         if line.fallback_of:
@@ -145,7 +158,7 @@ def _run(console: Console, pipeline: Pipeline) -> None:
             line.channel,
             line.status.replace("_", " "),
             str(line.attempts),
-            detail,
+            detail if len(detail) <= DETAIL_CHARS else detail[: DETAIL_CHARS - 1] + "…",
         )
     console.print(table)
 
@@ -156,7 +169,8 @@ def _run(console: Console, pipeline: Pipeline) -> None:
         if message["channel"] in shown:
             continue
         shown.add(message["channel"])
-        heading = message.get("subject") or message["to"]
-        console.print(f"[bold]{message['channel']}[/] to {message['to']} — {heading}")
+        to = message["to"] or "the company's public account"
+        subject = f" — {message['subject']}" if message.get("subject") else ""
+        console.print(f"\n[bold]{message['channel']}[/] to {to}{subject}", highlight=False)
         console.print(str(message["body"])[:600], highlight=False, markup=False)
     console.print("\nNot notified: Eli (major < critical threshold), Fay (follows search only).")
