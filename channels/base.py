@@ -191,13 +191,7 @@ class Channel:
     def _send_with_retries(self, message: Message) -> Outcome:
         attempts = 0
         try:
-            for attempt in Retrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self.retry.attempts)
-                | _RetryAfterBeyond(self.retry.backoff_max_s),
-                wait=self._wait,
-                reraise=True,
-            ):
+            for attempt in self._retrying():
                 with attempt:
                     attempts += 1
                     provider_id = self.send_one(message)
@@ -211,6 +205,16 @@ class Channel:
                 attempts=attempts,
             )
         return Outcome(key=message.key, provider_id=provider_id, attempts=attempts)
+
+    def _retrying(self) -> Retrying:
+        """The tenacity policy for one provider request; adapters that batch reuse it."""
+        return Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.retry.attempts)
+            | _RetryAfterBeyond(self.retry.backoff_max_s),
+            wait=self._wait,
+            reraise=True,
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         """Jittered exponential backoff, but never sooner than the provider's Retry-After."""

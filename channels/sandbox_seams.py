@@ -1,0 +1,148 @@
+"""Where an adapter chooses between the real provider and the local sandbox, in one place.
+
+The provider SDKs hard-code their hosts; each offers one seam (see the team note
+`provider-seams.md`): Twilio an HTTP client object, SendGrid a `host=` argument, tweepy a
+replaceable `requests.Session`. The classes here fill those seams. They are installed in live mode
+too, because they also do what the SDKs do not: default timeouts, a connection pool as large as our
+concurrency, and (for Twilio) the last response's headers, where `Retry-After` lives.
+
+Credentials: in sandbox mode the adapters always use harmless dummies, so a real key found in the
+environment is never sent to a sandbox (which records request headers); in live mode a missing
+credential is a `ValueError` that names the variable and never shows a value.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from pydantic import SecretStr
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from twilio.http.http_client import TwilioHttpClient
+
+if TYPE_CHECKING:
+    from dispatcher.settings import Settings
+
+SANDBOX_CREDENTIAL = "sandbox-dummy-credential"
+SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+
+
+def sandbox_base(settings: Settings) -> str | None:
+    """The sandbox's base URL in sandbox mode, None in live mode (talk to the real provider)."""
+    if settings.providers != "sandbox":
+        return None
+    if not settings.sandbox_url:
+        raise ValueError(
+            "OUTAGE_SANDBOX_URL is not set: sandbox providers need a running sandbox "
+            "(start one, or set OUTAGE_PROVIDERS=live)"
+        )
+    return settings.sandbox_url.rstrip("/")
+
+
+def credential(settings: Settings, attribute: str, env_name: str, dummy: str) -> str:
+    """A credential's value: `dummy` in sandbox mode; required (by variable name) in live mode."""
+    if settings.providers == "sandbox":
+        return dummy
+    value = getattr(settings, attribute)
+    text = value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+    if not str(text).strip():
+        raise ValueError(
+            f"{env_name} is not set: live providers need it "
+            "(set the environment variable, or use OUTAGE_PROVIDERS=sandbox)"
+        )
+    return str(text)
+
+
+def rebase(url: str, base: str | None) -> str:
+    """`url` with its scheme and host replaced by `base`'s (unchanged when `base` is None)."""
+    if base is None:
+        return url
+    target, origin = urlsplit(url), urlsplit(base)
+    path = origin.path.rstrip("/") + target.path
+    return urlunsplit((origin.scheme, origin.netloc, path, target.query, target.fragment))
+
+
+def _pooled(session: requests.Session, pool_size: int) -> None:
+    """Room for `pool_size` parallel requests per host, or urllib3 drops and reopens sockets."""
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+
+class TwilioSeamClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """Twilio's HTTP client, rebased on the sandbox when asked, remembering response headers.
+
+    Twilio's exceptions carry no headers, so the adapter asks `last_header("Retry-After")`
+    after a failure. The headers are kept per thread because one client serves a whole batch
+    sent concurrently.
+    """
+
+    def __init__(self, base_url: str | None, timeout: float, pool_size: int) -> None:
+        super().__init__(timeout=timeout)
+        self._base_url = base_url
+        self._last = threading.local()
+        _pooled(self.session, pool_size)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        self._last.headers = CaseInsensitiveDict[str]()
+        response = super().request(
+            method,
+            rebase(url, self._base_url),
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            allow_redirects=allow_redirects,
+        )
+        self._last.headers = CaseInsensitiveDict(response.headers or {})
+        return response
+
+    def last_header(self, name: str) -> str | None:
+        """A header of the last response this thread received, e.g. Retry-After."""
+        headers: CaseInsensitiveDict[str] = getattr(self._last, "headers", CaseInsensitiveDict())
+        return headers.get(name)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+class SeamSession(requests.Session):
+    """A `requests.Session` with a default timeout that rebases one provider prefix.
+
+    tweepy builds every URL from a fixed "https://api.twitter.com" and passes no timeout; this
+    session rewrites that prefix to the sandbox (when given) and applies our timeout.
+    """
+
+    def __init__(
+        self, prefix: str, base_url: str | None, timeout: float, pool_size: int = 4
+    ) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._base_url = base_url
+        self._timeout = timeout
+        _pooled(self, pool_size)
+
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        text_url = url.decode() if isinstance(url, bytes) else url
+        if self._base_url is not None and text_url.startswith(self._prefix):
+            text_url = self._base_url + text_url[len(self._prefix) :]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().request(method, text_url, *args, **kwargs)

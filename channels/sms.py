@@ -1,0 +1,104 @@
+"""SMS through Twilio's Programmable Messaging API, with the official SDK.
+
+Twilio says whether to retry through the HTTP status (429 and 5xx: yes; 400 with e.g. 21211
+"invalid number" or 21610 "unsubscribed": no), so classification is the shared status table.
+Beware: a 500 or a read timeout on a send is ambiguous (the SMS may have gone out); Twilio has no
+idempotency key for messages, so a retry can duplicate a text. We accept that for outage notices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.rest import Client
+
+from channels.base import (
+    Channel,
+    ChannelError,
+    Limits,
+    Message,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+    error_for_status,
+    parse_retry_after,
+)
+from channels.sandbox_seams import (
+    SANDBOX_CREDENTIAL,
+    SANDBOX_TWILIO_ACCOUNT_SID,
+    TwilioSeamClient,
+    credential,
+    sandbox_base,
+)
+from dispatcher.settings import Settings
+
+
+class SmsChannel(Channel):
+    """One Twilio `messages.create` per message; the base sends a batch concurrently."""
+
+    name = "sms"
+    address_field = "phone"
+    # A marker: the renderer fits the text into `settings.sms_max_segments` segments.
+    limits = Limits(max_sms_segments=1)
+    max_batch = 100
+
+    def __init__(
+        self,
+        client: Any,
+        http: TwilioSeamClient,
+        sender: str,
+        retry: RetryPolicy,
+        concurrency: int = 8,
+    ) -> None:
+        super().__init__(retry, concurrency)
+        self._client = client
+        self._http = http
+        self._sender = sender
+
+    @classmethod
+    def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
+        """Build the Twilio client once; in sandbox mode it talks to `settings.sandbox_url`."""
+        base = sandbox_base(settings)
+        account_sid = credential(
+            settings, "twilio_account_sid", "TWILIO_ACCOUNT_SID", SANDBOX_TWILIO_ACCOUNT_SID
+        )
+        token = credential(settings, "twilio_auth_token", "TWILIO_AUTH_TOKEN", SANDBOX_CREDENTIAL)
+        http = TwilioSeamClient(base, settings.provider_timeout_s, settings.send_concurrency)
+        client = Client(account_sid, token, http_client=http)
+        return cls(client, http, settings.sms_from, retry, settings.send_concurrency)
+
+    def send_one(self, message: Message) -> str:
+        """Create the message; the id is Twilio's message SID ("SM...")."""
+        try:
+            created = self._client.messages.create(
+                to=message.to, from_=self._sender, body=message.text
+            )
+        except TwilioRestException as exc:
+            raise self._rejected(exc.status, exc.code, exc.msg) from exc
+        except TwilioServiceException as exc:
+            raise self._rejected(exc.status, exc.code, exc.detail or exc.title) from exc
+        except TwilioException as exc:  # raised by the SDK itself, e.g. a bad argument
+            raise PermanentError(self.name, f"Twilio SDK error ({type(exc).__name__})") from exc
+        except requests.Timeout as exc:
+            raise TransientError(self.name, "Twilio did not answer in time") from exc
+        except requests.RequestException as exc:
+            reason = f"could not reach Twilio ({type(exc).__name__})"
+            raise TransientError(self.name, reason) from exc
+        except ValueError as exc:  # a 2xx whose body is not JSON
+            raise TransientError(self.name, "unreadable answer from Twilio") from exc
+        return str(created.sid)
+
+    def _rejected(self, status: int, code: int | None, detail: str | None) -> ChannelError:
+        reason = f"Twilio error {code}" if code else "Twilio refused the message"
+        return error_for_status(
+            self.name,
+            int(status),
+            reason,
+            response_excerpt=detail,
+            retry_after_s=parse_retry_after(self._http.last_header("Retry-After")),
+        )
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,154 @@
+"""Signed JSON webhooks to subscribers' own endpoints, with a pooled httpx client.
+
+Every delivery is signed (rule of the house: never send unsigned). The scheme is Stripe's:
+`X-Outage-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, so a receiver can reject
+both forgeries and replays; `sign` and `verify` are public for receivers and tests.
+
+In sandbox mode a URL outside the sandbox is delivered to the sandbox's receiver instead
+(`/hooks/<host><path>`), so a demo never calls a real customer endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Self
+from urllib.parse import urlsplit
+
+import httpx
+
+from channels.base import (
+    Channel,
+    Limits,
+    Message,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+    error_for_status,
+    parse_retry_after,
+)
+from channels.sandbox_seams import sandbox_base
+from dispatcher.settings import Settings
+
+USER_AGENT = "outage-dispatcher"
+SIGNATURE_HEADER = "X-Outage-Signature"
+DELIVERY_HEADER = "X-Outage-Delivery"
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp`: "t=<ts>,v1=<hex>"."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify(
+    secret: str,
+    header_value: str,
+    body: bytes,
+    tolerance_s: float = 300,
+    now: float | None = None,
+) -> bool:
+    """Whether `header_value` signs `body` with `secret` within `tolerance_s` of `now`.
+
+    Any of several v1 values may match (a sender rotating secrets sends one per secret).
+    Comparison is constant-time.
+    """
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for item in header_value.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, timestamp, body).partition(",v1=")[2]
+    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+
+
+class WebhookChannel(Channel):
+    """POSTs a message's payload (or {"text": ...}) as compact JSON to its URL."""
+
+    name = "webhook"
+    address_field = "webhook"
+    limits = Limits()
+    max_batch = 100
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        retry: RetryPolicy,
+        concurrency: int = 8,
+        sandbox_url: str | None = None,
+    ) -> None:
+        super().__init__(retry, concurrency)
+        self._client = client
+        self._sandbox_url = sandbox_url
+
+    @classmethod
+    def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
+        """One pooled client per adapter, no redirects (a redirect could leak the payload)."""
+        client = httpx.Client(
+            timeout=settings.provider_timeout_s,
+            limits=httpx.Limits(
+                max_connections=settings.send_concurrency,
+                max_keepalive_connections=settings.send_concurrency,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+        return cls(client, retry, settings.send_concurrency, sandbox_base(settings))
+
+    def send_one(self, message: Message) -> str:
+        """Deliver one signed POST; the id is the receiver's X-Request-Id, if it gives one."""
+        if not message.secret:
+            raise PermanentError(self.name, "no signing secret: refusing to send unsigned")
+        payload = message.payload if message.payload is not None else {"text": message.text}
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(message.secret, int(time.time()), body),
+            DELIVERY_HEADER: str(message.key),
+        }
+        try:
+            response = self._client.post(self._target(message.to), content=body, headers=headers)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise PermanentError(self.name, "not an http(s) URL") from exc
+        except httpx.TimeoutException as exc:
+            raise TransientError(self.name, "the endpoint did not answer in time") from exc
+        except httpx.TransportError as exc:
+            reason = f"could not reach the endpoint ({type(exc).__name__})"
+            raise TransientError(self.name, reason) from exc
+        if response.is_success:
+            return response.headers.get("X-Request-Id") or f"http-{response.status_code}"
+        if response.status_code == 410:
+            raise PermanentError(
+                self.name, "endpoint gone", status_code=410, response_excerpt=response.text
+            )
+        raise error_for_status(
+            self.name,
+            response.status_code,
+            "the endpoint refused the delivery",
+            response_excerpt=response.text,
+            retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+    def _target(self, url: str) -> str:
+        """The URL to call: unchanged in live mode; the sandbox's receiver in sandbox mode."""
+        if self._sandbox_url is None or url.startswith(self._sandbox_url + "/"):
+            return url
+        parts = urlsplit(url)
+        host = parts.hostname or "unknown"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self._sandbox_url}/hooks/{host}{parts.path or '/'}{query}"
+
+    def close(self) -> None:
+        self._client.close()
