@@ -1,0 +1,52 @@
+"""Our own documented JSON format, for senders that are not Alertmanager, Grafana or Uptime Kuma.
+
+It already speaks our vocabulary (components, severity), so no mapping applies. Because we define
+it, unknown fields are rejected: a misspelt `mesage` is an error the sender sees at once, not a
+silently missing message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
+from dispatcher.models import Severity
+
+
+class GenericAlert(BaseModel):
+    """One alert in the generic format; `source` + `key` identify it across updates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(pattern=r"^[a-z0-9_-]{1,64}$")  # names the sending system
+    key: str = Field(min_length=1, max_length=500)
+    status: AlertStatus
+    title: str = Field(min_length=1, max_length=200)
+    severity: Severity
+    components: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    message: str | None = None
+    url: str | None = None
+
+
+def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent]:
+    """Validate a generic alert (raising pydantic.ValidationError) into its one event.
+
+    `mapping` is accepted for the common parser signature and unused. The sender's name prefixes
+    the group key so two systems using the same `key` never share an incident.
+    """
+    alert = GenericAlert.model_validate(payload)
+    return [
+        AlertEvent(
+            source="generic",
+            group_key=f"{alert.source}:{alert.key}",
+            alert_key=alert.key,
+            status=alert.status,
+            title=alert.title,
+            severity=alert.severity,
+            components=alert.components,
+            message=alert.message,
+            url=alert.url,
+        )
+    ]
