@@ -1,0 +1,83 @@
+"""The long-running processes and the demo: `outage demo|serve|worker|sandbox`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dispatcher.cli.common import console, open_pipeline, settings, user_errors
+from dispatcher.settings import Settings
+
+app = typer.Typer()
+
+
+@app.command()
+@user_errors
+def demo(
+    database: Annotated[Path, typer.Option(help="SQLite file, recreated.")] = Path(
+        "outage-demo.sqlite3"
+    ),
+) -> None:
+    """Open, update and resolve a sample incident on the embedded default and show who got what."""
+    from dispatcher.demo import run_demo
+
+    run_demo(console, database)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the HTTP API (webhooks, subscriber API, status page)."""
+    import uvicorn
+
+    settings()
+    uvicorn.run("dispatcher.web.app:create_app", factory=True, host=host, port=port)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes (Celery).")] = 2,
+    beat: Annotated[bool, typer.Option(help="Also run the periodic sweep (Celery beat).")] = False,
+) -> None:
+    """Run a worker: a Celery worker when a broker is set, else an embedded polling loop."""
+    config = settings()
+    if config.embedded:
+        _embedded_worker(config)
+        return
+    from dispatcher.worker import app as celery_app
+
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
+    celery_app.worker_main([*argv, "--beat"] if beat else argv)
+
+
+def _embedded_worker(config: Settings) -> None:
+    console.print("embedded worker: sending due deliveries from the database (Ctrl-C stops)")
+    with open_pipeline(config) as pipeline:
+        try:
+            while True:
+                pipeline.sweep(stale_s=0)
+                pipeline.drain()
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            console.print("stopped")
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8025,
+    latency_ms: Annotated[float, typer.Option(help="Delay added to every provider request.")] = 0,
+) -> None:
+    """Run the local provider sandbox (Twilio, SendGrid, X shapes and a webhook receiver)."""
+    from dispatcher.sandbox import Sandbox
+
+    console.print(f"provider sandbox on http://{host}:{port} (messages: /sandbox/messages)")
+    try:
+        Sandbox(latency_ms=latency_ms).serve_forever(host, port)
+    except KeyboardInterrupt:
+        console.print("stopped")
