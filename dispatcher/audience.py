@@ -7,7 +7,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from dispatcher.models import Severity
 from dispatcher.registry import ChannelRegistry
-from dispatcher.store import ADDRESS_COLUMNS, Incident, Subscriber
+from dispatcher.store import ADDRESS_COLUMNS, CONFIRMATION_COLUMNS, Incident, Subscriber
+from dispatcher.suppressions import Address, all_suppressed
 
 STREAM_CHUNK = 1000
 
@@ -30,6 +31,8 @@ class SubscriberFields(Protocol):
     def components(self) -> Sequence[str]: ...
     @property
     def min_severity(self) -> str: ...
+    @property
+    def internal(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -45,23 +48,47 @@ def address_of(subscriber: object, address_field: str | None) -> str | None:
     return getattr(subscriber, column) if column else None
 
 
+def usable_address(
+    subscriber: object, address_field: str | None, blocked: Collection[Address] = ()
+) -> str | None:
+    """The address if we may send to it: on file, confirmed where that is needed, not
+    suppressed."""
+    address = address_of(subscriber, address_field)
+    if not address or address_field is None:
+        return None
+    confirmation = CONFIRMATION_COLUMNS.get(address_field)
+    if confirmation is not None and getattr(subscriber, confirmation) is None:
+        return None
+    if (address_field, address) in blocked:
+        return None
+    return address
+
+
 def concerns(subscriber: SubscriberFields, incident: Incident) -> bool:
-    """A subscriber hears of an incident on a component they follow, at their severity or above."""
+    """The team hears of everything; a subscriber of an incident on a component they follow, at
+    their severity or above, once it is published (not a draft)."""
+    if subscriber.internal:
+        return True
+    if incident.draft:
+        return False
     if not Severity(incident.severity).at_least(Severity(subscriber.min_severity)):
         return False
     return not subscriber.components or bool(set(subscriber.components) & set(incident.components))
 
 
 def next_channel(
-    subscriber: SubscriberFields, registry: ChannelRegistry, after: str | None = None
+    subscriber: SubscriberFields,
+    registry: ChannelRegistry,
+    after: str | None = None,
+    blocked: Collection[Address] = (),
 ) -> str | None:
     """The subscriber's first usable channel after `after` (or their first one): installed, with
-    an address on file. The same rule picks the first channel and the fallback."""
+    a usable address. The same rule picks the first channel and the fallback."""
     preferences = list(subscriber.channels)
     start = preferences.index(after) + 1 if after in preferences else 0
     for name in preferences[start:]:
         factory = registry.factories.get(name)
-        if factory is not None and address_of(subscriber, factory.address_field):
+        if factory is not None and usable_address(subscriber, factory.address_field, blocked):
             return name
     return None
 
@@ -69,25 +96,36 @@ def next_channel(
 def recipients(
     session: Session, incident: Incident, registry: ChannelRegistry
 ) -> Iterator[Recipient]:
-    """Every active, confirmed subscriber the incident concerns, with their first channel."""
-    priority = Severity(incident.severity).rank
+    """Every active subscriber the incident concerns, with their first usable channel; higher
+    tiers (key accounts, the team) get a higher send priority."""
+    severity_rank = Severity(incident.severity).rank
+    blocked = all_suppressed(session)
     query = (
         select(
             Subscriber.id,
             Subscriber.channels,
             Subscriber.components,
             Subscriber.min_severity,
+            Subscriber.internal,
+            Subscriber.tier,
             Subscriber.email,
             Subscriber.phone,
             Subscriber.webhook_url,
+            Subscriber.email_confirmed_at,
+            Subscriber.phone_confirmed_at,
         )
-        .where(Subscriber.unsubscribed_at.is_(None), Subscriber.confirmed.is_(True))
+        .where(Subscriber.unsubscribed_at.is_(None))
         .order_by(Subscriber.id)
         .execution_options(yield_per=STREAM_CHUNK)
     )
     for row in session.execute(query):
         if not concerns(row, incident):
             continue
-        channel = next_channel(row, registry)
+        channel = next_channel(row, registry, blocked=blocked)
         if channel is not None:
-            yield Recipient(row.id, channel, priority)
+            yield Recipient(row.id, channel, priority(row.tier, severity_rank))
+
+
+def priority(tier: int, severity_rank: int) -> int:
+    """Send order within the queue: tier first, then how severe the incident is."""
+    return tier * 10 + severity_rank

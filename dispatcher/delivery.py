@@ -36,6 +36,7 @@ from dispatcher.render import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Incident, Store, Subscriber, Update, utcnow
+from dispatcher.suppressions import Address, suppressed
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def send_batch(
     for item in _load(store, claimed):
         by_channel[item.delivery.channel].append(item)
     for channel_name, items in by_channel.items():
-        outcomes = _send_channel(registry, settings, channel_name, items)
+        outcomes = _send_channel(store, registry, settings, channel_name, items)
         with store.session() as session:
             for item in items:
                 _record(
@@ -129,13 +130,22 @@ def _load(store: Store, delivery_ids: list[int]) -> list[_Claimed]:
 
 
 def _send_channel(
-    registry: ChannelRegistry, settings: Settings, channel_name: str, items: list[_Claimed]
+    store: Store,
+    registry: ChannelRegistry,
+    settings: Settings,
+    channel_name: str,
+    items: list[_Claimed],
 ) -> dict[int, Outcome | Suppressed]:
     channel = registry.get(channel_name)
+    field = channel.address_field
+    with store.session() as session:  # opt-outs are checked again now, not only when queued
+        blocked = suppressed(
+            session, [(field, address_of(i.subscriber, field) or "") for i in items if field]
+        )
     outcomes: dict[int, Outcome | Suppressed] = {}
     messages: list[Message] = []
     for item in items:
-        prepared = _message(channel, settings, item)
+        prepared = _message(channel, settings, item, blocked)
         if isinstance(prepared, Message):
             messages.append(prepared)
         else:
@@ -147,7 +157,7 @@ def _send_channel(
 
 
 def _message(
-    channel: Channel, settings: Settings, item: _Claimed
+    channel: Channel, settings: Settings, item: _Claimed, blocked: set[Address]
 ) -> Message | Outcome | Suppressed:
     """Render one message, or say why it cannot be sent (checked now, not only when queued)."""
     delivery, subscriber = item.delivery, item.subscriber
@@ -158,6 +168,8 @@ def _message(
         if subscriber is None or subscriber.unsubscribed_at is not None:
             return Suppressed(delivery.id)
         address = address_of(subscriber, channel.address_field)
+        if (channel.address_field, address) in blocked:
+            return Suppressed(delivery.id)
         if not address:
             return Outcome(
                 key=delivery.id,
@@ -271,7 +283,11 @@ def _fall_back(
     subscriber = item.subscriber
     if subscriber is None:
         return None
-    channel = next_channel(subscriber, registry, after=item.delivery.channel)
+    blocked = suppressed(
+        session,
+        [(field, address_of(subscriber, field) or "") for field in ("email", "phone", "webhook")],
+    )
+    channel = next_channel(subscriber, registry, after=item.delivery.channel, blocked=blocked)
     if channel is None:
         return None
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert

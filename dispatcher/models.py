@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 
 class IncidentState(StrEnum):
@@ -62,6 +71,17 @@ class DeliveryStatus(StrEnum):
         return self not in (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 
+class SuppressionReason(StrEnum):
+    """Why an address receives nothing more; kept apart from the subscriber so it survives
+    deletion and re-imports."""
+
+    UNSUBSCRIBED = "unsubscribed"  # the person asked (preference centre, one-click link)
+    STOP = "stop"  # an SMS STOP keyword
+    BOUNCE = "bounce"  # the mailbox does not exist (hard bounce)
+    SPAM_REPORT = "spam_report"  # the recipient marked a message as spam
+    GONE = "gone"  # a webhook endpoint answered 410 Gone
+
+
 class FailureKind(StrEnum):
     """Whether a failed send is worth trying again: decided once, by the adapter."""
 
@@ -103,7 +123,29 @@ class SubscriberIn(BaseModel):
     components: list[str] = Field(default_factory=list)
     min_severity: Severity = Severity.MINOR
     locale: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
-    confirmed: bool = False
+    confirmed: bool = False  # an operator vouches for the addresses: no double opt-in
+    internal: bool = False  # the team: every update, drafts and internal notes
+    tier: int = Field(default=0, ge=0, le=9)  # higher tiers are told first
+    quiet_start: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name: Europe/Berlin"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _quiet_hours_both_or_neither(self) -> SubscriberIn:
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            raise ValueError("quiet_start and quiet_end go together")
+        return self
 
     @field_validator("webhook")
     @classmethod

@@ -31,7 +31,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from dispatcher.models import DeliveryStatus, IncidentState, Severity
+from dispatcher.models import DeliveryStatus, IncidentState, Severity, SuppressionReason
 
 PUBLIC_RECIPIENT = "public"  # the recipient key of a broadcast delivery (the company's account)
 
@@ -79,6 +79,7 @@ class Base(DeclarativeBase):
         IncidentState: _enum_column(IncidentState),
         Severity: _enum_column(Severity),
         DeliveryStatus: _enum_column(DeliveryStatus),
+        SuppressionReason: _enum_column(SuppressionReason),
     }
 
 
@@ -95,18 +96,58 @@ class Subscriber(Base):
     components: Mapped[list[str]] = mapped_column(JSON)  # empty: every component
     min_severity: Mapped[Severity]
     locale: Mapped[str] = mapped_column(String(8), default="en")
-    confirmed: Mapped[bool] = mapped_column(default=False)
+    # Double opt-in: nothing is sent to an email address or phone number before it is confirmed.
+    email_confirmed_at: Mapped[datetime | None]
+    phone_confirmed_at: Mapped[datetime | None]
+    internal: Mapped[bool] = mapped_column(default=False)  # the team: drafts and internal notes
+    tier: Mapped[int] = mapped_column(default=0)  # higher tiers are told first
+    quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00", in `timezone`
+    quiet_end: Mapped[str | None] = mapped_column(String(5))  # "07:00"
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     unsubscribed_at: Mapped[datetime | None]
 
 
-# The subscriber column behind each adapter's declared `address_field`.
+# The subscriber column behind each adapter's declared `address_field`, and the column that says
+# the address is confirmed (None: needs no confirmation, a webhook added by an operator).
 ADDRESS_COLUMNS = {"email": "email", "phone": "phone", "webhook": "webhook_url"}
+CONFIRMATION_COLUMNS: dict[str, str | None] = {
+    "email": "email_confirmed_at",
+    "phone": "phone_confirmed_at",
+    "webhook": None,
+}
+
+
+class Suppression(Base):
+    """An address that receives nothing more, whoever it belongs to now or later."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("kind", "address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # an address field: email, phone, webhook
+    address: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[SuppressionReason]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who changed what about a subscriber or an incident, for the operator's audit trail."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))  # operator, subscriber, provider:<name>, system
+    action: Mapped[str] = mapped_column(String(64))
+    subscriber_id: Mapped[int | None] = mapped_column(index=True)  # kept after deletion
+    incident_id: Mapped[int | None] = mapped_column(index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Incident(Base):
     __tablename__ = "incidents"
-    __table_args__ = (UniqueConstraint("source", "source_key"),)
+    __table_args__ = (Index("ix_incidents_source_key", "source", "source_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
@@ -114,9 +155,32 @@ class Incident(Base):
     state: Mapped[IncidentState]
     components: Mapped[list[str]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(32), default="operator")
-    source_key: Mapped[str | None] = mapped_column(String(500))
+    source_key: Mapped[str | None] = mapped_column(String(500))  # a monitoring group's key
+    # A draft (opened by a machine) notifies only the internal audience until approved.
+    draft: Mapped[bool] = mapped_column(default=False)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
+    # All of a monitoring group's alerts cleared at this time; announced once it has held.
+    resolve_pending_since: Mapped[datetime | None]
+    eta: Mapped[datetime | None]  # estimated resolution, shown in every message until changed
+    ends_at: Mapped[datetime | None]  # end of a scheduled maintenance window
+
+
+class Alert(Base):
+    """One monitoring alert's last known status; the group's alerts decide the incident."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("source", "group_key", "alert_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    group_key: Mapped[str] = mapped_column(String(500))
+    alert_key: Mapped[str] = mapped_column(String(500))
+    firing: Mapped[bool]
+    component: Mapped[str] = mapped_column(String(200))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), index=True)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Update(Base):
@@ -126,6 +190,8 @@ class Update(Base):
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
     state: Mapped[IncidentState]
     message: Mapped[str | None] = mapped_column(Text)
+    internal_note: Mapped[str | None] = mapped_column(Text)  # the team sees it; customers never
+    next_update_at: Mapped[datetime | None]  # the promise of the next update
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The outbox marker: NULL until the fan-out has written every delivery row for this update.
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -154,8 +220,11 @@ class Delivery(Base):
     fallback_of: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
     due_at: Mapped[datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[datetime | None]
+    # Claimed again after a lease expired: the provider may have accepted it the first time.
+    lease_expiries: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]  # from a provider's delivery receipt
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

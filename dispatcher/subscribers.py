@@ -10,9 +10,10 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from dispatcher.audit import record
 from dispatcher.models import SubscriberIn
 from dispatcher.registry import ChannelRegistry
-from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber
+from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, utcnow
 
 
 class SubscriberError(ValueError):
@@ -40,6 +41,7 @@ def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:
 
 
 def _row(data: SubscriberIn) -> Subscriber:
+    confirmed_at = utcnow() if data.confirmed else None
     return Subscriber(
         name=data.name,
         email=data.email,
@@ -50,16 +52,31 @@ def _row(data: SubscriberIn) -> Subscriber:
         components=data.components,
         min_severity=data.min_severity,
         locale=data.locale,
-        confirmed=data.confirmed,
+        email_confirmed_at=confirmed_at if data.email else None,
+        phone_confirmed_at=confirmed_at if data.phone else None,
+        internal=data.internal,
+        tier=data.tier,
+        quiet_start=data.quiet_start,
+        quiet_end=data.quiet_end,
+        timezone=data.timezone,
     )
 
 
-def add(store: Store, registry: ChannelRegistry, data: SubscriberIn) -> Subscriber:
+def add(
+    store: Store, registry: ChannelRegistry, data: SubscriberIn, *, actor: str = "operator"
+) -> Subscriber:
     check_channels(data, registry)
     with store.session() as session:
         subscriber = _row(data)
         session.add(subscriber)
         session.flush()
+        record(
+            session,
+            actor,
+            "subscriber_added",
+            subscriber_id=subscriber.id,
+            confirmed_by_operator=data.confirmed,
+        )
         return subscriber
 
 
@@ -69,6 +86,7 @@ def remove(store: Store, subscriber_id: int) -> None:
         if subscriber is None:
             raise SubscriberError(f"no subscriber with id {subscriber_id}")
         session.delete(subscriber)
+        record(session, "operator", "subscriber_removed", subscriber_id=subscriber_id)
 
 
 def list_all(store: Store) -> list[Subscriber]:
@@ -109,6 +127,15 @@ def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportRep
             good.append(_row(data))
     with store.session() as session:
         session.add_all(good)
+        session.flush()
+        for subscriber in good:
+            record(
+                session,
+                "operator",
+                "subscriber_imported",
+                subscriber_id=subscriber.id,
+                file=path.name,
+            )
     report.imported = len(good)
     return report
 

@@ -34,7 +34,10 @@ def _subscriber_dict(subscriber: Subscriber, *, with_secret: bool = False) -> di
         "components": subscriber.components,
         "min_severity": subscriber.min_severity,
         "locale": subscriber.locale,
-        "confirmed": subscriber.confirmed,
+        "email_confirmed": subscriber.email_confirmed_at is not None,
+        "phone_confirmed": subscriber.phone_confirmed_at is not None,
+        "internal": subscriber.internal,
+        "tier": subscriber.tier,
     }
     if with_secret and subscriber.webhook_secret:
         data["webhook_secret"] = subscriber.webhook_secret
@@ -83,7 +86,7 @@ def subscriber_add(
     console.print(f"subscriber [bold]{subscriber.id}[/] added: {subscriber.name}")
     if subscriber.webhook_secret:
         console.print(f"webhook signing secret (shown once): {subscriber.webhook_secret}")
-    if not subscriber.confirmed:
+    if not data.confirmed and (data.email or data.phone):
         console.print("[yellow]not confirmed:[/] nothing is sent until the addresses are confirmed")
 
 
@@ -106,7 +109,7 @@ def subscriber_list(as_json: JsonOption = False) -> None:
             addresses,
             ", ".join(s.components) or "all",
             s.min_severity,
-            "yes" if s.confirmed else "no",
+            _confirmation(s),
         )
     console.print(table)
 
@@ -133,3 +136,16 @@ def subscriber_import(
         errors.print(f"[red]line {line}:[/] {problem}", highlight=False)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _confirmation(subscriber: Subscriber) -> str:
+    """Which of the subscriber's addresses still wait for their double opt-in."""
+    waiting = [
+        field
+        for field, confirmed in (
+            ("email", subscriber.email_confirmed_at),
+            ("phone", subscriber.phone_confirmed_at),
+        )
+        if getattr(subscriber, field) and confirmed is None
+    ]
+    return "yes" if not waiting else "waiting: " + ", ".join(waiting)
