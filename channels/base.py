@@ -31,7 +31,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from dispatcher.models import FailureKind
+from dispatcher.models import FailureKind, SuppressionReason
 
 if TYPE_CHECKING:
     from dispatcher.settings import Settings
@@ -54,8 +54,10 @@ class ChannelError(Exception):
         status_code: int | None = None,
         response_excerpt: str | None = None,
         retry_after_s: float | None = None,
+        suppress: SuppressionReason | None = None,
     ) -> None:
         self.channel = channel
+        self.suppress = suppress
         self.reason = reason
         self.status_code = status_code
         self.response_excerpt = (response_excerpt or "")[:EXCERPT_CHARS] or None
@@ -131,6 +133,18 @@ class Outcome:
     error: str | None = None
     retry_after_s: float | None = None
     attempts: int = 1
+    suppress: SuppressionReason | None = None  # the provider says never to send there again
+
+    @classmethod
+    def failed(cls, key: int, error: ChannelError, attempts: int) -> Outcome:
+        return cls(
+            key=key,
+            failure=error.kind,
+            error=str(error),
+            retry_after_s=error.retry_after_s,
+            attempts=attempts,
+            suppress=error.suppress,
+        )
 
     @property
     def ok(self) -> bool:
@@ -197,13 +211,7 @@ class Channel:
                     provider_id = self.send_one(message)
         except ChannelError as exc:
             log.info("%s send failed for delivery %s: %s", self.name, message.key, exc)
-            return Outcome(
-                key=message.key,
-                failure=exc.kind,
-                error=str(exc),
-                retry_after_s=exc.retry_after_s,
-                attempts=attempts,
-            )
+            return Outcome.failed(message.key, exc, attempts)
         return Outcome(key=message.key, provider_id=provider_id, attempts=attempts)
 
     def _retrying(self) -> Retrying:

@@ -95,11 +95,11 @@ class EmailChannel(Channel):
                     provider_id = self._post(messages)
         except PermanentError as exc:
             if exc.status_code != 400:  # auth, sender or account problem: the same for everyone
-                return [_failed(m, exc, attempts) for m in messages]
+                return [Outcome.failed(m.key, exc, attempts) for m in messages]
             log.info("email group of %d refused (%s); sending one by one", len(messages), exc)
             return Channel.send(self, messages)
         except ChannelError as exc:
-            return [_failed(m, exc, attempts) for m in messages]
+            return [Outcome.failed(m.key, exc, attempts) for m in messages]
         return [Outcome(key=m.key, provider_id=provider_id, attempts=attempts) for m in messages]
 
     def _post(self, messages: Sequence[Message]) -> str:
@@ -156,16 +156,6 @@ class EmailChannel(Channel):
             response_excerpt=body,
             retry_after_s=retry_after,
         )
-
-
-def _failed(message: Message, error: ChannelError, attempts: int) -> Outcome:
-    return Outcome(
-        key=message.key,
-        failure=error.kind,
-        error=str(error),
-        retry_after_s=error.retry_after_s,
-        attempts=attempts,
-    )
 
 
 def _group(batch: Sequence[Message]) -> list[list[int]]:

@@ -32,7 +32,10 @@ from channels.sandbox_seams import (
     credential,
     sandbox_base,
 )
+from dispatcher.models import SuppressionReason
 from dispatcher.settings import Settings
+
+TWILIO_UNSUBSCRIBED = 21610  # "Attempt to send to unsubscribed recipient"
 
 
 class SmsChannel(Channel):
@@ -92,6 +95,10 @@ class SmsChannel(Channel):
 
     def _rejected(self, status: int, code: int | None, detail: str | None) -> ChannelError:
         reason = f"Twilio error {code}" if code else "Twilio refused the message"
+        if code == TWILIO_UNSUBSCRIBED:  # the number texted STOP to our sender
+            return PermanentError(
+                self.name, reason, status_code=int(status), suppress=SuppressionReason.STOP
+            )
         return error_for_status(
             self.name,
             int(status),

@@ -30,6 +30,7 @@ from channels.base import (
     parse_retry_after,
 )
 from channels.sandbox_seams import sandbox_base
+from dispatcher.models import SuppressionReason
 from dispatcher.settings import Settings
 
 USER_AGENT = "outage-dispatcher"
@@ -129,7 +130,11 @@ class WebhookChannel(Channel):
             return response.headers.get("X-Request-Id") or f"http-{response.status_code}"
         if response.status_code == 410:
             raise PermanentError(
-                self.name, "endpoint gone", status_code=410, response_excerpt=response.text
+                self.name,
+                "endpoint gone",
+                status_code=410,
+                response_excerpt=response.text,
+                suppress=SuppressionReason.GONE,
             )
         raise error_for_status(
             self.name,

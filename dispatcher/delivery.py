@@ -36,7 +36,7 @@ from dispatcher.render import (
 )
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Incident, Store, Subscriber, Update, utcnow
-from dispatcher.suppressions import Address, suppressed
+from dispatcher.suppressions import Address, suppress, suppressed
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,18 @@ def _record(
         result.sent += 1
         return
     delivery.last_error = outcome.error
+    if outcome.suppress is not None and item.subscriber is not None:
+        field = registry.factory(delivery.channel).address_field
+        address = address_of(item.subscriber, field)
+        if field and address:
+            suppress(
+                session,
+                field,
+                address,
+                outcome.suppress,
+                actor=f"provider:{delivery.channel}",
+                subscriber_id=item.subscriber.id,
+            )
     if outcome.failure is FailureKind.TRANSIENT and delivery.sends < settings.delivery_attempts:
         delay = _backoff(settings, delivery.sends, outcome.retry_after_s)
         delivery.status = DeliveryStatus.QUEUED

@@ -272,3 +272,20 @@ def test_resolve_tells_everyone_and_closes(pipeline: Pipeline, sandbox: Sandbox)
 def test_unknown_incident_is_a_clear_error(pipeline: Pipeline) -> None:
     with pytest.raises(incidents.IncidentNotFound, match="no incident with id 42"):
         incidents.resolve(pipeline.store, 42, None)
+
+
+def test_a_webhook_answering_410_is_suppressed_and_not_tried_again(
+    pipeline: Pipeline, sandbox: Sandbox
+) -> None:
+    hook = f"{sandbox.url}/hooks/gone"
+    sandbox.inject_recipient_failure(hook)
+    add(pipeline, name="h", webhook=hook, email="h@example.org", channels=["webhook", "email"])
+
+    first = open_incident(pipeline)
+    assert statuses(pipeline, first.incident_id)[("h", "webhook")] == "fell_back"
+    assert statuses(pipeline, first.incident_id)[("h", "email")] == "sent"
+
+    second = open_incident(pipeline)
+    assert ("h", "webhook") not in statuses(pipeline, second.incident_id)
+    assert statuses(pipeline, second.incident_id)[("h", "email")] == "sent"
+    assert len(sandbox.messages("webhook")) == 0
