@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")
 
     # Channel senders (not secret) and credentials (secret; only read from the environment).
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the operator API (/api/incidents, …)"
+    )
+    webhook_token: SecretStr | None = Field(
+        default=None, description="Bearer token monitoring systems send to /webhooks/*"
+    )
+
     sms_from: str = "+15005550006"
     email_from: str = "status@example.com"
     twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")

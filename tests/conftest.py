@@ -14,11 +14,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from dispatcher.pipeline import Pipeline
 from dispatcher.sandbox import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Base, make_engine
+from dispatcher.web.app import create_app
 
 POSTGRES_URL = os.environ.get(
     "OUTAGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -89,6 +92,26 @@ def settings(database_url: str, sandbox: Sandbox) -> Settings:
         delivery_backoff_max_s=0,
         provider_timeout_s=2,
     )
+
+
+API_TOKEN = "test-operator-token"
+WEBHOOK_TOKEN = "test-webhook-token"
+
+
+@pytest.fixture
+def web_settings(settings: Settings) -> Settings:
+    """The test settings with the operator and webhook tokens set."""
+    return settings.model_copy(
+        update={"api_token": SecretStr(API_TOKEN), "webhook_token": SecretStr(WEBHOOK_TOKEN)}
+    )
+
+
+@pytest.fixture
+def client(web_settings: Settings) -> Iterator[TestClient]:
+    """The HTTP API in-process, its lifespan run (pipeline, embedded runner) as `outage serve`
+    would. `client.app.state.pipeline` is the app's Pipeline."""
+    with TestClient(create_app(web_settings)) as running:
+        yield running
 
 
 @pytest.fixture

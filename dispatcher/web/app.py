@@ -1,20 +1,81 @@
-"""The FastAPI application served by `outage serve`; routers are added per concern."""
+"""The FastAPI application served by `outage serve`: one router module per concern.
+
+On the embedded default there is no worker process, so the app runs one itself: a thread that
+sends what the requests queued and what the sweep finds due. Requests return as soon as their
+rows are stored; they never wait for a provider.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from dispatcher.settings import get_settings
+from dispatcher.pipeline import Pipeline
+from dispatcher.settings import Settings, get_settings
+from dispatcher.web import health
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_POLL_S = 1.0
 
 
-def create_app() -> FastAPI:
-    settings = get_settings()
-    app = FastAPI(title="outage-dispatcher", version="0.1.0")
-    app.state.settings = settings
+class EmbeddedRunner:
+    """The embedded default's worker, inside the web process."""
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        """The process is alive; readiness (database, broker) is /readyz."""
-        return {"status": "ok"}
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="embedded-runner", daemon=True)
 
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.pipeline.sweep(stale_s=0)
+                self.pipeline.drain()
+            except Exception:  # the loop must outlive one bad batch; the rows stay queued
+                log.exception("embedded runner: a pass failed; retrying")
+            self.wake.wait(EMBEDDED_POLL_S)
+            self.wake.clear()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    config = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from dispatcher.worker import connect
+
+        pipeline = connect(config)
+        app.state.pipeline = pipeline
+        runner = EmbeddedRunner(pipeline) if config.embedded else None
+        app.state.runner = runner
+        if runner is not None:
+            runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+            pipeline.close()
+
+    app = FastAPI(
+        title="outage-dispatcher",
+        version="0.1.0",
+        summary="Incident updates to every subscriber, on the channel each one chose.",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
     return app
