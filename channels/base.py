@@ -121,6 +121,7 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     secret: str | None = field(default=None, repr=False)  # e.g. a webhook's signing secret
     payload: dict[str, object] | None = None  # structured body, for machine channels
+    unsubscribe_url: str | None = None  # one-click opt-out (email: RFC 8058 headers)
 
 
 @dataclass(frozen=True)

@@ -131,8 +131,13 @@ class EmailChannel(Channel):
                 "to": [{"email": message.to}],
                 "custom_args": {"delivery_id": str(message.key)},
             }
-            if message.headers:
-                personalization["headers"] = dict(message.headers)
+            headers = dict(message.headers)
+            if message.unsubscribe_url:
+                # RFC 8058: mail clients show an unsubscribe button that POSTs to the URL.
+                headers["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+                headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            if headers:
+                personalization["headers"] = headers
             personalizations.append(personalization)
         return {
             "personalizations": personalizations,

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.audience import address_of, next_channel
+from dispatcher.links import LinkPurpose, Links
 from dispatcher.models import DeliveryStatus, FailureKind
 from dispatcher.registry import ChannelRegistry
 from dispatcher.render import (
@@ -67,7 +68,11 @@ class _Claimed:
 
 
 def send_batch(
-    store: Store, registry: ChannelRegistry, settings: Settings, delivery_ids: Sequence[int]
+    store: Store,
+    registry: ChannelRegistry,
+    settings: Settings,
+    links: Links,
+    delivery_ids: Sequence[int],
 ) -> SendResult:
     claimed = _claim(store, delivery_ids, settings.lease_s)
     result = SendResult()
@@ -77,7 +82,7 @@ def send_batch(
     for item in _load(store, claimed):
         by_channel[item.delivery.channel].append(item)
     for channel_name, items in by_channel.items():
-        outcomes = _send_channel(store, registry, settings, channel_name, items)
+        outcomes = _send_channel(store, registry, settings, links, channel_name, items)
         with store.session() as session:
             for item in items:
                 _record(
@@ -133,6 +138,7 @@ def _send_channel(
     store: Store,
     registry: ChannelRegistry,
     settings: Settings,
+    links: Links,
     channel_name: str,
     items: list[_Claimed],
 ) -> dict[int, Outcome | Suppressed]:
@@ -145,7 +151,7 @@ def _send_channel(
     outcomes: dict[int, Outcome | Suppressed] = {}
     messages: list[Message] = []
     for item in items:
-        prepared = _message(channel, settings, item, blocked)
+        prepared = _message(channel, settings, links, item, blocked)
         if isinstance(prepared, Message):
             messages.append(prepared)
         else:
@@ -157,13 +163,14 @@ def _send_channel(
 
 
 def _message(
-    channel: Channel, settings: Settings, item: _Claimed, blocked: set[Address]
+    channel: Channel, settings: Settings, links: Links, item: _Claimed, blocked: set[Address]
 ) -> Message | Outcome | Suppressed:
     """Render one message, or say why it cannot be sent (checked now, not only when queued)."""
     delivery, subscriber = item.delivery, item.subscriber
     recipient: RecipientView | None = None
     to = channel.name
     secret: str | None = None
+    unsubscribe_url: str | None = None
     if channel.address_field is not None:
         if subscriber is None or subscriber.unsubscribed_at is not None:
             return Suppressed(delivery.id)
@@ -179,7 +186,13 @@ def _message(
             )
         to = address
         secret = subscriber.webhook_secret
-        recipient = RecipientView(name=subscriber.name, locale=subscriber.locale)
+        unsubscribe_url = links.url(LinkPurpose.UNSUBSCRIBE, subscriber.id)
+        recipient = RecipientView(
+            name=subscriber.name,
+            locale=subscriber.locale,
+            manage_url=links.url(LinkPurpose.MANAGE, subscriber.id),
+            unsubscribe_url=unsubscribe_url,
+        )
     try:
         rendered = render(
             channel.name,
@@ -201,6 +214,7 @@ def _message(
         html=rendered.html,
         payload=rendered.payload,
         secret=secret,
+        unsubscribe_url=unsubscribe_url,
     )
 
 

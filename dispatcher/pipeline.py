@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from more_itertools import chunked
+from pydantic import SecretStr
 from sqlalchemy import and_, func, or_, select
 
 from dispatcher import delivery, fanout
+from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
 from dispatcher.queue import EmbeddedQueue, Queue
 from dispatcher.registry import ChannelRegistry
@@ -39,9 +41,11 @@ class Pipeline:
             # The embedded default: a sandbox of our own, so nothing leaves this machine.
             self.sandbox = Sandbox()
             settings = settings.model_copy(update={"sandbox_url": self.sandbox.start()})
-        self.settings = settings
         self.store = Store(settings.database_url)
-        self.registry = ChannelRegistry(settings)
+        secret_key = settings.secret_key or SecretStr(self.store.instance_secret("links"))
+        self.settings = settings.model_copy(update={"secret_key": secret_key})
+        self.links = Links(settings.public_url, secret_key.get_secret_value())
+        self.registry = ChannelRegistry(self.settings)
         self.queue: Queue = queue if queue is not None else EmbeddedQueue()
 
     def fan_out(self, update_id: int) -> None:
@@ -49,7 +53,9 @@ class Pipeline:
             self.queue.send(batch)
 
     def send(self, delivery_ids: list[int]) -> delivery.SendResult:
-        result = delivery.send_batch(self.store, self.registry, self.settings, delivery_ids)
+        result = delivery.send_batch(
+            self.store, self.registry, self.settings, self.links, delivery_ids
+        )
         if result.fallbacks:
             self.queue.send(result.fallbacks)
         if result.retries:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")
 
     # Channel senders (not secret) and credentials (secret; only read from the environment).
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="signs subscriber links; unset: a key generated once and kept in the database",
+    )
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token for the operator API (/api/incidents, …)"
     )

@@ -7,6 +7,7 @@ that makes a duplicated task harmless.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from dispatcher.models import DeliveryStatus, IncidentState, Severity, SuppressionReason
@@ -228,6 +230,16 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class InstanceSecret(Base):
+    """The signing key of links when OUTAGE_SECRET_KEY is not set: made once, kept with the
+    data, so links keep working across restarts without a secret in code or config."""
+
+    __tablename__ = "instance_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
 def _normalise_url(url: str) -> str:
     """Let operators write the usual postgresql:// URL; we ship the psycopg 3 driver."""
     for prefix in ("postgresql://", "postgres://"):
@@ -272,6 +284,20 @@ class Store:
         """A transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    def instance_secret(self, name: str) -> str:
+        """The named secret, created on first use (concurrent first uses agree on one)."""
+        with self.session() as session:
+            found = session.get(InstanceSecret, name)
+            if found is not None:
+                return found.value
+        try:
+            with self.session() as session:
+                session.add(InstanceSecret(name=name, value=secrets.token_urlsafe(48)))
+        except IntegrityError:
+            pass  # another process made it first
+        with self.session() as session:
+            return session.get_one(InstanceSecret, name).value
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,71 @@
+"""Signed, expiring links that let a subscriber act without an account or a password.
+
+A token names the subscriber and what it is for (managing preferences, unsubscribing, confirming
+an address); it is signed with the instance's secret key, so it cannot be forged or turned into
+another subscriber's, and it expires. Tokens carry no address or other personal data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+
+class LinkPurpose(StrEnum):
+    MANAGE = "manage"  # the preference centre
+    UNSUBSCRIBE = "unsubscribe"  # one click, everything
+    CONFIRM = "confirm"  # double opt-in of one address
+
+
+# How long a link works. Unsubscribing must keep working for as long as old emails are read.
+MAX_AGE_S = {
+    LinkPurpose.MANAGE: 30 * 86400,
+    LinkPurpose.UNSUBSCRIBE: 365 * 86400,
+    LinkPurpose.CONFIRM: 7 * 86400,
+}
+
+
+class LinkError(ValueError):
+    """A link that does not work; `expired` tells 410 (ask for a new one) from 403 (forged)."""
+
+    def __init__(self, message: str, *, expired: bool) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    subscriber_id: int
+    detail: str | None = None  # e.g. which address a confirmation is for ("email", "phone")
+
+
+class Links:
+    """Builds and reads the links of one instance (its public URL and secret key)."""
+
+    def __init__(self, public_url: str, secret_key: str) -> None:
+        self.public_url = public_url.rstrip("/")
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="outage-dispatcher.links")
+
+    def token(self, purpose: LinkPurpose, subscriber_id: int, detail: str | None = None) -> str:
+        return self._serializer.dumps({"p": purpose.value, "s": subscriber_id, "d": detail})
+
+    def url(self, purpose: LinkPurpose, subscriber_id: int, detail: str | None = None) -> str:
+        path = {
+            LinkPurpose.MANAGE: "preferences",
+            LinkPurpose.UNSUBSCRIBE: "unsubscribe",
+            LinkPurpose.CONFIRM: "confirm",
+        }[purpose]
+        return f"{self.public_url}/{path}/{self.token(purpose, subscriber_id, detail)}"
+
+    def read(self, purpose: LinkPurpose, token: str) -> LinkClaims:
+        try:
+            data = self._serializer.loads(token, max_age=MAX_AGE_S[purpose])
+        except SignatureExpired:
+            raise LinkError("this link has expired; ask for a new one", expired=True) from None
+        except BadSignature:
+            raise LinkError("this link is not valid", expired=False) from None
+        if not isinstance(data, dict) or data.get("p") != purpose.value:
+            raise LinkError("this link is not valid here", expired=False)
+        return LinkClaims(subscriber_id=int(data["s"]), detail=data.get("d"))
