@@ -68,8 +68,9 @@ def _rows(
     session: Session, incident: Incident, update_id: int, registry: ChannelRegistry
 ) -> Iterator[dict[str, Any]]:
     now = utcnow()
-    for channel in registry.broadcast_channels():
-        yield _row(update_id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
+    if not incident.draft:  # a draft is for the team only: nothing public until approved
+        for channel in registry.broadcast_channels():
+            yield _row(update_id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
     for recipient in recipients(session, incident, registry):
         yield _row(
             update_id,

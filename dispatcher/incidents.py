@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dispatcher.audit import record
 from dispatcher.models import IncidentIn, IncidentState
 from dispatcher.store import Incident, Store, Update, utcnow
 
@@ -38,27 +39,34 @@ class Posted:
     update_id: int
 
 
-def open_incident(
-    store: Store,
+def open_incident(store: Store, data: IncidentIn) -> Posted:
+    with store.session() as session:
+        return create(session, data)
+
+
+def create(
+    session: Session,
     data: IncidentIn,
     *,
-    state: IncidentState = IncidentState.INVESTIGATING,
     source: str = "operator",
     source_key: str | None = None,
+    draft: bool = False,
 ) -> Posted:
-    with store.session() as session:
-        incident = Incident(
-            title=data.title,
-            severity=data.severity,
-            state=state,
-            components=list(dict.fromkeys(data.components)),
-            source=source,
-            source_key=source_key,
-            started_at=utcnow(),
-        )
-        session.add(incident)
-        session.flush()
-        return _add_update(session, incident, state, data.message)
+    """A new incident in the caller's transaction (the operator's, or a monitoring event's)."""
+    incident = Incident(
+        title=data.title,
+        severity=data.severity,
+        state=IncidentState.INVESTIGATING,
+        components=list(dict.fromkeys(data.components)),
+        source=source,
+        source_key=source_key,
+        draft=draft,
+        started_at=utcnow(),
+    )
+    session.add(incident)
+    session.flush()
+    record(session, source, "incident_opened", incident_id=incident.id, draft=draft)
+    return add_update(session, incident, IncidentState.INVESTIGATING, data.message)
 
 
 def post_update(
@@ -71,7 +79,7 @@ def post_update(
         incident = _get_for_update(session, incident_id)
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is resolved; reopen it first")
-        return _add_update(session, incident, state, message)
+        return add_update(session, incident, state, message)
 
 
 def resolve(store: Store, incident_id: int, message: str | None) -> Posted:
@@ -79,18 +87,48 @@ def resolve(store: Store, incident_id: int, message: str | None) -> Posted:
         incident = _get_for_update(session, incident_id)
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is already resolved")
-        incident.resolved_at = utcnow()
-        return _add_update(session, incident, IncidentState.RESOLVED, message)
+        return close(session, incident, message)
 
 
-def reopen(store: Store, incident_id: int, message: str | None) -> Posted:
+def close(session: Session, incident: Incident, message: str | None) -> Posted:
+    incident.resolved_at = utcnow()
+    incident.resolve_pending_since = None
+    return add_update(session, incident, IncidentState.RESOLVED, message)
+
+
+def reopen(session: Session, incident: Incident, message: str | None) -> Posted:
     """A resolved incident that broke again: same incident, so nobody is paged twice."""
+    incident.resolved_at = None
+    return add_update(session, incident, IncidentState.INVESTIGATING, message)
+
+
+def approve(
+    store: Store, incident_id: int, *, title: str | None = None, message: str | None = None
+) -> Posted:
+    """Publish a draft: optionally reword it, then announce its latest update to everyone it
+    concerns (the team already has it; the unique delivery key keeps them from a second copy)."""
     with store.session() as session:
         incident = _get_for_update(session, incident_id)
-        if incident.state.is_open:
-            raise IncidentError(f"incident {incident_id} is still open")
-        incident.resolved_at = None
-        return _add_update(session, incident, IncidentState.INVESTIGATING, message)
+        if not incident.draft:
+            raise IncidentError(f"incident {incident_id} is not a draft; it is already public")
+        incident.draft = False
+        if title is not None:
+            incident.title = title
+        latest = session.scalars(
+            select(Update).where(Update.incident_id == incident_id).order_by(Update.id.desc())
+        ).first()
+        assert latest is not None  # every incident is created with its first update
+        if message is not None:
+            latest.message = message
+        latest.fanned_out_at = None
+        record(
+            session,
+            "operator",
+            "incident_approved",
+            incident_id=incident_id,
+            reworded=title is not None or message is not None,
+        )
+        return Posted(incident_id=incident_id, update_id=latest.id)
 
 
 def _get_for_update(session: Session, incident_id: int) -> Incident:
@@ -102,7 +140,7 @@ def _get_for_update(session: Session, incident_id: int) -> Incident:
     return incident
 
 
-def _add_update(
+def add_update(
     session: Session, incident: Incident, state: IncidentState, message: str | None
 ) -> Posted:
     incident.state = state

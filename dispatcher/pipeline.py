@@ -14,7 +14,7 @@ from more_itertools import chunked
 from pydantic import SecretStr
 from sqlalchemy import and_, func, or_, select
 
-from dispatcher import delivery, fanout
+from dispatcher import correlate, delivery, fanout
 from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
 from dispatcher.queue import EmbeddedQueue, Queue
@@ -63,8 +63,11 @@ class Pipeline:
         return result
 
     def sweep(self, stale_s: float) -> SweepReport:
-        """Re-enqueue what the queue should have carried by now: updates never fanned out,
-        deliveries due for longer than `stale_s`, and deliveries whose worker's lease expired."""
+        """Announce held resolves that are due, and re-enqueue what the queue should have carried
+        by now: updates never fanned out, deliveries due for longer than `stale_s`, and
+        deliveries whose worker's lease expired."""
+        for update_id in correlate.settle(self.store, self.settings):
+            self.queue.fan_out(update_id)
         now = utcnow()
         cutoff = now - timedelta(seconds=stale_s)
         with self.store.session() as session:

@@ -18,6 +18,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dispatcher.ingest.events import IngestMapping
+from dispatcher.models import Severity
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_ROOT / "config" / "outage.toml"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -64,6 +67,27 @@ class Settings(BaseSettings):
     )
     webhook_token: SecretStr | None = Field(
         default=None, description="Bearer token monitoring systems send to /webhooks/*"
+    )
+
+    # Monitoring webhooks: how payloads map, when a resolve is announced, who may publish.
+    ingest: IngestMapping = Field(default_factory=IngestMapping)
+    webhook_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="per source (alertmanager, grafana, …): its own token"
+    )
+    generic_hmac_secret: SecretStr | None = Field(
+        default=None, description="lets the generic source sign bodies instead of a token"
+    )
+    webhook_max_bytes: int = Field(default=1_048_576, ge=1024)
+    flap_window_s: float = Field(
+        default=900, ge=0, description="a group firing again this soon reopens its incident"
+    )
+    resolve_hold_s: float = Field(
+        default=120, ge=0, description="a resolve is announced once it has held this long"
+    )
+    auto_publish: dict[str, Severity] = Field(
+        default_factory=dict,
+        description="per source, the lowest severity published without an operator's approval;"
+        " a source not listed opens drafts",
     )
 
     sms_from: str = "+15005550006"

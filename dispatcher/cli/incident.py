@@ -82,6 +82,21 @@ def incident_resolve(
         _announce(pipeline, incidents.resolve(pipeline.store, incident_id, message), wait, as_json)
 
 
+@app.command("approve")
+@user_errors
+def incident_approve(
+    incident_id: Annotated[int, typer.Argument(metavar="ID")],
+    title: Annotated[str | None, typer.Option(help="Reword the title first.")] = None,
+    message: Annotated[str | None, typer.Option(help="Reword the latest message first.")] = None,
+    as_json: JsonOption = False,
+    wait: WaitOption = 15.0,
+) -> None:
+    """Publish a draft a monitoring system opened: until then only the team was told."""
+    with open_pipeline() as pipeline:
+        posted = incidents.approve(pipeline.store, incident_id, title=title, message=message)
+        _announce(pipeline, posted, wait, as_json)
+
+
 @app.command("list")
 @user_errors
 def incident_list(as_json: JsonOption = False) -> None:
@@ -97,7 +112,7 @@ def incident_list(as_json: JsonOption = False) -> None:
             str(item.id),
             item.title,
             item.severity,
-            item.state,
+            f"{item.state} (draft)" if item.draft else item.state,
             ", ".join(item.components),
             timestamp(item.started_at),
         )
@@ -111,6 +126,8 @@ def _incident_dict(item: Incident) -> dict[str, Any]:
         "severity": item.severity,
         "state": item.state,
         "components": item.components,
+        "draft": item.draft,
+        "source": item.source,
         "started_at": item.started_at,
         "resolved_at": item.resolved_at,
     }

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 
 from dispatcher.pipeline import Pipeline
 from dispatcher.settings import Settings, get_settings
-from dispatcher.web import health
+from dispatcher.web import health, incidents_api, webhooks
+from dispatcher.web.limits import BodySizeLimit
 
 log = logging.getLogger(__name__)
 
@@ -77,5 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Incident updates to every subscriber, on the channel each one chose.",
         lifespan=lifespan,
     )
+    app.add_middleware(
+        BodySizeLimit, max_bytes=config.webhook_max_bytes, path_prefixes=("/webhooks", "/api")
+    )
     app.include_router(health.router)
+    app.include_router(webhooks.router)
+    app.include_router(incidents_api.router)
     return app

@@ -1,0 +1,126 @@
+"""`/api/incidents`: the CLI's incident operations, for scripts (operator token required)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatcher import incidents, reports
+from dispatcher.incidents import IncidentError, IncidentNotFound, Posted
+from dispatcher.models import IncidentIn, IncidentState, Severity
+from dispatcher.pipeline import Pipeline
+from dispatcher.web.deps import OperatorDep, PipelineDep, wake_runner
+
+router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[OperatorDep])
+
+
+class UpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: IncidentState = Field(description="investigating, identified, monitoring or resolved")
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class PostedOut(BaseModel):
+    incident_id: int
+    update_id: int
+
+
+class UpdateOut(BaseModel):
+    id: int
+    state: IncidentState
+    message: str | None
+    created_at: datetime
+
+
+class IncidentOut(BaseModel):
+    id: int
+    title: str
+    severity: Severity
+    state: IncidentState
+    components: list[str]
+    draft: bool
+    source: str
+    started_at: datetime
+    resolved_at: datetime | None
+    updates: list[UpdateOut] = []
+    deliveries: dict[str, dict[str, int]] = {}
+
+
+def _announce(request: Request, pipeline: Pipeline, posted: Posted) -> PostedOut:
+    pipeline.queue.fan_out(posted.update_id)
+    wake_runner(request)
+    return PostedOut(incident_id=posted.incident_id, update_id=posted.update_id)
+
+
+def _translate(exc: IncidentError) -> HTTPException:
+    """The core's errors as HTTP: an unknown id is 404, an impossible transition 409."""
+    if isinstance(exc, IncidentNotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
+    return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def open_incident(request: Request, pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
+    """Open an incident (investigating) and notify everyone it concerns."""
+    return _announce(request, pipeline, incidents.open_incident(pipeline.store, body))
+
+
+@router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
+def post_update(
+    request: Request, pipeline: PipelineDep, incident_id: int, body: UpdateIn
+) -> PostedOut:
+    """Post an update; state `resolved` resolves the incident."""
+    try:
+        if body.state is IncidentState.RESOLVED:
+            posted = incidents.resolve(pipeline.store, incident_id, body.message)
+        else:
+            posted = incidents.post_update(pipeline.store, incident_id, body.state, body.message)
+    except IncidentError as exc:
+        raise _translate(exc) from None
+    return _announce(request, pipeline, posted)
+
+
+@router.post("/{incident_id}/approve")
+def approve(
+    request: Request, pipeline: PipelineDep, incident_id: int, body: ApproveIn
+) -> PostedOut:
+    """Publish a draft opened by a monitoring system, optionally reworded first."""
+    try:
+        posted = incidents.approve(
+            pipeline.store, incident_id, title=body.title, message=body.message
+        )
+    except IncidentError as exc:
+        raise _translate(exc) from None
+    return _announce(request, pipeline, posted)
+
+
+@router.get("")
+def list_incidents(pipeline: PipelineDep) -> list[IncidentOut]:
+    return [
+        IncidentOut.model_validate(i, from_attributes=True)
+        for i in reports.incidents(pipeline.store)
+    ]
+
+
+@router.get("/{incident_id}")
+def get_incident(pipeline: PipelineDep, incident_id: int) -> IncidentOut:
+    """The incident with its updates and its deliveries counted per channel and status."""
+    try:
+        found, updates = reports.incident(pipeline.store, incident_id)
+    except IncidentError as exc:
+        raise _translate(exc) from None
+    summary = reports.delivery_summary(pipeline.store, incident_id)
+    out = IncidentOut.model_validate(found, from_attributes=True)
+    out.updates = [UpdateOut.model_validate(u, from_attributes=True) for u in updates]
+    out.deliveries = {channel: dict(counts) for channel, counts in summary.items()}
+    return out
