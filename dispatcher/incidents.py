@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.models import IncidentIn, IncidentState
-from dispatcher.store import Incident, Store, Update, utcnow
+from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
 class IncidentError(ValueError):
@@ -132,6 +132,8 @@ def approve(
 
 
 def _get_for_update(session: Session, incident_id: int) -> Incident:
+    if not 0 < incident_id <= MAX_ID:
+        raise IncidentNotFound(incident_id)
     incident = session.scalars(
         select(Incident).where(Incident.id == incident_id).with_for_update()
     ).first()

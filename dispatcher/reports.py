@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from dispatcher.incidents import IncidentNotFound
 from dispatcher.models import DeliveryStatus
-from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Subscriber, Update
+from dispatcher.store import MAX_ID, PUBLIC_RECIPIENT, Delivery, Incident, Store, Subscriber, Update
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DeliveryLine:
 
 def incident(store: Store, incident_id: int) -> tuple[Incident, list[Update]]:
     with store.session() as session:
-        found = session.get(Incident, incident_id)
+        found = session.get(Incident, incident_id) if 0 < incident_id <= MAX_ID else None
         if found is None:
             raise IncidentNotFound(incident_id)
         updates = session.scalars(

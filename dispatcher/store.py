@@ -35,6 +35,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from dispatcher.models import DeliveryStatus, IncidentState, Severity, SuppressionReason
 
+MAX_ID = 2**63 - 1  # ids are 64-bit: anything larger names no row (and would overflow a bind)
 PUBLIC_RECIPIENT = "public"  # the recipient key of a broadcast delivery (the company's account)
 
 

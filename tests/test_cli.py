@@ -177,3 +177,35 @@ def test_delivery_list_shows_fallbacks(env: Path, sandbox: Sandbox) -> None:
     assert code == 0
     rows = {(row["channel"], row["status"]) for row in json.loads(out)}
     assert ("sms", "fell_back") in rows and ("email", "sent") in rows
+
+
+def test_approve_publishes_a_draft_and_refuses_a_public_incident(env: Path) -> None:
+    from dispatcher import correlate
+    from dispatcher.ingest.events import AlertEvent, AlertStatus
+    from dispatcher.settings import get_settings
+    from dispatcher.worker import connect
+
+    get_settings.cache_clear()
+    pipeline = connect(get_settings())
+    try:
+        event = AlertEvent(
+            source="generic",
+            group_key="g",
+            alert_key="a",
+            status=AlertStatus.FIRING,
+            title="Slow API",
+            severity="major",
+            components=["api"],
+        )
+        [incident_id] = correlate.ingest(pipeline.store, pipeline.settings, [event]).incident_ids
+    finally:
+        pipeline.close()
+    code, out, _ = outage("incident", "list")
+    assert "(draft)" in out
+    code, out, _ = outage("incident", "approve", str(incident_id), "--title", "API is slow")
+    assert code == 0
+    code, out, _ = outage("incident", "show", str(incident_id), "--json")
+    assert json.loads(out)["title"] == "API is slow"
+    assert json.loads(out)["draft"] is False
+    code, _, err = outage("incident", "approve", str(incident_id))
+    assert code == 2 and "not a draft" in err

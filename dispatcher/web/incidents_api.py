@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher import incidents, reports
 from dispatcher.incidents import IncidentError, IncidentNotFound, Posted
 from dispatcher.models import IncidentIn, IncidentState, Severity
 from dispatcher.pipeline import Pipeline
+from dispatcher.store import MAX_ID
 from dispatcher.web.deps import OperatorDep, PipelineDep, wake_runner
+
+IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the incident's id")]
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[OperatorDep])
 
@@ -77,7 +81,7 @@ def open_incident(request: Request, pipeline: PipelineDep, body: IncidentIn) -> 
 
 @router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
 def post_update(
-    request: Request, pipeline: PipelineDep, incident_id: int, body: UpdateIn
+    request: Request, pipeline: PipelineDep, incident_id: IncidentId, body: UpdateIn
 ) -> PostedOut:
     """Post an update; state `resolved` resolves the incident."""
     try:
@@ -92,7 +96,7 @@ def post_update(
 
 @router.post("/{incident_id}/approve")
 def approve(
-    request: Request, pipeline: PipelineDep, incident_id: int, body: ApproveIn
+    request: Request, pipeline: PipelineDep, incident_id: IncidentId, body: ApproveIn
 ) -> PostedOut:
     """Publish a draft opened by a monitoring system, optionally reworded first."""
     try:
@@ -113,7 +117,7 @@ def list_incidents(pipeline: PipelineDep) -> list[IncidentOut]:
 
 
 @router.get("/{incident_id}")
-def get_incident(pipeline: PipelineDep, incident_id: int) -> IncidentOut:
+def get_incident(pipeline: PipelineDep, incident_id: IncidentId) -> IncidentOut:
     """The incident with its updates and its deliveries counted per channel and status."""
     try:
         found, updates = reports.incident(pipeline.store, incident_id)
