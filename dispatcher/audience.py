@@ -7,7 +7,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +40,9 @@ class Recipient:
     subscriber_id: int
     channel: str
     priority: int
+    quiet_start: str | None
+    quiet_end: str | None
+    timezone: str
 
 
 def address_of(subscriber: object, address_field: str | None) -> str | None:
@@ -81,20 +84,30 @@ def next_channel(
     registry: ChannelRegistry,
     after: str | None = None,
     blocked: Collection[Address] = (),
+    carries: Callable[[str], bool] = lambda _channel: True,
 ) -> str | None:
     """The subscriber's first usable channel after `after` (or their first one): installed, with
-    a usable address. The same rule picks the first channel and the fallback."""
+    a usable address, and carrying this kind of update (an SMS-first subscriber hears of an
+    intermediate update by email rather than not at all). The same rule picks the first channel
+    and the fallback."""
     preferences = list(subscriber.channels)
     start = preferences.index(after) + 1 if after in preferences else 0
     for name in preferences[start:]:
         factory = registry.factories.get(name)
-        if factory is not None and usable_address(subscriber, factory.address_field, blocked):
+        if (
+            factory is not None
+            and carries(name)
+            and usable_address(subscriber, factory.address_field, blocked)
+        ):
             return name
     return None
 
 
 def recipients(
-    session: Session, incident: Incident, registry: ChannelRegistry
+    session: Session,
+    incident: Incident,
+    registry: ChannelRegistry,
+    carries: Callable[[str], bool] = lambda _channel: True,
 ) -> Iterator[Recipient]:
     """Every active subscriber the incident concerns, with their first usable channel; higher
     tiers (key accounts, the team) get a higher send priority."""
@@ -113,6 +126,9 @@ def recipients(
             Subscriber.webhook_url,
             Subscriber.email_confirmed_at,
             Subscriber.phone_confirmed_at,
+            Subscriber.quiet_start,
+            Subscriber.quiet_end,
+            Subscriber.timezone,
         )
         .where(Subscriber.unsubscribed_at.is_(None))
         .order_by(Subscriber.id)
@@ -121,9 +137,18 @@ def recipients(
     for row in session.execute(query):
         if not concerns(row, incident):
             continue
-        channel = next_channel(row, registry, blocked=blocked)
+        # The team hears of every update, whatever the channels' cadence.
+        wanted = (lambda _channel: True) if row.internal else carries
+        channel = next_channel(row, registry, blocked=blocked, carries=wanted)
         if channel is not None:
-            yield Recipient(row.id, channel, priority(row.tier, severity_rank))
+            yield Recipient(
+                row.id,
+                channel,
+                priority(row.tier, severity_rank),
+                row.quiet_start,
+                row.quiet_end,
+                row.timezone,
+            )
 
 
 def priority(tier: int, severity_rank: int) -> int:

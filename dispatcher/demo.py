@@ -76,6 +76,9 @@ def run_demo(console: Console, database: Path) -> None:
             "sandbox_url": None,
             "delivery_backoff_s": 0.5,
             "send_backoff_s": 0.05,
+            # The demo's updates come seconds apart; a real deployment waits a couple of
+            # minutes between messages to one person and sends only the newest (pacing.py).
+            "coalesce_window_s": 0,
         }
     )
     pipeline = Pipeline(settings)

@@ -8,6 +8,7 @@ writes nothing new and the batches it hands on find their rows already claimed o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from more_itertools import chunked
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audience import recipients
 from dispatcher.models import DeliveryStatus
+from dispatcher.pacing import Pacing, carries, update_kind
 from dispatcher.registry import ChannelRegistry
 from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Update, utcnow
 
@@ -36,7 +38,7 @@ def fan_out(
         if update_row.fanned_out_at is None:
             incident = session.get_one(Incident, update_row.incident_id)
             _insert_deliveries(
-                session, store.dialect, _rows(session, incident, update_id, registry)
+                session, store.dialect, _rows(session, incident, update_row, registry)
             )
             session.execute(
                 update(Update).where(Update.id == update_id).values(fanned_out_at=utcnow())
@@ -65,20 +67,39 @@ def queued_batches(
 
 
 def _rows(
-    session: Session, incident: Incident, update_id: int, registry: ChannelRegistry
+    session: Session, incident: Incident, update_row: Update, registry: ChannelRegistry
 ) -> Iterator[dict[str, Any]]:
+    settings = registry.settings
     now = utcnow()
+    kind = update_kind(session, update_row)
+    pacing = Pacing.load(
+        session,
+        incident,
+        kind,
+        now=now,
+        coalesce_window_s=settings.coalesce_window_s,
+        hourly_cap=settings.hourly_cap,
+    )
+
+    def channel_carries(channel: str) -> bool:
+        return carries(settings.cadence, channel, kind)
+
     if not incident.draft:  # a draft is for the team only: nothing public until approved
         for channel in registry.broadcast_channels():
-            yield _row(update_id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
-    for recipient in recipients(session, incident, registry):
+            if channel_carries(channel):
+                yield _row(update_row.id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
+    for recipient in recipients(session, incident, registry, channel_carries):
+        key = str(recipient.subscriber_id)
+        due = pacing.due_at(
+            key, recipient.channel, recipient.quiet_start, recipient.quiet_end, recipient.timezone
+        )
         yield _row(
-            update_id,
+            update_row.id,
             recipient.subscriber_id,
             recipient.channel,
-            str(recipient.subscriber_id),
+            key,
             recipient.priority,
-            now,
+            due,
         )
 
 
@@ -88,8 +109,9 @@ def _row(
     channel: str,
     recipient: str,
     priority: int,
-    now: Any,
+    due: datetime,
 ) -> dict[str, Any]:
+    now = utcnow()
     return {
         "update_id": update_id,
         "subscriber_id": subscriber_id,
@@ -97,7 +119,7 @@ def _row(
         "recipient": recipient,
         "status": DeliveryStatus.QUEUED,
         "priority": priority,
-        "due_at": now,
+        "due_at": due,
         "created_at": now,
         "updated_at": now,
     }

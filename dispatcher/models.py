@@ -71,6 +71,35 @@ class DeliveryStatus(StrEnum):
         return self not in (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 
+class Cadence(StrEnum):
+    """Which of an incident's updates a channel carries (see dispatcher/pacing.py)."""
+
+    EVERY_UPDATE = "every_update"  # all of them
+    STATE_CHANGES = "state_changes"  # only those that move the incident to a new state
+    OPEN_AND_RESOLVE = "open_and_resolve"  # only its opening (or reopening) and its end
+
+
+class UpdateKind(StrEnum):
+    """What an update is to a person following the incident."""
+
+    OPENED = "opened"  # the first update, or the incident broke again after resolving
+    STATE_CHANGE = "state_change"  # moved to another state
+    SAME_STATE = "same_state"  # more news, same state
+    RESOLVED = "resolved"  # it is over
+
+
+class FailureReason(StrEnum):
+    """Why a send failed, in the operator's words: decided once, by the adapter, beside the
+    FailureKind, and kept on the delivery row (`error_reason`) for metrics and inspection."""
+
+    RATE_LIMITED = "rate_limited"  # the provider said slow down (429): pace lower or buy more
+    SERVER_ERROR = "server_error"  # the provider failed (5xx, an unreadable answer): their outage
+    TIMEOUT = "timeout"  # no answer in time (408, a client timeout): maybe sent, maybe not
+    REJECTED = "rejected"  # refused for good (other 4xx): bad address, content or credentials
+    UNREACHABLE = "unreachable"  # no connection at all (DNS, refused, reset): network or URL
+    RENDER = "render"  # never sent: the template failed or the address is missing
+
+
 class SuppressionReason(StrEnum):
     """Why an address receives nothing more; kept apart from the subscriber so it survives
     deletion and re-imports."""

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,11 +19,18 @@ from pydantic_settings import (
 )
 
 from dispatcher.ingest.events import IngestMapping
-from dispatcher.models import Severity
+from dispatcher.models import Cadence, Severity
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_ROOT / "config" / "outage.toml"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `per_s` messages per second on average, at most `burst` at once."""
+
+    per_s: float = Field(gt=0)
+    burst: int = Field(ge=1)
 
 
 class Settings(BaseSettings):
@@ -56,6 +63,46 @@ class Settings(BaseSettings):
     sms_max_segments: int = Field(default=2, ge=1)
     batch_size: int = Field(default=200, ge=1, description="deliveries per send task")
     send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")
+
+    # Delivery guarantees under faults (dispatcher/ratelimit.py, breaker.py, receipts.py).
+    # Pacing per provider account, shared by all workers (Redis when it is the broker), in
+    # messages per second; a channel not listed is not paced (webhooks: each subscriber's own
+    # server). Defaults from the providers' documents: Twilio sends 1 segment/s per long code,
+    # 3 per toll-free number, 30 per short code (we assume a short code; Twilio queues beyond it,
+    # and answers 429/20429 past the account's REST concurrency); SendGrid publishes no fixed
+    # mail/send number (an older page said up to 10,000 requests/s; its 429 carries
+    # X-RateLimit-Reset), so we allow one full 1,000-recipient request per second; X allows 100
+    # posts per 15 min per user (Basic tier). Set the whole dict:
+    # OUTAGE_RATE_LIMITS='{"sms": {"per_s": 1, "burst": 1}}'.
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=lambda: {
+            "sms": RateLimit(per_s=30, burst=30),
+            "email": RateLimit(per_s=1000, burst=1000),
+            "social": RateLimit(per_s=100 / 900, burst=100),
+        }
+    )
+    pace_max_wait_s: float = Field(
+        default=2.0, ge=0, description="longest pacing wait inside a task; longer: requeued"
+    )
+    breaker_channels: list[str] = Field(
+        default=["sms", "email", "social"],
+        description="channels with a circuit breaker (not webhooks: one per subscriber server)",
+    )
+    breaker_threshold: int = Field(default=5, ge=1, description="transient failures in a row")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="open this long, then probe")
+    receipt_timeout_s: float | None = Field(
+        default=None, gt=0, description="no receipt this long: next channel (unset: never)"
+    )
+    receipt_channels: list[str] = Field(
+        default=["sms", "email"], description="channels whose providers send delivery receipts"
+    )
+    sendgrid_event_public_key: str | None = Field(
+        default=None, description="verifies SendGrid's signed event webhook (base64 DER)"
+    )
+    sweep_every_s: float = Field(default=15.0, gt=0, description="beat runs the sweep this often")
+    sweep_stale_s: float = Field(
+        default=30.0, ge=0, description="a queued delivery untouched this long has lost its task"
+    )
 
     # Channel senders (not secret) and credentials (secret; only read from the environment).
     secret_key: SecretStr | None = Field(
@@ -90,6 +137,21 @@ class Settings(BaseSettings):
         " a source not listed opens drafts",
     )
 
+    # Never flood a person (dispatcher/pacing.py).
+    coalesce_window_s: float = Field(
+        default=120, ge=0, description="a second message about an incident waits this long"
+    )
+    hourly_cap: int = Field(default=6, ge=1, description="messages per person and channel/hour")
+    cadence: dict[str, Cadence] = Field(
+        default_factory=lambda: {
+            "sms": Cadence.OPEN_AND_RESOLVE,
+            "email": Cadence.EVERY_UPDATE,
+            "webhook": Cadence.EVERY_UPDATE,
+            "social": Cadence.STATE_CHANGES,
+        },
+        description="which updates each channel carries",
+    )
+
     sms_from: str = "+15005550006"
     email_from: str = "status@example.com"
     twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")
@@ -104,6 +166,15 @@ class Settings(BaseSettings):
     broadcast: list[str] = Field(
         default=["social"],
         description="broadcast channels that post each update once (the company's X account)",
+    )
+
+    # Subscriber self-service: the preference centre, public sign-up, inbound SMS keywords.
+    components: list[str] = Field(
+        default_factory=list,
+        description="components subscribers can choose from (those seen in incidents are added)",
+    )
+    signup_enabled: bool = Field(
+        default=True, description="accept public sign-ups at POST /api/subscribers"
     )
 
     @property

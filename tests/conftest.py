@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from dispatcher.pipeline import Pipeline
 from dispatcher.sandbox import Sandbox
@@ -63,16 +64,32 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this test run's own on the PostgreSQL server, so that two runs (or a
+    developer's data in `test`) never see each other's tables; dropped at the end."""
+    need_service(POSTGRES_URL, "PostgreSQL")
+    name = f"outage_test_{os.getpid()}"
+    admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield urlparse(POSTGRES_URL)._replace(path=f"/{name}").geturl()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that uses the database runs on SQLite and on PostgreSQL, on an empty schema."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'outage.sqlite3'}"
-    need_service(POSTGRES_URL, "PostgreSQL")
-    engine = make_engine(POSTGRES_URL)
+    url: str = request.getfixturevalue("postgres_database")
+    engine = make_engine(url)
     Base.metadata.drop_all(engine)
     engine.dispose()
-    return POSTGRES_URL
+    return url
 
 
 @pytest.fixture
@@ -83,13 +100,15 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def settings(database_url: str, sandbox: Sandbox) -> Settings:
-    """Embedded settings on the test database and sandbox, with no waiting between retries."""
+    """Embedded settings on the test database and sandbox, with no waiting between retries nor
+    between messages (tests of pacing set their own window)."""
     return Settings(
         database_url=database_url,
         sandbox_url=sandbox.url,
         send_backoff_s=0,
         delivery_backoff_s=0,
         delivery_backoff_max_s=0,
+        coalesce_window_s=0,
         provider_timeout_s=2,
     )
 

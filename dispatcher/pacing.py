@@ -1,0 +1,136 @@
+"""Never flood a person: which updates each channel carries, and when a message may go.
+
+Three rules, applied when an update is fanned out (and completed at send time, where a queued
+message for an older update is dropped once a newer one exists for the same person):
+
+- **cadence per channel**: SMS carries an incident's opening and its end, email every update,
+  the public post every change of state (configurable), so a pocket does not buzz for "still
+  investigating";
+- **coalescing**: a second message about the same incident within `coalesce_window_s` waits for
+  the window to end; whatever is newest then is sent, once (a digest of the latest state);
+- **hourly cap** per person and channel, and **quiet hours**: non-critical messages wait, and
+  are folded into one when they end. Critical incidents and resolutions are never held by the
+  cap; critical ones go through quiet hours too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dispatcher.models import Cadence, DeliveryStatus, IncidentState, Severity, UpdateKind
+from dispatcher.quiet_hours import may_send_at
+from dispatcher.store import Delivery, Incident, Update
+
+CARRIED: dict[Cadence, frozenset[UpdateKind]] = {
+    Cadence.EVERY_UPDATE: frozenset(UpdateKind),
+    Cadence.STATE_CHANGES: frozenset(
+        {UpdateKind.OPENED, UpdateKind.STATE_CHANGE, UpdateKind.RESOLVED}
+    ),
+    Cadence.OPEN_AND_RESOLVE: frozenset({UpdateKind.OPENED, UpdateKind.RESOLVED}),
+}
+
+# Messages that must not wait for anything but quiet hours (and critical ones not even those).
+COUNTED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.SENDING)
+
+
+def update_kind(session: Session, update: Update) -> UpdateKind:
+    if update.state is IncidentState.RESOLVED:
+        return UpdateKind.RESOLVED
+    previous = session.scalars(
+        select(Update.state)
+        .where(Update.incident_id == update.incident_id, Update.id < update.id)
+        .order_by(Update.id.desc())
+        .limit(1)
+    ).first()
+    if previous is None or previous is IncidentState.RESOLVED:
+        return UpdateKind.OPENED
+    return UpdateKind.SAME_STATE if previous == update.state else UpdateKind.STATE_CHANGE
+
+
+def carries(cadence: Mapping[str, Cadence], channel: str, kind: UpdateKind) -> bool:
+    return kind in CARRIED[cadence.get(channel, Cadence.EVERY_UPDATE)]
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What is already known about the people an update goes to, loaded once per fan-out with
+    two aggregate queries rather than one per subscriber."""
+
+    now: datetime
+    severity: Severity
+    kind: UpdateKind
+    coalesce_window: timedelta
+    hourly_cap: int
+    last_told: dict[str, datetime]  # recipient -> last message about this incident
+    sent_last_hour: dict[tuple[str, str], tuple[int, datetime]]  # (recipient, channel) -> n, first
+
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        incident: Incident,
+        kind: UpdateKind,
+        *,
+        now: datetime,
+        coalesce_window_s: float,
+        hourly_cap: int,
+    ) -> Pacing:
+        told_at = func.coalesce(Delivery.sent_at, Delivery.due_at)
+        last_told: dict[str, datetime] = dict(
+            session.execute(
+                select(Delivery.recipient, func.max(told_at))
+                .join(Update, Delivery.update_id == Update.id)
+                .where(
+                    Update.incident_id == incident.id,
+                    Delivery.status.in_([*COUNTED_STATUSES, DeliveryStatus.QUEUED]),
+                )
+                .group_by(Delivery.recipient)
+            ).all()
+        )
+        hour_ago = now - timedelta(hours=1)
+        sent_last_hour = {
+            (recipient, channel): (count, first or now)
+            for recipient, channel, count, first in session.execute(
+                select(
+                    Delivery.recipient,
+                    Delivery.channel,
+                    func.count(),
+                    func.min(Delivery.sent_at),
+                )
+                .where(Delivery.sent_at >= hour_ago, Delivery.status.in_(COUNTED_STATUSES))
+                .group_by(Delivery.recipient, Delivery.channel)
+            ).all()
+        }
+        return cls(
+            now=now,
+            severity=Severity(incident.severity),
+            kind=kind,
+            coalesce_window=timedelta(seconds=coalesce_window_s),
+            hourly_cap=hourly_cap,
+            last_told=last_told,
+            sent_last_hour=sent_last_hour,
+        )
+
+    def due_at(
+        self,
+        recipient: str,
+        channel: str,
+        quiet_start: str | None,
+        quiet_end: str | None,
+        timezone: str,
+    ) -> datetime:
+        """The earliest moment this message may go to this person on this channel."""
+        due = self.now
+        last = self.last_told.get(recipient)
+        if last is not None and self.kind is not UpdateKind.OPENED:
+            due = max(due, last + self.coalesce_window)
+        urgent = self.severity is Severity.CRITICAL or self.kind is UpdateKind.RESOLVED
+        count, first = self.sent_last_hour.get((recipient, channel), (0, self.now))
+        if not urgent and count >= self.hourly_cap:
+            due = max(due, first + timedelta(hours=1))
+        return may_send_at(quiet_start, quiet_end, timezone, due, self.severity)

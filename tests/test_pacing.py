@@ -1,0 +1,140 @@
+"""Never flood a person: cadence per channel, coalescing, the hourly cap and quiet hours, as
+they shape who is sent what and when (read back from the delivery records and the sandbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dispatcher import incidents, reports, subscribers
+from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
+from dispatcher.pipeline import Pipeline
+from dispatcher.sandbox import Sandbox
+from dispatcher.settings import Settings
+from dispatcher.store import Delivery, utcnow
+
+
+@pytest.fixture
+def paced(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    marker = request.node.get_closest_marker("settings")
+    running = Pipeline(settings.model_copy(update=marker.kwargs if marker else {}))
+    yield running
+    running.close()
+
+
+def add(pipeline: Pipeline, **fields: object) -> None:
+    data = SubscriberIn.model_validate({"confirmed": True, **fields})
+    subscribers.add(pipeline.store, pipeline.registry, data)
+
+
+def announce(pipeline: Pipeline, posted: incidents.Posted) -> int:
+    pipeline.queue.fan_out(posted.update_id)
+    pipeline.drain()
+    return posted.incident_id
+
+
+def open_incident(pipeline: Pipeline, severity: Severity = Severity.MAJOR) -> int:
+    data = IncidentIn(title="Search is down", severity=severity, components=["search"])
+    return announce(pipeline, incidents.open_incident(pipeline.store, data))
+
+
+def deliveries(pipeline: Pipeline, incident_id: int) -> list[tuple[str, str, str, str]]:
+    return [
+        (line.update_state, line.subscriber, line.channel, line.status)
+        for line in reports.deliveries(pipeline.store, incident_id)
+    ]
+
+
+def due_times(pipeline: Pipeline) -> dict[int, datetime]:
+    with pipeline.store.session() as session:
+        return {d.id: d.due_at for d in session.query(Delivery).all()}
+
+
+def test_sms_carries_opening_and_end_and_the_rest_goes_by_email(
+    paced: Pipeline, sandbox: Sandbox
+) -> None:
+    add(paced, name="both", phone="+14155550100", email="b@example.org", channels=["sms", "email"])
+    add(paced, name="sms only", phone="+14155550101", channels=["sms"])
+    incident_id = open_incident(paced)
+    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "x"))
+    announce(paced, incidents.resolve(paced.store, incident_id, "fixed"))
+
+    told = deliveries(paced, incident_id)
+    assert ("identified", "both", "email", "sent") in told
+    assert not [t for t in told if t[0] == "identified" and t[1] == "sms only"]
+    assert [(t[0], t[2]) for t in told if t[1] == "sms only"] == [
+        ("investigating", "sms"),
+        ("resolved", "sms"),
+    ]
+    assert len(sandbox.messages("sms")) == 4
+
+
+def test_the_public_post_carries_changes_of_state_only(paced: Pipeline, sandbox: Sandbox) -> None:
+    incident_id = open_incident(paced)
+    same = incidents.post_update(paced.store, incident_id, IncidentState.INVESTIGATING, "more")
+    announce(paced, same)
+    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "y"))
+    assert [t[0] for t in deliveries(paced, incident_id) if t[2] == "social"] == [
+        "investigating",
+        "identified",
+    ]
+
+
+@pytest.mark.settings(coalesce_window_s=120)
+def test_a_second_message_within_the_window_waits(paced: Pipeline, sandbox: Sandbox) -> None:
+    add(paced, name="a", email="a@example.org", channels=["email"])
+    incident_id = open_incident(paced)
+    assert [t[3] for t in deliveries(paced, incident_id)] == ["sent", "sent"], "opening: at once"
+    before = utcnow()
+    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "z"))
+    waiting = [t for t in deliveries(paced, incident_id) if t[0] == "identified" and t[1] == "a"]
+    assert waiting == [("identified", "a", "email", "queued")]
+    latest_due = max(due_times(paced).values())
+    assert latest_due >= before + timedelta(seconds=110)
+    assert len(sandbox.messages("email")) == 1
+
+
+@pytest.mark.settings(hourly_cap=2)
+def test_the_hourly_cap_holds_non_critical_but_not_critical(paced: Pipeline) -> None:
+    add(paced, name="a", email="a@example.org", channels=["email"])
+    first = open_incident(paced)
+    second = open_incident(paced)
+    third = open_incident(paced)
+    critical = open_incident(paced, Severity.CRITICAL)
+    assert [t[3] for t in deliveries(paced, first) if t[1] == "a"] == ["sent"]
+    assert [t[3] for t in deliveries(paced, second) if t[1] == "a"] == ["sent"]
+    assert [t[3] for t in deliveries(paced, third) if t[1] == "a"] == ["queued"]
+    assert [t[3] for t in deliveries(paced, critical) if t[1] == "a"] == ["sent"]
+
+
+def _quiet_now(zone: str) -> tuple[str, str]:
+    """A quiet window around the present moment in `zone`, so the test holds at any hour."""
+    local = datetime.now(UTC).astimezone(ZoneInfo(zone))
+    start = (local - timedelta(hours=1)).strftime("%H:%M")
+    end = (local + timedelta(hours=2)).strftime("%H:%M")
+    return start, end
+
+
+def test_quiet_hours_hold_non_critical_until_they_end_and_let_critical_through(
+    paced: Pipeline,
+) -> None:
+    start, end = _quiet_now("Asia/Tokyo")
+    add(
+        paced,
+        name="sleeper",
+        email="s@example.org",
+        channels=["email"],
+        quiet_start=start,
+        quiet_end=end,
+        timezone="Asia/Tokyo",
+    )
+    minor = open_incident(paced, Severity.MINOR)
+    critical = open_incident(paced, Severity.CRITICAL)
+    assert [t[3] for t in deliveries(paced, minor) if t[1] == "sleeper"] == ["queued"]
+    assert [t[3] for t in deliveries(paced, critical) if t[1] == "sleeper"] == ["sent"]
+    held = [d for d in due_times(paced).values() if d > utcnow()]
+    assert len(held) == 1
+    assert timedelta(hours=1, minutes=55) < held[0] - utcnow() <= timedelta(hours=2)
