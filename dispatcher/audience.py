@@ -11,12 +11,19 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from dispatcher.models import Severity
+from dispatcher.models import Audience, DeliveryStatus, Severity
 from dispatcher.registry import ChannelRegistry
-from dispatcher.store import ADDRESS_COLUMNS, CONFIRMATION_COLUMNS, Incident, Subscriber
+from dispatcher.store import (
+    ADDRESS_COLUMNS,
+    CONFIRMATION_COLUMNS,
+    Delivery,
+    Incident,
+    Subscriber,
+    Update,
+)
 from dispatcher.suppressions import Address, all_suppressed
 
 STREAM_CHUNK = 1000
@@ -108,6 +115,7 @@ def recipients(
     incident: Incident,
     registry: ChannelRegistry,
     carries: Callable[[str], bool] = lambda _channel: True,
+    audience: Audience = Audience.EVERYONE,
 ) -> Iterator[Recipient]:
     """Every active subscriber the incident concerns, with their first usable channel; higher
     tiers (key accounts, the team) get a higher send priority."""
@@ -134,8 +142,12 @@ def recipients(
         .order_by(Subscriber.id)
         .execution_options(yield_per=STREAM_CHUNK)
     )
+    if audience is Audience.INTERNAL:
+        query = query.where(Subscriber.internal.is_(True))
+    elif audience is Audience.NOTIFIED:
+        query = query.where(Subscriber.id.in_(_notified(incident)))
     for row in session.execute(query):
-        if not concerns(row, incident):
+        if audience is Audience.EVERYONE and not concerns(row, incident):
             continue
         # The team hears of every update, whatever the channels' cadence.
         wanted = (lambda _channel: True) if row.internal else carries
@@ -149,6 +161,19 @@ def recipients(
                 row.quiet_end,
                 row.timezone,
             )
+
+
+def _notified(incident: Incident) -> Select[int | None]:
+    """The subscribers who were told of the incident (a message sent or delivered)."""
+    return (
+        select(Delivery.subscriber_id)
+        .join(Update, Delivery.update_id == Update.id)
+        .where(
+            Update.incident_id == incident.id,
+            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.DELIVERED]),
+        )
+        .distinct()
+    )
 
 
 def priority(tier: int, severity_rank: int) -> int:

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dispatcher.audience import recipients
-from dispatcher.models import DeliveryStatus
+from dispatcher.models import Audience, DeliveryStatus
 from dispatcher.pacing import Pacing, carries, update_kind
 from dispatcher.registry import ChannelRegistry
 from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Update, utcnow
@@ -84,11 +84,14 @@ def _rows(
     def channel_carries(channel: str) -> bool:
         return carries(settings.cadence, channel, kind)
 
-    if not incident.draft:  # a draft is for the team only: nothing public until approved
+    public = not incident.draft and update_row.audience is Audience.EVERYONE
+    if public:  # a draft, a reminder, a review: not for the public post
         for channel in registry.broadcast_channels():
             if channel_carries(channel):
                 yield _row(update_row.id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
-    for recipient in recipients(session, incident, registry, channel_carries):
+    for recipient in recipients(
+        session, incident, registry, channel_carries, Audience(update_row.audience)
+    ):
         key = str(recipient.subscriber_id)
         due = pacing.due_at(
             key, recipient.channel, recipient.quiet_start, recipient.quiet_end, recipient.timezone

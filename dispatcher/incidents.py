@@ -8,12 +8,13 @@ and the sweep hands it to the queue later: an accepted update is never lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
-from dispatcher.models import IncidentIn, IncidentState
+from dispatcher.models import Audience, IncidentIn, IncidentState
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -29,6 +30,20 @@ class IncidentNotFound(IncidentError):
 # Which states an open incident may move to with an ordinary update. Any open state may be
 # revisited (an "identified" cause can turn out wrong), but a resolved incident only reopens.
 UPDATE_STATES = (IncidentState.INVESTIGATING, IncidentState.IDENTIFIED, IncidentState.MONITORING)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What an operator may add to any update: the promise of the next one, an estimated
+    resolution (kept on the incident and shown in every message until changed), and a note for
+    the team that customers never see."""
+
+    next_update_at: datetime | None = None
+    eta: datetime | None = None
+    internal_note: str | None = None
+
+
+NO_EXTRAS = Extras()
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ def create(
     source: str = "operator",
     source_key: str | None = None,
     draft: bool = False,
+    extras: Extras = NO_EXTRAS,
 ) -> Posted:
     """A new incident in the caller's transaction (the operator's, or a monitoring event's)."""
     incident = Incident(
@@ -66,11 +82,15 @@ def create(
     session.add(incident)
     session.flush()
     record(session, source, "incident_opened", incident_id=incident.id, draft=draft)
-    return add_update(session, incident, IncidentState.INVESTIGATING, data.message)
+    return add_update(session, incident, IncidentState.INVESTIGATING, data.message, extras)
 
 
 def post_update(
-    store: Store, incident_id: int, state: IncidentState, message: str | None
+    store: Store,
+    incident_id: int,
+    state: IncidentState,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
 ) -> Posted:
     if state not in UPDATE_STATES:
         allowed = ", ".join(s.value for s in UPDATE_STATES)
@@ -79,21 +99,94 @@ def post_update(
         incident = _get_for_update(session, incident_id)
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is resolved; reopen it first")
-        return add_update(session, incident, state, message)
+        return add_update(session, incident, state, message, extras)
 
 
-def resolve(store: Store, incident_id: int, message: str | None) -> Posted:
+def resolve(
+    store: Store, incident_id: int, message: str | None, extras: Extras = NO_EXTRAS
+) -> Posted:
     with store.session() as session:
         incident = _get_for_update(session, incident_id)
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is already resolved")
-        return close(session, incident, message)
+        return close(session, incident, message, extras)
 
 
-def close(session: Session, incident: Incident, message: str | None) -> Posted:
+def close(
+    session: Session, incident: Incident, message: str | None, extras: Extras = NO_EXTRAS
+) -> Posted:
     incident.resolved_at = utcnow()
     incident.resolve_pending_since = None
-    return add_update(session, incident, IncidentState.RESOLVED, message)
+    return add_update(session, incident, IncidentState.RESOLVED, message, extras)
+
+
+def with_follow_up(
+    message: str | None, credit_note: str | None, feedback_url: str | None
+) -> str | None:
+    """A resolved message with what comes after: a service credit, a feedback survey."""
+    parts = [
+        part
+        for part in (
+            message,
+            credit_note,
+            f"Tell us how we handled this: {feedback_url}" if feedback_url else None,
+        )
+        if part
+    ]
+    return " ".join(parts) or None
+
+
+def postmortem(store: Store, incident_id: int, url: str) -> Posted:
+    """Send the post-incident review to the people who were told of the incident, once."""
+    with store.session() as session:
+        incident = _get_for_update(session, incident_id)
+        if incident.state.is_open:
+            raise IncidentError(f"incident {incident_id} is still open; resolve it first")
+        if _has_milestone(session, incident_id, "postmortem"):
+            raise IncidentError(f"incident {incident_id}'s review was already sent")
+        message = f"Our review of what happened and what we are changing: {url}"
+        return add_update(
+            session,
+            incident,
+            IncidentState.RESOLVED,
+            message,
+            audience=Audience.NOTIFIED,
+            milestone="postmortem",
+        )
+
+
+def schedule_maintenance(
+    store: Store, data: IncidentIn, starts_at: datetime, ends_at: datetime
+) -> Posted:
+    """Announce planned maintenance now; the sweep sends the reminders ahead of it, and the
+    notices at its start and end (dispatcher/cadence.py)."""
+    if ends_at <= starts_at:
+        raise IncidentError("end: the maintenance must end after it starts")
+    if ends_at <= utcnow():
+        raise IncidentError("end: that maintenance window is already over")
+    with store.session() as session:
+        incident = Incident(
+            title=data.title,
+            severity=data.severity,
+            state=IncidentState.SCHEDULED,
+            components=list(dict.fromkeys(data.components)),
+            source="operator",
+            started_at=starts_at,
+            ends_at=ends_at,
+        )
+        session.add(incident)
+        session.flush()
+        record(session, "operator", "maintenance_scheduled", incident_id=incident.id)
+        return add_update(
+            session, incident, IncidentState.SCHEDULED, data.message, milestone="announced"
+        )
+
+
+def _has_milestone(session: Session, incident_id: int, milestone: str) -> bool:
+    found = session.scalar(
+        select(Update.id).where(Update.incident_id == incident_id, Update.milestone == milestone)
+    )
+    return found is not None
 
 
 def reopen(session: Session, incident: Incident, message: str | None) -> Posted:
@@ -143,10 +236,29 @@ def _get_for_update(session: Session, incident_id: int) -> Incident:
 
 
 def add_update(
-    session: Session, incident: Incident, state: IncidentState, message: str | None
+    session: Session,
+    incident: Incident,
+    state: IncidentState,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+    *,
+    audience: Audience = Audience.EVERYONE,
+    milestone: str | None = None,
 ) -> Posted:
-    incident.state = state
-    update = Update(incident_id=incident.id, state=state, message=message, created_at=utcnow())
+    if audience is not Audience.INTERNAL:
+        incident.state = state
+    if extras.eta is not None:
+        incident.eta = extras.eta
+    update = Update(
+        incident_id=incident.id,
+        state=state,
+        message=message,
+        internal_note=extras.internal_note,
+        next_update_at=extras.next_update_at,
+        audience=audience,
+        milestone=milestone,
+        created_at=utcnow(),
+    )
     session.add(update)
     session.flush()
     return Posted(incident_id=incident.id, update_id=update.id)

@@ -79,6 +79,14 @@ class Cadence(StrEnum):
     OPEN_AND_RESOLVE = "open_and_resolve"  # only its opening (or reopening) and its end
 
 
+class Audience(StrEnum):
+    """Who an update is for."""
+
+    EVERYONE = "everyone"  # every subscriber it concerns, and the public post
+    INTERNAL = "internal"  # the team only: reminders, drafts' notes
+    NOTIFIED = "notified"  # those who were told of the incident: the post-incident review
+
+
 class UpdateKind(StrEnum):
     """What an update is to a person following the incident."""
 

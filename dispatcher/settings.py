@@ -152,6 +152,21 @@ class Settings(BaseSettings):
         description="which updates each channel carries",
     )
 
+    # Keeping promises (dispatcher/cadence.py).
+    reminder_lead_s: float = Field(
+        default=300, ge=0, description="remind the team this long before a promised update"
+    )
+    holding_updates: bool = Field(
+        default=True, description="post 'still working on it' when a promised update is missed"
+    )
+    maintenance_notices_s: list[float] = Field(
+        default_factory=lambda: [86400.0, 3600.0],
+        description="remind subscribers this long before planned maintenance starts",
+    )
+    feedback_url: str | None = Field(
+        default=None, description="a short survey linked from every resolved message"
+    )
+
     sms_from: str = "+15005550006"
     email_from: str = "status@example.com"
     twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")

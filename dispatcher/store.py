@@ -33,7 +33,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from dispatcher.models import DeliveryStatus, IncidentState, Severity, SuppressionReason
+from dispatcher.models import (
+    Audience,
+    DeliveryStatus,
+    FailureReason,
+    IncidentState,
+    Severity,
+    SuppressionReason,
+)
 
 MAX_ID = 2**63 - 1  # ids are 64-bit: anything larger names no row (and would overflow a bind)
 PUBLIC_RECIPIENT = "public"  # the recipient key of a broadcast delivery (the company's account)
@@ -83,6 +90,8 @@ class Base(DeclarativeBase):
         Severity: _enum_column(Severity),
         DeliveryStatus: _enum_column(DeliveryStatus),
         SuppressionReason: _enum_column(SuppressionReason),
+        Audience: _enum_column(Audience),
+        FailureReason: _enum_column(FailureReason),
     }
 
 
@@ -188,6 +197,8 @@ class Alert(Base):
 
 class Update(Base):
     __tablename__ = "updates"
+    # A milestone (a maintenance notice, a post-incident review) is posted once per incident.
+    __table_args__ = (UniqueConstraint("incident_id", "milestone"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
@@ -195,6 +206,9 @@ class Update(Base):
     message: Mapped[str | None] = mapped_column(Text)
     internal_note: Mapped[str | None] = mapped_column(Text)  # the team sees it; customers never
     next_update_at: Mapped[datetime | None]  # the promise of the next update
+    reminded_at: Mapped[datetime | None]  # the team was reminded of that promise
+    audience: Mapped[Audience] = mapped_column(default=Audience.EVERYONE)
+    milestone: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The outbox marker: NULL until the fan-out has written every delivery row for this update.
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -219,6 +233,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(default=0)  # provider requests made, retries included
     sends: Mapped[int] = mapped_column(default=0)  # rounds through the queue (the retry limit)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The latest failed attempt's reason, kept after a later success (metrics count it).
+    error_reason: Mapped[FailureReason | None]
     provider_id: Mapped[str | None] = mapped_column(String(128), index=True)
     fallback_of: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
     due_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -228,7 +244,25 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]  # from a provider's delivery receipt
+    # Sent on a channel that gives receipts: with none by then, the next channel is tried.
+    receipt_due_at: Mapped[datetime | None] = mapped_column(index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Receipt(Base):
+    """A provider's delivery event, kept by the provider's own event id so a retried or
+    duplicated callback changes nothing the second time."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_receipt_once"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))  # twilio, sendgrid
+    event_id: Mapped[str] = mapped_column(String(128))
+    delivery_id: Mapped[int | None] = mapped_column(index=True)  # None: matched no delivery
+    event: Mapped[str] = mapped_column(String(32))  # the provider's word, e.g. "undelivered"
+    status: Mapped[str] = mapped_column(String(16))  # ours: dispatcher.receipts.ReceiptStatus
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class InstanceSecret(Base):

@@ -143,6 +143,7 @@ def test_each_source_opens_and_resolves(
     opened = post(app_client, source, fixture(down))
     assert opened.status_code == 202, opened.text
     assert opened.json()["changed"] is True
+    settle(app_client)
     closed = post(app_client, source, fixture(up))
     assert closed.json()["incidents"] == opened.json()["incidents"]
     settle(app_client)

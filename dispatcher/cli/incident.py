@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from dispatcher import incidents, reports
@@ -17,10 +21,11 @@ from dispatcher.cli.common import (
     timestamp,
     user_errors,
 )
-from dispatcher.incidents import Posted
+from dispatcher.durations import parse_duration, parse_moment
+from dispatcher.incidents import Extras, IncidentError, Posted
 from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
 from dispatcher.pipeline import Pipeline
-from dispatcher.store import Incident
+from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
 
@@ -38,6 +43,32 @@ def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) ->
         console.print("fan-out queued for the workers")
 
 
+NextUpdateOption = Annotated[
+    str | None,
+    typer.Option(help="Promise the next update within this time (30m, 1h); the team is reminded."),
+]
+EtaOption = Annotated[
+    str | None,
+    typer.Option(help="Estimated resolution: a time (2026-11-24T02:00Z) or a duration (2h)."),
+]
+NoteOption = Annotated[
+    str | None, typer.Option(help="A note for the internal audience; customers never see it.")
+]
+
+
+def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extras:
+    """The options every update takes, parsed; a bad value names its option."""
+    try:
+        promise = utcnow() + parse_duration(next_update) if next_update else None
+    except ValueError as exc:
+        raise IncidentError(f"--next-update: {exc}") from None
+    try:
+        estimate = parse_moment(eta) if eta else None
+    except ValueError as exc:
+        raise IncidentError(f"--eta: {exc}") from None
+    return Extras(next_update_at=promise, eta=estimate, internal_note=note)
+
+
 @app.command("open")
 @user_errors
 def incident_open(
@@ -45,13 +76,19 @@ def incident_open(
     severity: Annotated[Severity, typer.Option(help="minor, major or critical.")],
     component: Annotated[list[str], typer.Option(help="Affected component; repeat for more.")],
     message: Annotated[str | None, typer.Option(help="What customers notice.")] = None,
+    next_update: NextUpdateOption = None,
+    eta: EtaOption = None,
+    internal_note: NoteOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
     """Open an incident (state: investigating) and notify everyone it concerns."""
     data = IncidentIn(title=title, severity=severity, components=component, message=message)
+    extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
-        _announce(pipeline, incidents.open_incident(pipeline.store, data), wait, as_json)
+        with pipeline.store.session() as session:
+            posted = incidents.create(session, data, extras=extras)
+        _announce(pipeline, posted, wait, as_json)
 
 
 @app.command("update")
@@ -60,12 +97,16 @@ def incident_update(
     incident_id: Annotated[int, typer.Argument(metavar="ID")],
     state: Annotated[IncidentState, typer.Option(help="investigating, identified or monitoring.")],
     message: Annotated[str, typer.Option(help="What changed, what happens next.")],
+    next_update: NextUpdateOption = None,
+    eta: EtaOption = None,
+    internal_note: NoteOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
     """Post an update on an open incident."""
+    extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
-        posted = incidents.post_update(pipeline.store, incident_id, state, message)
+        posted = incidents.post_update(pipeline.store, incident_id, state, message, extras)
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -74,12 +115,35 @@ def incident_update(
 def incident_resolve(
     incident_id: Annotated[int, typer.Argument(metavar="ID")],
     message: Annotated[str | None, typer.Option(help="What happened, in a sentence.")] = None,
+    credit_note: Annotated[
+        str | None, typer.Option(help="A service credit offered to those affected.")
+    ] = None,
+    internal_note: NoteOption = None,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
-    """Resolve an incident and tell everyone who heard of it."""
+    """Resolve an incident and tell everyone who heard of it (with the feedback survey link,
+    OUTAGE_FEEDBACK_URL, and a credit note when given)."""
+    extras = _extras(None, None, internal_note)
     with open_pipeline() as pipeline:
-        _announce(pipeline, incidents.resolve(pipeline.store, incident_id, message), wait, as_json)
+        text = incidents.with_follow_up(message, credit_note, pipeline.settings.feedback_url)
+        posted = incidents.resolve(pipeline.store, incident_id, text, extras)
+        _announce(pipeline, posted, wait, as_json)
+
+
+@app.command("postmortem")
+@user_errors
+def incident_postmortem(
+    incident_id: Annotated[int, typer.Argument(metavar="ID")],
+    url: Annotated[str, typer.Option(help="Where the post-incident review is published.")],
+    as_json: JsonOption = False,
+    wait: WaitOption = 15.0,
+) -> None:
+    """Send the post-incident review to everyone who was told of the incident (once)."""
+    if not url.startswith(("https://", "http://")):
+        raise IncidentError("--url: the review's address must be an http(s) URL")
+    with open_pipeline() as pipeline:
+        _announce(pipeline, incidents.postmortem(pipeline.store, incident_id, url), wait, as_json)
 
 
 @app.command("approve")
@@ -136,11 +200,20 @@ def _incident_dict(item: Incident) -> dict[str, Any]:
 @app.command("show")
 @user_errors
 def incident_show(
-    incident_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonOption = False
+    incident_id: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: JsonOption = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Show the fan-out's progress live until it is done (Ctrl-C)."
+        ),
+    ] = False,
 ) -> None:
     """Show an incident, its updates and how its deliveries stand per channel."""
     with open_pipeline() as pipeline:
         found, updates = reports.incident(pipeline.store, incident_id)
+        if follow and as_json:
+            follow_progress(pipeline, incident_id, show=False)
         summary = reports.delivery_summary(pipeline.store, incident_id)
         if as_json:
             print_json(
@@ -162,7 +235,64 @@ def incident_show(
         for u in updates:
             timeline.add_row(str(u.id), timestamp(u.created_at), u.state, u.message or "")
         console.print(timeline)
+        if follow:
+            follow_progress(pipeline, incident_id)
         _print_summary(pipeline, incident_id)
+
+
+FOLLOW_POLL_S = 0.5
+_IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
+
+
+def _progress_text(counts: Counter[str]) -> str:
+    """The four numbers an operator follows: waiting, handed over, confirmed, lost."""
+    waiting = sum(counts.get(status, 0) for status in _IN_FLIGHT)
+    failed = counts.get(DeliveryStatus.FAILED, 0)
+    fell_back = counts.get(DeliveryStatus.FELL_BACK, 0)
+    return (
+        f"queued {waiting} · sent {counts.get(DeliveryStatus.SENT, 0)} · "
+        f"delivered {counts.get(DeliveryStatus.DELIVERED, 0)} · failed {failed}"
+        + (f" · fell back {fell_back}" if fell_back else "")
+    )
+
+
+def follow_progress(
+    pipeline: Pipeline,
+    incident_id: int,
+    *,
+    show: bool = True,
+    poll_s: float = FOLLOW_POLL_S,
+    pause: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll the database and redraw a progress bar per channel (done = no longer queued or being
+    sent) until every update is fanned out and no delivery is in flight. Ctrl-C stops following,
+    not the fan-out. Off a terminal nothing is drawn; the caller prints the final summary."""
+    columns = (
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+    )
+    with Progress(*columns, console=console, disable=not (show and console.is_terminal)) as bars:
+        tasks: dict[str, TaskID] = {}
+        try:
+            while True:
+                summary = reports.delivery_summary(pipeline.store, incident_id)
+                for channel, counts in sorted(summary.items()):
+                    total = sum(counts.values())
+                    done = total - sum(counts.get(status, 0) for status in _IN_FLIGHT)
+                    if channel not in tasks:
+                        tasks[channel] = bars.add_task(channel, total=total, counts="")
+                    bars.update(
+                        tasks[channel], total=total, completed=done, counts=_progress_text(counts)
+                    )
+                _, updates = reports.incident(pipeline.store, incident_id)
+                in_flight = any(counts.get(s, 0) for counts in summary.values() for s in _IN_FLIGHT)
+                if not in_flight and all(u.fanned_out_at is not None for u in updates):
+                    return
+                pause(poll_s)
+        except KeyboardInterrupt:
+            console.print("stopped following; the fan-out goes on")
 
 
 SUMMARY_COLUMNS = (
