@@ -1,4 +1,10 @@
-"""Adding, importing and removing subscribers: validated in full before anything is stored."""
+"""Adding, importing and describing subscribers: validated in full before anything is stored.
+
+The one place where a subscriber row is made from input (operator, CSV import, public sign-up),
+and where a row is turned back into that input (to validate a change against the same rules, to
+export it). Suppressions are never touched here: an address that opted out stays opted out when
+an operator adds or re-imports it (lifting one is the subscriber's own act, see preferences.py).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,19 @@ import csv
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
-from dispatcher.models import SubscriberIn
-from dispatcher.registry import ChannelRegistry
-from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, utcnow
+from dispatcher.models import SubscriberIn, SuppressionReason
+from dispatcher.registry import ChannelRegistry, UnknownChannel
+from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, utcnow
+
+# What a channel's address field is called in messages to people (not the CLI's --flags).
+ADDRESS_NOUNS = {"email": "an email address", "phone": "a phone number", "webhook": "a webhook URL"}
 
 
 class SubscriberError(ValueError):
@@ -32,12 +43,16 @@ def describe(error: ValidationError) -> str:
 def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:
     """Every chosen channel is installed, sends to a subscriber, and has its address given."""
     for name in data.channels:
-        factory = registry.factory(name)
+        try:
+            factory = registry.factory(name)
+        except UnknownChannel as exc:
+            raise SubscriberError(f"channels: {exc}") from None
         column = ADDRESS_COLUMNS.get(factory.address_field or "")
         if column is None:
             raise SubscriberError(f"channels: {name!r} is a broadcast channel, not for subscribers")
         if getattr(data, "webhook" if column == "webhook_url" else column) is None:
-            raise SubscriberError(f"channels: {name!r} needs --{factory.address_field}")
+            noun = ADDRESS_NOUNS.get(factory.address_field or "", factory.address_field)
+            raise SubscriberError(f"channels: {name!r} needs {noun}")
 
 
 def _row(data: SubscriberIn) -> Subscriber:
@@ -80,27 +95,88 @@ def add(
         return subscriber
 
 
-def remove(store: Store, subscriber_id: int) -> None:
+def list_all(store: Store, *, limit: int | None = None, offset: int = 0) -> list[Subscriber]:
     with store.session() as session:
-        subscriber = session.get(Subscriber, subscriber_id)
-        if subscriber is None:
-            raise SubscriberError(f"no subscriber with id {subscriber_id}")
-        session.delete(subscriber)
-        record(session, "operator", "subscriber_removed", subscriber_id=subscriber_id)
+        query = select(Subscriber).order_by(Subscriber.id).offset(offset).limit(limit)
+        return list(session.scalars(query))
 
 
-def list_all(store: Store) -> list[Subscriber]:
-    with store.session() as session:
-        return list(session.scalars(select(Subscriber).order_by(Subscriber.id)))
+def find_by_address(session: Session, email: str | None, phone: str | None) -> Subscriber | None:
+    """The first subscriber holding one of these (normalised) addresses, if any."""
+    conditions = []
+    if email:
+        conditions.append(Subscriber.email == email)
+    if phone:
+        conditions.append(Subscriber.phone == phone)
+    if not conditions:
+        return None
+    return session.scalars(
+        select(Subscriber).where(or_(*conditions)).order_by(Subscriber.id)
+    ).first()
+
+
+def as_input(subscriber: Subscriber) -> dict[str, Any]:
+    """The row as SubscriberIn fields, so a change is validated by merging it over these: the
+    same rules for a new subscriber, an operator's PATCH and a preference-centre save."""
+    return {
+        "name": subscriber.name,
+        "email": subscriber.email,
+        "phone": subscriber.phone,
+        "webhook": subscriber.webhook_url,
+        "channels": list(subscriber.channels),
+        "components": list(subscriber.components),
+        "min_severity": subscriber.min_severity,
+        "locale": subscriber.locale,
+        "internal": subscriber.internal,
+        "tier": subscriber.tier,
+        "quiet_start": subscriber.quiet_start,
+        "quiet_end": subscriber.quiet_end,
+        "timezone": subscriber.timezone,
+    }
+
+
+def as_dict(subscriber: Subscriber, *, with_secret: bool = False) -> dict[str, Any]:
+    """What the CLI's --json, the API and the export show of a subscriber: preferences and
+    consent, never the webhook secret unless asked (it is shown once, when made)."""
+    data: dict[str, Any] = {
+        "id": subscriber.id,
+        **as_input(subscriber),
+        "email_confirmed": subscriber.email_confirmed_at is not None,
+        "phone_confirmed": subscriber.phone_confirmed_at is not None,
+        "unsubscribed": subscriber.unsubscribed_at is not None,
+        "created_at": subscriber.created_at,
+    }
+    if with_secret and subscriber.webhook_secret:
+        data["webhook_secret"] = subscriber.webhook_secret
+    return data
+
+
+def opt_outs(session: Session, subscriber: Subscriber) -> dict[str, SuppressionReason]:
+    """The subscriber's suppressed address fields (email, phone, webhook) and why."""
+    found: dict[str, SuppressionReason] = {}
+    for field_name, column in ADDRESS_COLUMNS.items():
+        address = getattr(subscriber, column)
+        if address:
+            reason = session.scalar(
+                select(Suppression.reason).where(
+                    Suppression.kind == field_name, Suppression.address == address
+                )
+            )
+            if reason is not None:
+                found[field_name] = reason
+    return found
 
 
 @dataclass
 class ImportReport:
     imported: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, what is wrong)
+    still_suppressed: int = 0  # imported, but an address opted out earlier and stays so
 
 
 CSV_LIST_COLUMNS = ("channels", "components")
+# Columns an export adds that an import ignores, so an export can be imported elsewhere.
+CSV_EXPORT_ONLY = ("id", "email_confirmed", "phone_confirmed", "unsubscribed", "created_at")
 
 
 def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportReport:
@@ -129,19 +205,27 @@ def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportRep
         session.add_all(good)
         session.flush()
         for subscriber in good:
+            # Opted-out addresses stay suppressed: an import is not the person's consent.
+            blocked = sorted(opt_outs(session, subscriber))
+            report.still_suppressed += bool(blocked)
             record(
                 session,
                 "operator",
                 "subscriber_imported",
                 subscriber_id=subscriber.id,
                 file=path.name,
+                confirmed_by_operator=subscriber.email_confirmed_at is not None
+                or subscriber.phone_confirmed_at is not None,
+                still_suppressed=blocked,
             )
     report.imported = len(good)
     return report
 
 
 def _csv_fields(fields: dict[str, str]) -> dict[str, object]:
-    cleaned: dict[str, object] = {key: value for key, value in fields.items() if value != ""}
+    cleaned: dict[str, object] = {
+        key: value for key, value in fields.items() if value != "" and key not in CSV_EXPORT_ONLY
+    }
     for key in CSV_LIST_COLUMNS:
         raw = fields.get(key, "")
         cleaned[key] = [item for item in raw.replace(";", ",").split(",") if item.strip()]

@@ -1,14 +1,14 @@
-"""`outage subscriber …`: add, import, list and remove subscribers."""
+"""`outage subscriber …`: add, import, list and remove subscribers, and print their links."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from dispatcher import subscribers
+from dispatcher import confirmations, preferences, subscribers
 from dispatcher.cli.common import (
     JsonOption,
     console,
@@ -17,31 +17,13 @@ from dispatcher.cli.common import (
     print_json,
     user_errors,
 )
+from dispatcher.links import LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import Subscriber
 
-app = typer.Typer(help="Add, import, list and remove subscribers.", no_args_is_help=True)
-
-
-def _subscriber_dict(subscriber: Subscriber, *, with_secret: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": subscriber.id,
-        "name": subscriber.name,
-        "email": subscriber.email,
-        "phone": subscriber.phone,
-        "webhook": subscriber.webhook_url,
-        "channels": subscriber.channels,
-        "components": subscriber.components,
-        "min_severity": subscriber.min_severity,
-        "locale": subscriber.locale,
-        "email_confirmed": subscriber.email_confirmed_at is not None,
-        "phone_confirmed": subscriber.phone_confirmed_at is not None,
-        "internal": subscriber.internal,
-        "tier": subscriber.tier,
-    }
-    if with_secret and subscriber.webhook_secret:
-        data["webhook_secret"] = subscriber.webhook_secret
-    return data
+app = typer.Typer(
+    help="Add, import, list and remove subscribers, and print their links.", no_args_is_help=True
+)
 
 
 @app.command("add")
@@ -63,10 +45,23 @@ def subscriber_add(
         Severity, typer.Option(help="Hear nothing below this.")
     ] = Severity.MINOR,
     locale: Annotated[str, typer.Option(help="Language of the messages.")] = "en",
-    confirmed: Annotated[bool, typer.Option(help="The addresses are known to be theirs.")] = False,
+    quiet_hours: Annotated[
+        str | None,
+        typer.Option(help="Hold non-critical updates in this window, e.g. 22:00-07:00."),
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="Time zone of the quiet hours (IANA).")] = "UTC",
+    confirmed: Annotated[
+        bool,
+        typer.Option(
+            help="You vouch that the addresses are theirs: no confirmation is sent (audited)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a subscriber. A webhook subscriber gets a signing secret, printed once."""
+    """Add a subscriber. Unless --confirmed, each email address and phone number is sent a
+    confirmation first, and nothing else goes there until it is confirmed. A webhook subscriber
+    gets a signing secret, printed once."""
+    quiet_start, _, quiet_end = (quiet_hours or "").partition("-")
     data = SubscriberIn(
         name=name,
         email=email,
@@ -76,18 +71,32 @@ def subscriber_add(
         components=component or [],
         min_severity=min_severity,
         locale=locale,
+        quiet_start=quiet_start.strip() or None,
+        quiet_end=quiet_end.strip() or None,
+        timezone=timezone,
         confirmed=confirmed,
     )
     with open_pipeline() as pipeline:
         subscriber = subscribers.add(pipeline.store, pipeline.registry, data)
+        requested = [] if data.confirmed else confirmations.request(pipeline, subscriber.id)
+        with pipeline.store.session() as session:
+            opted_out = sorted(subscribers.opt_outs(session, subscriber))
     if as_json:
-        print_json(_subscriber_dict(subscriber, with_secret=True))
+        print_json(subscribers.as_dict(subscriber, with_secret=True))
         return
     console.print(f"subscriber [bold]{subscriber.id}[/] added: {subscriber.name}")
     if subscriber.webhook_secret:
         console.print(f"webhook signing secret (shown once): {subscriber.webhook_secret}")
-    if not data.confirmed and (data.email or data.phone):
+    for item in requested:
+        outcome = "sent" if item.sent else "[red]could not be sent[/]"
+        console.print(f"confirmation for the {item.field} {outcome} by {item.channel}")
+    if requested:
         console.print("[yellow]not confirmed:[/] nothing is sent until the addresses are confirmed")
+    if opted_out:
+        console.print(
+            f"[yellow]opted out earlier, and still:[/] {', '.join(opted_out)} "
+            "(only the person can undo that)"
+        )
 
 
 @app.command("list")
@@ -97,7 +106,7 @@ def subscriber_list(as_json: JsonOption = False) -> None:
     with open_pipeline() as pipeline:
         found = subscribers.list_all(pipeline.store)
     if as_json:
-        print_json([_subscriber_dict(s) for s in found])
+        print_json([subscribers.as_dict(s) for s in found])
         return
     table = Table("id", "name", "channels", "addresses", "components", "min", "confirmed")
     for s in found:
@@ -119,8 +128,32 @@ def subscriber_list(as_json: JsonOption = False) -> None:
 def subscriber_remove(subscriber_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Remove a subscriber and their addresses (delivery statistics stay, anonymous)."""
     with open_pipeline() as pipeline:
-        subscribers.remove(pipeline.store, subscriber_id)
+        try:
+            preferences.erase(pipeline.store, subscriber_id, actor="operator")
+        except preferences.SubscriberNotFound as exc:
+            raise subscribers.SubscriberError(str(exc)) from None
     console.print(f"subscriber {subscriber_id} removed")
+
+
+@app.command("link")
+@user_errors
+def subscriber_link(
+    subscriber_id: Annotated[int, typer.Argument(metavar="ID")],
+    purpose: Annotated[
+        LinkPurpose, typer.Option(help="manage: the preference centre; unsubscribe: one click.")
+    ] = LinkPurpose.MANAGE,
+) -> None:
+    """Print a subscriber's signed link (built on OUTAGE_PUBLIC_URL), e.g. to answer a support
+    request. Anyone holding it can change that subscriber's preferences until it expires."""
+    if purpose is LinkPurpose.CONFIRM:
+        raise subscribers.SubscriberError("purpose: confirmation links are sent, not printed")
+    with open_pipeline() as pipeline:
+        try:
+            preferences.get(pipeline.store, subscriber_id)
+        except preferences.SubscriberNotFound as exc:
+            raise subscribers.SubscriberError(str(exc)) from None
+        url = pipeline.links.url(purpose, subscriber_id)
+    print(url)  # plain, unwrapped: rich would break a long link across lines
 
 
 @app.command("import")
@@ -132,6 +165,11 @@ def subscriber_import(
     with open_pipeline() as pipeline:
         report = subscribers.import_csv(pipeline.store, pipeline.registry, file)
     console.print(f"imported {report.imported} subscribers")
+    if report.still_suppressed:
+        console.print(
+            f"[yellow]{report.still_suppressed} of them opted out earlier:[/] "
+            "those addresses stay suppressed"
+        )
     for line, problem in report.errors:
         errors.print(f"[red]line {line}:[/] {problem}", highlight=False)
     if report.errors:
