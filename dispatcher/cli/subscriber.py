@@ -56,6 +56,13 @@ def subscriber_add(
             help="You vouch that the addresses are theirs: no confirmation is sent (audited)."
         ),
     ] = False,
+    internal: Annotated[
+        bool,
+        typer.Option(help="The team: every update, drafts, reminders and internal notes."),
+    ] = False,
+    tier: Annotated[
+        int, typer.Option(min=0, max=9, help="Priority tier (key accounts higher): told first.")
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Add a subscriber. Unless --confirmed, each email address and phone number is sent a
@@ -75,6 +82,8 @@ def subscriber_add(
         quiet_end=quiet_end.strip() or None,
         timezone=timezone,
         confirmed=confirmed,
+        internal=internal,
+        tier=tier,
     )
     with open_pipeline() as pipeline:
         subscriber = subscribers.add(pipeline.store, pipeline.registry, data)
