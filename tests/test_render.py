@@ -269,7 +269,7 @@ def test_times_are_shown_in_utc_with_the_day_when_not_today() -> None:
 # --- locale -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("locale", ["fr", "fr-FR", "de_DE", "xx-YY", "../../etc"])
+@pytest.mark.parametrize("locale", ["fr", "fr-FR", "nl_NL", "xx-YY", "../../etc"])
 def test_unknown_locale_falls_back_to_english(locale: str) -> None:
     incident, update, recipient = sample(IncidentState.INVESTIGATING)
     english = run("email", incident, update, recipient)
@@ -278,13 +278,13 @@ def test_unknown_locale_falls_back_to_english(locale: str) -> None:
 
 
 @pytest.fixture
-def templates_with_german(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def templates_with_dutch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, root)
-    german = root / "sms" / "de"
-    german.mkdir()
-    (german / "investigating.text.j2").write_text(
-        "{{ company }}: Wir untersuchen {{ incident.title }}. {{ incident.url }}\n"
+    dutch = root / "sms" / "nl"
+    dutch.mkdir()
+    (dutch / "investigating.text.j2").write_text(
+        "{{ company }}: Wij onderzoeken {{ incident.title }}. {{ incident.url }}\n"
     )
     monkeypatch.setattr(render_module, "TEMPLATES_DIR", root)
     render_module.environment.cache_clear()
@@ -292,14 +292,14 @@ def templates_with_german(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     render_module.environment.cache_clear()
 
 
-@pytest.mark.usefixtures("templates_with_german")
+@pytest.mark.usefixtures("templates_with_dutch")
 def test_adding_a_language_is_adding_files() -> None:
     incident, update, recipient = sample(IncidentState.INVESTIGATING)
-    german = run("sms", incident, update, replace(recipient, locale="de-DE"))
-    assert german.text.startswith("Example Cloud: Wir untersuchen Checkout errors.")
+    dutch = run("sms", incident, update, replace(recipient, locale="nl-NL"))
+    assert dutch.text.startswith("Example Cloud: Wij onderzoeken Checkout errors.")
     resolved_incident, resolved, _ = sample(IncidentState.RESOLVED)
-    fallback = run("sms", resolved_incident, resolved, replace(recipient, locale="de"))
-    assert "Resolved" in fallback.text  # no German file for this state yet: English
+    fallback = run("sms", resolved_incident, resolved, replace(recipient, locale="nl"))
+    assert "Resolved" in fallback.text  # no Dutch file for this state yet: English
 
 
 # --- webhook ------------------------------------------------------------------------------------
