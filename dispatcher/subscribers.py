@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,24 @@ def _row(data: SubscriberIn) -> Subscriber:
         quiet_end=data.quiet_end,
         timezone=data.timezone,
     )
+
+
+def sign_up(
+    store: Store, registry: ChannelRegistry, data: SubscriberIn, offered: Collection[str]
+) -> int:
+    """A person signing themselves up (the API, the status page's form): the subscriber to send
+    confirmations to. An address already known gives that subscriber again, so the answer does
+    not tell strangers who is subscribed, and nobody is added twice. Only components this
+    dispatcher offers may be named."""
+    unknown = [name for name in data.components if name not in offered]
+    if unknown:
+        raise SubscriberError(f"components: unknown component {unknown[0]!r}")
+    check_channels(data, registry)
+    with store.session() as session:
+        known = find_by_address(session, data.email, data.phone)
+        if known is not None:
+            return known.id
+    return add(store, registry, data, actor="subscriber").id
 
 
 def add(

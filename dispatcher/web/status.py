@@ -335,14 +335,10 @@ def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | 
     """The subscriber to send confirmations to (new, or already known by one of the addresses:
     the same answer either way, and the pending confirmation again), or the errors by field.
 
-    The same core calls and rules as `POST /api/subscribers` without a token: `SubscriberIn`
-    (no operator-only field can be set from this form), only components the page offers, the
-    channels checked against the installed adapters, `find_by_address`, `subscribers.add`."""
+    The same core call as `POST /api/subscribers` without a token (`subscribers.sign_up`), with
+    `SubscriberIn` so no operator-only field can be set from this form."""
     if not form.email and not form.phone:
         return {"form": "Give an email address, a phone number, or both."}
-    unknown = [name for name in form.components if name not in offered]
-    if unknown:
-        return {"components": f"unknown component {unknown[0]!r}"}
     channels = [
         channel
         for channel, given in (("email", form.email), ("sms", form.phone))
@@ -356,16 +352,12 @@ def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | 
             channels=channels or ["email"],
             components=form.components,
         )
-        subscribers.check_channels(data, pipeline.registry)
+        return subscribers.sign_up(pipeline.store, pipeline.registry, data, offered)
     except ValidationError as exc:
         return _field_errors(exc)
     except subscribers.SubscriberError as exc:
-        return {"form": str(exc)}
-    with pipeline.store.session() as session:
-        known = subscribers.find_by_address(session, data.email, data.phone)
-        if known is not None:
-            return known.id
-    return subscribers.add(pipeline.store, pipeline.registry, data, actor="subscriber").id
+        field, _, message = str(exc).partition(": ")
+        return {field if field == "components" else "form": message if message else str(exc)}
 
 
 _FIELD_NAMES: Final = {

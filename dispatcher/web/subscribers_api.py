@@ -147,16 +147,11 @@ def sign_up(
         raise _invalid(
             [((name,), "forbidden", "only an operator may set this") for name in refused]
         )
-    _check_components(pipeline, body.components)
+    offered = preferences.known_components(pipeline.store, pipeline.settings)
     try:
-        subscribers.check_channels(body, pipeline.registry)
+        known_id = subscribers.sign_up(pipeline.store, pipeline.registry, body, offered)
     except SubscriberError as exc:
         raise _from_subscriber_error(exc) from None
-    with pipeline.store.session() as session:
-        known = subscribers.find_by_address(session, body.email, body.phone)
-        known_id = known.id if known is not None else None
-    if known_id is None:
-        known_id = subscribers.add(pipeline.store, pipeline.registry, body, actor="subscriber").id
     background.add_task(confirmations.request, pipeline, known_id)
     return SignupAccepted()
 
@@ -172,16 +167,6 @@ def _operator_add(
         background.add_task(confirmations.request, pipeline, added.id)
     response.status_code = status.HTTP_201_CREATED
     return _out(added, with_secret=True)
-
-
-def _check_components(pipeline: Pipeline, wanted: list[str]) -> None:
-    """A public sign-up may only name components this dispatcher knows of."""
-    known = set(preferences.known_components(pipeline.store, pipeline.settings))
-    unknown = [(("components", i), name) for i, name in enumerate(wanted) if name not in known]
-    if unknown:
-        raise _invalid(
-            [(loc, "value_error", f"unknown component {name!r}") for loc, name in unknown]
-        )
 
 
 @router.get("", dependencies=[OperatorDep])
