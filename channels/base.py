@@ -11,12 +11,18 @@ Exceptions an adapter raises from `send_one`::
     ├── TransientError           worth retrying: 429, 5xx, timeouts, refused connections
     └── PermanentError           not worth retrying: invalid number, rejected address, other 4xx
 
+Each also says why, for the operator (`failure_reason`, a FailureReason), derived in one place
+(`ChannelError.__init__`): an explicit reason, else from the status code (`reason_for_status`),
+else the class default (transient: unreachable, permanent: rejected). Adapters only name the
+reason where no status code tells it: their client's timeouts.
+
 Errors never carry credentials: adapters build them from status codes and response bodies only.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +37,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from dispatcher.models import FailureKind, SuppressionReason
+from dispatcher.models import FailureKind, FailureReason, SuppressionReason
 
 if TYPE_CHECKING:
     from dispatcher.settings import Settings
@@ -45,6 +51,7 @@ class ChannelError(Exception):
     """One message could not be sent; says where and why, never with a secret in it."""
 
     kind: ClassVar[FailureKind]
+    default_reason: ClassVar[FailureReason]  # without a status code or an explicit reason
 
     def __init__(
         self,
@@ -55,8 +62,13 @@ class ChannelError(Exception):
         response_excerpt: str | None = None,
         retry_after_s: float | None = None,
         suppress: SuppressionReason | None = None,
+        failure_reason: FailureReason | None = None,
     ) -> None:
         self.channel = channel
+        # `reason` is the human sentence; `failure_reason` the closed set metrics count.
+        self.failure_reason = failure_reason or (
+            reason_for_status(status_code) if status_code is not None else self.default_reason
+        )
         self.suppress = suppress
         self.reason = reason
         self.status_code = status_code
@@ -72,10 +84,24 @@ class ChannelError(Exception):
 
 class TransientError(ChannelError):
     kind = FailureKind.TRANSIENT
+    default_reason = FailureReason.UNREACHABLE  # no status: the request never got an answer
 
 
 class PermanentError(ChannelError):
     kind = FailureKind.PERMANENT
+    default_reason = FailureReason.REJECTED
+
+
+def reason_for_status(status_code: int) -> FailureReason:
+    """The operator's reason for an HTTP status: 429 (and 425 Too Early, the same "come back
+    later") rate limited, 408 timeout, 5xx server error, any other status rejected."""
+    if status_code in (425, 429):
+        return FailureReason.RATE_LIMITED
+    if status_code == 408:
+        return FailureReason.TIMEOUT
+    if status_code >= 500:
+        return FailureReason.SERVER_ERROR
+    return FailureReason.REJECTED
 
 
 def error_for_status(
@@ -135,12 +161,18 @@ class Outcome:
     retry_after_s: float | None = None
     attempts: int = 1
     suppress: SuppressionReason | None = None  # the provider says never to send there again
+    reason: FailureReason | None = None  # why it failed, for metrics (None when it did not)
+    duration_s: float | None = None  # the provider's time, retries inside the send included
 
     @classmethod
-    def failed(cls, key: int, error: ChannelError, attempts: int) -> Outcome:
+    def failed(
+        cls, key: int, error: ChannelError, attempts: int, duration_s: float | None = None
+    ) -> Outcome:
         return cls(
             key=key,
             failure=error.kind,
+            reason=error.failure_reason,
+            duration_s=duration_s,
             error=str(error),
             retry_after_s=error.retry_after_s,
             attempts=attempts,
@@ -200,11 +232,18 @@ class Channel:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
             return list(pool.map(self._send_with_retries, batch))
 
+    def check_account(self) -> str | None:
+        """Make a harmless authenticated call and say what the provider answered, or raise a
+        ChannelError (401/403: the credentials were refused). None: the provider offers no such
+        call. `outage doctor` uses it; nothing is sent."""
+        return None
+
     def close(self) -> None:
         """Release pooled connections; adapters with a client override this."""
 
     def _send_with_retries(self, message: Message) -> Outcome:
         attempts = 0
+        started = time.monotonic()
         try:
             for attempt in self._retrying():
                 with attempt:
@@ -212,8 +251,13 @@ class Channel:
                     provider_id = self.send_one(message)
         except ChannelError as exc:
             log.info("%s send failed for delivery %s: %s", self.name, message.key, exc)
-            return Outcome.failed(message.key, exc, attempts)
-        return Outcome(key=message.key, provider_id=provider_id, attempts=attempts)
+            return Outcome.failed(message.key, exc, attempts, time.monotonic() - started)
+        return Outcome(
+            key=message.key,
+            provider_id=provider_id,
+            attempts=attempts,
+            duration_s=time.monotonic() - started,
+        )
 
     def _retrying(self) -> Retrying:
         """The tenacity policy for one provider request; adapters that batch reuse it."""

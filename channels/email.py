@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
@@ -34,6 +35,7 @@ from channels.base import (
     parse_retry_after,
 )
 from channels.sandbox_seams import SANDBOX_CREDENTIAL, credential, sandbox_base
+from dispatcher.models import FailureReason
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class EmailChannel(Channel):
         if len(messages) == 1:
             return [self._send_with_retries(messages[0])]
         attempts = 0
+        started = time.monotonic()
         try:
             for attempt in self._retrying():
                 with attempt:
@@ -95,12 +98,18 @@ class EmailChannel(Channel):
                     provider_id = self._post(messages)
         except PermanentError as exc:
             if exc.status_code != 400:  # auth, sender or account problem: the same for everyone
-                return [Outcome.failed(m.key, exc, attempts) for m in messages]
+                took = time.monotonic() - started
+                return [Outcome.failed(m.key, exc, attempts, took) for m in messages]
             log.info("email group of %d refused (%s); sending one by one", len(messages), exc)
             return Channel.send(self, messages)
         except ChannelError as exc:
-            return [Outcome.failed(m.key, exc, attempts) for m in messages]
-        return [Outcome(key=m.key, provider_id=provider_id, attempts=attempts) for m in messages]
+            took = time.monotonic() - started
+            return [Outcome.failed(m.key, exc, attempts, took) for m in messages]
+        took = time.monotonic() - started
+        return [
+            Outcome(key=m.key, provider_id=provider_id, attempts=attempts, duration_s=took)
+            for m in messages
+        ]
 
     def _post(self, messages: Sequence[Message]) -> str:
         try:
@@ -108,12 +117,31 @@ class EmailChannel(Channel):
         except HTTPError as exc:
             raise self._rejected(exc) from exc
         except TimeoutError as exc:
-            raise TransientError(self.name, "SendGrid did not answer in time") from exc
+            raise TransientError(
+                self.name, "SendGrid did not answer in time", failure_reason=FailureReason.TIMEOUT
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, URLError
             reason = f"could not reach SendGrid ({type(exc).__name__})"
             raise TransientError(self.name, reason) from exc
         message_id = response.headers.get("X-Message-Id")
         return str(message_id) if message_id else f"sendgrid-{response.status_code}"
+
+    def check_account(self) -> str:
+        """GET /v3/scopes: accepted keys list what they may do, and we need mail.send."""
+        try:
+            response = self._client.client.scopes.get()
+        except HTTPError as exc:
+            raise self._rejected(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            reason = f"could not reach SendGrid ({type(exc).__name__})"
+            raise TransientError(self.name, reason) from exc
+        try:
+            scopes = json.loads(response.body)["scopes"]
+        except (ValueError, KeyError, TypeError):
+            scopes = []
+        if "mail.send" not in scopes:
+            raise PermanentError(self.name, "the API key lacks the mail.send permission")
+        return "SendGrid API key accepted, with mail.send"
 
     def _mail(self, messages: Sequence[Message]) -> dict[str, Any]:
         """The v3 JSON for messages that share subject, text and html (the first one's)."""

@@ -32,7 +32,7 @@ from channels.sandbox_seams import (
     credential,
     sandbox_base,
 )
-from dispatcher.models import SuppressionReason
+from dispatcher.models import FailureReason, SuppressionReason
 from dispatcher.settings import Settings
 
 TWILIO_UNSUBSCRIBED = 21610  # "Attempt to send to unsubscribed recipient"
@@ -54,11 +54,15 @@ class SmsChannel(Channel):
         sender: str,
         retry: RetryPolicy,
         concurrency: int = 8,
+        status_callback: str | None = None,
     ) -> None:
         super().__init__(retry, concurrency)
         self._client = client
         self._http = http
         self._sender = sender
+        # Twilio POSTs delivery receipts here (dispatcher/web/callbacks.py); the message's key
+        # rides in the URL, which Twilio signs, so a receipt finds its delivery at once.
+        self._status_callback = status_callback
 
     @classmethod
     def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
@@ -70,13 +74,19 @@ class SmsChannel(Channel):
         token = credential(settings, "twilio_auth_token", "TWILIO_AUTH_TOKEN", SANDBOX_CREDENTIAL)
         http = TwilioSeamClient(base, settings.provider_timeout_s, settings.send_concurrency)
         client = Client(account_sid, token, http_client=http)
-        return cls(client, http, settings.sms_from, retry, settings.send_concurrency)
+        callback = f"{settings.public_url.rstrip('/')}/callbacks/twilio/status"
+        return cls(client, http, settings.sms_from, retry, settings.send_concurrency, callback)
 
     def send_one(self, message: Message) -> str:
         """Create the message; the id is Twilio's message SID ("SM...")."""
         try:
+            receipts = (
+                {"status_callback": f"{self._status_callback}?delivery_id={message.key}"}
+                if self._status_callback
+                else {}
+            )
             created = self._client.messages.create(
-                to=message.to, from_=self._sender, body=message.text
+                to=message.to, from_=self._sender, body=message.text, **receipts
             )
         except TwilioRestException as exc:
             raise self._rejected(exc.status, exc.code, exc.msg) from exc
@@ -85,13 +95,32 @@ class SmsChannel(Channel):
         except TwilioException as exc:  # raised by the SDK itself, e.g. a bad argument
             raise PermanentError(self.name, f"Twilio SDK error ({type(exc).__name__})") from exc
         except requests.Timeout as exc:
-            raise TransientError(self.name, "Twilio did not answer in time") from exc
+            raise TransientError(
+                self.name, "Twilio did not answer in time", failure_reason=FailureReason.TIMEOUT
+            ) from exc
         except requests.RequestException as exc:
             reason = f"could not reach Twilio ({type(exc).__name__})"
             raise TransientError(self.name, reason) from exc
         except ValueError as exc:  # a 2xx whose body is not JSON
-            raise TransientError(self.name, "unreadable answer from Twilio") from exc
+            raise TransientError(
+                self.name,
+                "unreadable answer from Twilio",
+                failure_reason=FailureReason.SERVER_ERROR,
+            ) from exc
         return str(created.sid)
+
+    def check_account(self) -> str:
+        """GET the account itself: Twilio's harmless check of the SID and auth token."""
+        try:
+            account = self._client.api.accounts(self._client.account_sid).fetch()
+        except TwilioRestException as exc:
+            raise self._rejected(exc.status, exc.code, exc.msg) from exc
+        except (TwilioException, requests.RequestException) as exc:
+            reason = f"could not reach Twilio ({type(exc).__name__})"
+            raise TransientError(self.name, reason) from exc
+        if account.status != "active":
+            raise PermanentError(self.name, f"the Twilio account is {account.status}")
+        return f"Twilio account {account.friendly_name or account.sid} is active"
 
     def _rejected(self, status: int, code: int | None, detail: str | None) -> ChannelError:
         reason = f"Twilio error {code}" if code else "Twilio refused the message"

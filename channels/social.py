@@ -25,6 +25,7 @@ from channels.base import (
     parse_retry_after,
 )
 from channels.sandbox_seams import SANDBOX_CREDENTIAL, SeamSession, credential, sandbox_base
+from dispatcher.models import FailureReason
 from dispatcher.settings import Settings
 
 X_API = "https://api.twitter.com"
@@ -87,12 +88,27 @@ class SocialChannel(Channel):
                 self.name, status, "X refused the post", response_excerpt=_text(exc)
             ) from exc
         except requests.Timeout as exc:
-            raise TransientError(self.name, "X did not answer in time") from exc
+            raise TransientError(
+                self.name, "X did not answer in time", failure_reason=FailureReason.TIMEOUT
+            ) from exc
         except requests.RequestException as exc:
             raise TransientError(self.name, f"could not reach X ({type(exc).__name__})") from exc
         except tweepy.TweepyException as exc:  # e.g. OAuth signing problems: not a network issue
             raise PermanentError(self.name, f"tweepy error ({type(exc).__name__})") from exc
         return str(response.data["id"])
+
+    def check_account(self) -> str:
+        """GET /2/users/me with the account's user tokens: the harmless check X offers."""
+        try:
+            response = self._client.get_me(user_auth=True)
+        except tweepy.HTTPException as exc:
+            status = int(exc.response.status_code)
+            raise error_for_status(
+                self.name, status, "X refused the credentials", response_excerpt=_text(exc)
+            ) from exc
+        except requests.RequestException as exc:
+            raise TransientError(self.name, f"could not reach X ({type(exc).__name__})") from exc
+        return f"X account @{response.data.username}"
 
     def close(self) -> None:
         self._client.session.close()

@@ -30,7 +30,7 @@ from channels.base import (
     parse_retry_after,
 )
 from channels.sandbox_seams import sandbox_base
-from dispatcher.models import SuppressionReason
+from dispatcher.models import FailureReason, SuppressionReason
 from dispatcher.settings import Settings
 
 USER_AGENT = "outage-dispatcher"
@@ -122,7 +122,11 @@ class WebhookChannel(Channel):
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise PermanentError(self.name, "not an http(s) URL") from exc
         except httpx.TimeoutException as exc:
-            raise TransientError(self.name, "the endpoint did not answer in time") from exc
+            raise TransientError(
+                self.name,
+                "the endpoint did not answer in time",
+                failure_reason=FailureReason.TIMEOUT,
+            ) from exc
         except httpx.TransportError as exc:
             reason = f"could not reach the endpoint ({type(exc).__name__})"
             raise TransientError(self.name, reason) from exc

@@ -14,6 +14,10 @@ Routes (all on one port)::
     POST /hooks/{name...}                           a webhook receiver: any JSON body
     GET|DELETE /sandbox/messages   POST|DELETE /sandbox/faults   POST /sandbox/latency
     GET /sandbox/stats   GET /sandbox/health        control, for tests and the CLI
+    POST /sandbox/receipts                          a signed Twilio status callback or SendGrid
+                                                    event about a message, POSTed to the app
+    GET /2010-04-01/Accounts/{sid}.json  GET /v3/scopes  GET /2/users/me
+                                                    credential checks (`outage doctor`)
 
 Every request body is read before it is answered, and every answer has a Content-Length, so
 keep-alive connections stay in step however a request ends.
@@ -44,6 +48,8 @@ from types import TracebackType
 from typing import Any, Literal, Self, get_args
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+
 log = logging.getLogger(__name__)
 
 FaultKind = Literal["429", "500", "503", "timeout"]
@@ -53,6 +59,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 _TWILIO_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+_TWILIO_ACCOUNT = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)\.json$")
 _HOOK_PATH = re.compile(r"^/hooks/.+")
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -84,6 +91,7 @@ class _Fault:
     remaining: int
     channel: str | None
     retry_after_s: float | None
+    until: float | None = None  # an outage: every request fails until then (time.monotonic)
 
 
 def _json(status: int, document: object, headers: dict[str, str] | None = None) -> _Reply:
@@ -172,6 +180,8 @@ class Sandbox:
         self._posted_texts: set[str] = set()
         self._requests = dict.fromkeys(CHANNELS, 0)
         self._injected = dict.fromkeys(FAULT_KINDS, 0)
+        self._request_log: list[tuple[float, str, int]] = []  # (monotonic time, channel, status)
+        self._twilio_tokens: dict[str, str] = {}  # account SID -> the token it sent with
         self._tweet_seq = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -260,6 +270,7 @@ class Sandbox:
             self._posted_texts.clear()
             self._requests = dict.fromkeys(CHANNELS, 0)
             self._injected = dict.fromkeys(FAULT_KINDS, 0)
+            self._request_log.clear()
 
     def inject_recipient_failure(self, to: str) -> None:
         """From now on, `to` (a phone, an email, or a webhook URL or path) fails permanently."""
@@ -299,6 +310,54 @@ class Sandbox:
             self._faults.clear()
             self._failing.clear()
 
+    def inject_outage(
+        self,
+        kind: FaultKind,
+        for_s: float,
+        channel: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Every provider request (of `channel`, or any) fails this way for `for_s` seconds: a
+        provider that is down for a while, however often it is asked."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        if isinstance(for_s, bool) or not isinstance(for_s, int | float) or for_s <= 0:
+            raise ValueError("for_s must be a positive number of seconds")
+        if channel is not None:
+            _check_channel(channel)
+        with self._lock:
+            until = time.monotonic() + for_s
+            self._faults.append(_Fault(kind, 0, channel, retry_after_s, until))
+
+    def request_log(self, channel: str | None = None) -> list[tuple[float, int]]:
+        """(time.monotonic() on arrival, HTTP status answered) of every provider request."""
+        with self._lock:
+            return [(at, status) for at, ch, status in self._request_log if channel in (None, ch)]
+
+    def twilio_auth_token(self, account_sid: str) -> str | None:
+        """The token an account last sent with: Twilio signs status callbacks with it."""
+        with self._lock:
+            return self._twilio_tokens.get(account_sid)
+
+    def emit_receipt(
+        self,
+        channel: str,
+        to: str,
+        status: str,
+        url: str | None = None,
+        error_code: int | None = None,
+    ) -> int:
+        """POST a signed delivery receipt for the latest message to `to`, as the provider would:
+        for "sms" a Twilio status callback to the message's StatusCallback, for "email" a
+        SendGrid event (`status` is its event name) to `url`. The receiver's HTTP status."""
+        from dispatcher import sandbox_receipts
+
+        if channel == "sms":
+            return sandbox_receipts.twilio_status(self, to, status, error_code=error_code).post()
+        if channel == "email" and url:
+            return sandbox_receipts.sendgrid_event(self, url, to, status).post()
+        raise ValueError('receipts are for channel "sms", or "email" with a "url"')
+
     def set_latency(self, ms: float) -> None:
         """Delay every provider answer by `ms` milliseconds (the control API is never delayed)."""
         if ms < 0:
@@ -316,7 +375,7 @@ class Sandbox:
                 "requests": dict(self._requests),
                 "failures_injected": dict(self._injected),
                 "recorded": recorded,
-                "pending_faults": sum(f.remaining for f in self._faults),
+                "pending_faults": sum(max(f.remaining, 0) for f in self._faults),
                 "failing_recipients": len(self._failing),
                 "latency_ms": self._latency_ms,
             }
@@ -328,6 +387,8 @@ class Sandbox:
         path = parts.path
         if path.startswith("/sandbox/"):
             return self._control(method, path, parse_qs(parts.query), body)
+        if method == "GET" and (whoami := self._whoami(path, headers)) is not None:
+            return whoami
         route = self._route(path)
         if route is None:
             return _json(404, {"error": f"no route for {method} {path}"})
@@ -337,10 +398,14 @@ class Sandbox:
         with self._lock:
             self._requests[channel] += 1
             latency_s = self._latency_ms / 1000
+        arrived = time.monotonic()
         if latency_s:
             self._stopping.wait(latency_s)
         full_path = path + (f"?{parts.query}" if parts.query else "")
-        return handler(full_path, headers, body)
+        reply = handler(full_path, headers, body)
+        with self._lock:
+            self._request_log.append((arrived, channel, reply.status))
+        return reply
 
     def _route(self, path: str) -> tuple[str, Callable[[str, HeaderMap, bytes], _Reply]] | None:
         if _TWILIO_PATH.match(path):
@@ -353,14 +418,35 @@ class Sandbox:
             return "webhook", self._hook
         return None
 
+    def _whoami(self, path: str, headers: HeaderMap) -> _Reply | None:
+        """The providers' harmless authenticated GETs; injected faults apply to them too."""
+        auth = (headers.get("Authorization") or "").strip()
+        if match := _TWILIO_ACCOUNT.match(path):
+            if not _has_basic_auth(auth):
+                return _twilio_error(401, "Authenticate")
+            account = {"sid": match["sid"], "friendly_name": "Sandbox", "status": "active"}
+            return self._take_fault("sms") or _json(200, account)
+        if path == "/v3/scopes":
+            if not auth.startswith("Bearer "):
+                return _sendgrid_error(401, [("authorization required", None)])
+            return self._take_fault("email") or _json(200, {"scopes": ["mail.send"]})
+        if path == "/2/users/me":
+            if not auth:
+                return _x_error(401, "Unauthorized")
+            user = {"data": {"id": "1", "name": "Sandbox", "username": "sandbox"}}
+            return self._take_fault("social") or _json(200, user)
+        return None
+
     def _take_fault(self, channel: str) -> _Reply | None:
         """Consume the first pending fault that applies to `channel`, and answer as it says."""
         with self._lock:
+            now = time.monotonic()
+            self._faults = [f for f in self._faults if f.until is None or f.until > now]
             fault = next((f for f in self._faults if f.channel in (None, channel)), None)
             if fault is None:
                 return None
             fault.remaining -= 1
-            if fault.remaining == 0:
+            if fault.remaining == 0 and fault.until is None:
                 self._faults.remove(fault)
             self._injected[fault.kind] += 1
             kind, retry_after_s = fault.kind, fault.retry_after_s
@@ -374,6 +460,15 @@ class Sandbox:
                 reply.headers["x-rate-limit-reset"] = str(math.ceil(time.time() + retry_after_s))
                 reply.headers["x-rate-limit-remaining"] = "0"
         return reply
+
+    def _remember_twilio_token(self, account_sid: str, authorization: str) -> None:
+        """Kept in memory only (never recorded), to sign this account's status callbacks."""
+        try:
+            _, _, token = base64.b64decode(authorization[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return
+        with self._lock:
+            self._twilio_tokens[account_sid] = token
 
     def _fails(self, recipient: str) -> bool:
         with self._lock:
@@ -442,6 +537,7 @@ class Sandbox:
             return _twilio_error(400, f"The 'To' number {to} is not a valid phone number.", 21211)
         match = _TWILIO_PATH.match(urlsplit(path).path)
         account_sid = match["sid"] if match else ""
+        self._remember_twilio_token(account_sid, headers.get("Authorization") or "")
         sid = "SM" + uuid.uuid4().hex
         segments = sms_segments(text)
         now = format_datetime(_now())
@@ -450,6 +546,7 @@ class Sandbox:
             "messaging_service_sid": service or None,
             "status_callback": callback or None,
             "num_segments": segments,
+            "account_sid": account_sid,
         }
         self._record([self._new_record("sms", to, headers, sid, body=text, meta=meta)])
         base = f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}"
@@ -584,6 +681,7 @@ class Sandbox:
             ("POST", "/sandbox/faults"): lambda: self._post_fault(_json_object(body)),
             ("DELETE", "/sandbox/faults"): lambda: self._then_ok(self.clear_faults),
             ("POST", "/sandbox/latency"): lambda: self._post_latency(_json_object(body)),
+            ("POST", "/sandbox/receipts"): lambda: self._post_receipt(_json_object(body)),
         }
         action = routes.get((method, path))
         if action is None:
@@ -607,6 +705,13 @@ class Sandbox:
                 raise ValueError("recipient must be a non-empty string")
             self.inject_recipient_failure(recipient)
             return _json(200, {"ok": True})
+        if "for_s" in document:
+            retry_after = document.get("retry_after_s")
+            if retry_after is not None and not isinstance(retry_after, int | float):
+                raise ValueError("retry_after_s must be a number")
+            kind: Any = str(document.get("kind"))  # checked by inject_outage
+            self.inject_outage(kind, document["for_s"], document.get("channel"), retry_after)
+            return _json(200, {"ok": True})
         if "count" not in document or "kind" not in document:
             raise ValueError('expected {"recipient": ...} or {"count": N, "kind": ...}')
         retry_after = document.get("retry_after_s")
@@ -619,6 +724,21 @@ class Sandbox:
             retry_after,
         )
         return _json(200, {"ok": True})
+
+    def _post_receipt(self, document: dict[str, Any]) -> _Reply:
+        channel, to, status = (document.get(name) for name in ("channel", "to", "status"))
+        if not (isinstance(channel, str) and isinstance(to, str) and isinstance(status, str)):
+            raise ValueError('expected {"channel": "sms"|"email", "to": ..., "status": ...}')
+        url, error_code = document.get("url"), document.get("error_code")
+        if url is not None and not isinstance(url, str):
+            raise ValueError("url must be a string")
+        if error_code is not None and not isinstance(error_code, int):
+            raise ValueError("error_code must be an integer")
+        try:
+            answered = self.emit_receipt(channel, to, status, url, error_code)
+        except httpx.HTTPError as exc:
+            return _json(502, {"error": f"the receiver did not answer ({type(exc).__name__})"})
+        return _json(200, {"ok": True, "receiver_status": answered})
 
     def _post_latency(self, document: dict[str, Any]) -> _Reply:
         latency = document.get("latency_ms")

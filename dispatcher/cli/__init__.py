@@ -7,9 +7,12 @@ only enqueue it when a broker is configured. One module per command group.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from dispatcher.cli import delivery, incident, process, subscriber, template
+from dispatcher.cli import delivery, doctor, incident, maintenance, process, subscriber, template
+from dispatcher.logs import setup_logging
 
 app = typer.Typer(
     help="Tell customers, on their chosen channel, that a service is down and when it is back.",
@@ -20,4 +23,25 @@ app.add_typer(incident.app, name="incident")
 app.add_typer(subscriber.app, name="subscriber")
 app.add_typer(template.app, name="template")
 app.add_typer(delivery.app, name="delivery")
+app.add_typer(maintenance.app, name="maintenance")
 app.registered_commands.extend(process.app.registered_commands)
+app.registered_commands.extend(doctor.app.registered_commands)
+
+LONG_RUNNING = frozenset({"serve", "worker", "sandbox"})  # log what they do; others only problems
+
+
+@app.callback()
+def _logging(
+    context: typer.Context,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OUTAGE_LOG_LEVEL",
+            help="debug, info, warning or error (default: info for serve and worker, else"
+            " warning). JSON lines when stderr is not a terminal.",
+        ),
+    ] = None,
+) -> None:
+    """Structured, redacted logs on stderr for every command."""
+    default = "info" if context.invoked_subcommand in LONG_RUNNING else "warning"
+    setup_logging(log_level or default)

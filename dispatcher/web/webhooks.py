@@ -24,6 +24,7 @@ from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
 from dispatcher.ingest.events import AlertEvent, IngestMapping
 from dispatcher.pipeline import Pipeline
 from dispatcher.web.deps import PipelineDep, bearer_token, check_token, wake_runner
+from dispatcher.web.health import WebhookMetricsRoute
 
 SIGNATURE_HEADER = "x-outage-signature"
 
@@ -42,7 +43,7 @@ SOURCES = {
     "generic": Source(generic.parse, generic.GenericAlert, accepts_signature=True),
 }
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=WebhookMetricsRoute)
 
 
 class Accepted(BaseModel):

@@ -1,0 +1,211 @@
+"""Logging for operators: one JSON object per line where a machine reads it, readable lines on a
+terminal, and never a secret, a full phone number or a full email address in either.
+
+Why a filter on the handler and not only careful call sites: provider answers quoted in errors
+carry addresses ("The 'To' number +14155550100 is not a valid phone number"), and a third-party
+library may log a URL with a token in it. `RedactingFilter` masks every record that reaches our
+handler, whoever wrote it; `mask_phone` and `mask_email` are also what call sites use when they
+log an address on purpose (`log_attempt`).
+
+One line per delivery attempt comes from `log_attempt`, with the incident, update, delivery and
+provider ids, the outcome and the duration, as fields a log pipeline can filter on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from dispatcher.models import DeliveryStatus
+
+ATTEMPT_LOGGER = "outage.delivery"
+FIELDS_ATTRIBUTE = "outage_fields"  # LogRecord attribute holding structured fields (`extra`)
+
+# E.164 as we store numbers, and as providers quote them: "+" and 7 to 15 digits.
+_PHONE = re.compile(r"(?<![\w+])\+\d{7,15}\b")
+_EMAIL = re.compile(r"\b[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b")
+# Secrets in the shapes they take in text: SendGrid keys, bearer tokens, user:password@ in URLs,
+# and token/secret/key/password/signature query or form parameters.
+_SECRETS = (
+    (re.compile(r"\bSG\.[\w-]{8,}\.[\w-]{8,}"), "SG.[redacted]"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [redacted]"),
+    (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "://[redacted]@"),
+    (
+        re.compile(r"(?i)\b([\w-]*(?:token|secret|password|api_?key|signature)[\w-]*)=[^&\s\"']+"),
+        r"\1=[redacted]",
+    ),
+)
+
+
+def mask_phone(number: str) -> str:
+    """A phone number with all but its first two and last two digits hidden:
+    +14155550123 becomes +14*******23 (the country helps diagnosis; the person stays unknown)."""
+    digits = number.lstrip("+")
+    if len(digits) <= 4:
+        return "*" * len(number)
+    prefix = "+" if number.startswith("+") else ""
+    return f"{prefix}{digits[:2]}{'*' * (len(digits) - 4)}{digits[-2:]}"
+
+
+def mask_email(address: str) -> str:
+    """An email address with its local part hidden but its first letter: ada@example.org
+    becomes a***@example.org (the domain tells which mailbox provider bounced it)."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "***"
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_address(address: str | None) -> str | None:
+    """Any recipient an adapter takes: a phone, an email, or a webhook URL (kept to its host)."""
+    if not address:
+        return address
+    if address.startswith(("http://", "https://")):
+        scheme, _, rest = address.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        return f"{scheme}://{host}/***"
+    if "@" in address:
+        return mask_email(address)
+    if _PHONE.fullmatch(address):
+        return mask_phone(address)
+    return address
+
+
+def redact(text: str) -> str:
+    """`text` with secrets removed and every phone number and email address masked."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    text = _EMAIL.sub(lambda m: mask_email(m.group()), text)
+    return _PHONE.sub(lambda m: mask_phone(m.group()), text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks the formatted message, the exception text and string fields of every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        fields = getattr(record, FIELDS_ATTRIBUTE, None)
+        if isinstance(fields, dict):
+            setattr(
+                record,
+                FIELDS_ATTRIBUTE,
+                {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()},
+            )
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, FIELDS_ATTRIBUTE, None)
+        if isinstance(fields, dict):
+            document.update(fields)
+        if record.exc_text:
+            document["exception"] = record.exc_text
+        return json.dumps(document, default=str, ensure_ascii=False)
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is now (test runners and Celery replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        """Ignored: the stream is always the current stderr."""
+
+
+_HANDLER_NAME = "outage"
+
+
+def setup_logging(level: int | str = logging.INFO, *, json_lines: bool | None = None) -> None:
+    """Send the root logger's records to stderr, redacted: as JSON lines when stderr is not a
+    terminal (or `json_lines`), as rich's readable lines on one. Calling it again replaces the
+    handler it installed, and leaves any other handler (pytest's, a platform's) alone."""
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            root.removeHandler(existing)
+    as_json = json_lines if json_lines is not None else not sys.stderr.isatty()
+    handler: logging.Handler
+    if as_json:
+        handler = _StderrHandler()
+        handler.setFormatter(JsonFormatter())
+    else:
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+    handler.set_name(_HANDLER_NAME)
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+_OUTCOMES = {DeliveryStatus.QUEUED: "retry"}  # queued again after a failure: a retry is due
+_WARN = frozenset({DeliveryStatus.FAILED, DeliveryStatus.FELL_BACK})
+
+
+def log_attempt(
+    *,
+    incident_id: int,
+    update_id: int,
+    delivery_id: int,
+    channel: str,
+    status: DeliveryStatus,
+    to: str | None = None,
+    provider_id: str | None = None,
+    duration_s: float | None = None,
+    attempts: int = 0,
+    reason: str | None = None,
+    error: str | None = None,
+) -> None:
+    """One line for one delivery's send: where it stands after it (`status`; queued means a
+    retry is due), to whom (masked), with the provider's id and how long the provider took."""
+    outcome = _OUTCOMES.get(status, str(status))
+    fields: dict[str, Any] = {
+        "event": "delivery_attempt",
+        "incident_id": incident_id,
+        "update_id": update_id,
+        "delivery_id": delivery_id,
+        "channel": channel,
+        "to": mask_address(to),
+        "outcome": outcome,
+        "provider_id": provider_id,
+        "duration_ms": None if duration_s is None else round(duration_s * 1000, 1),
+        "attempts": attempts,
+        "reason": None if reason is None else str(reason),
+        "error": error,
+    }
+    took = "" if duration_s is None else f" in {duration_s * 1000:.0f} ms"
+    why = f": {fields['reason'] or 'error'} ({error})" if error else ""
+    message = (
+        f"delivery {delivery_id} {channel} to {fields['to'] or 'the public'} {outcome}{took}"
+        f" (incident {incident_id}, update {update_id}"
+        f"{f', provider id {provider_id}' if provider_id else ''}){why}"
+    )
+    logging.getLogger(ATTEMPT_LOGGER).log(
+        logging.WARNING if status in _WARN else logging.INFO,
+        message,
+        extra={FIELDS_ATTRIBUTE: fields},
+    )
