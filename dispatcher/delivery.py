@@ -2,29 +2,38 @@
 
 The order is the guarantee. A row is claimed with one atomic UPDATE (queued and due, or a lease
 that expired) before anything is sent, so two workers holding the same task cannot both send it;
-the outcome is recorded after. A worker that dies between the two leaves a lease that expires and
-the row is sent again: we err towards a duplicate rather than a customer never told.
+the outcome is recorded after each chunk is answered. A worker that dies between the two leaves a
+lease that expires and the row is sent again: we err towards a duplicate rather than a customer
+never told, and count it (`lease_expiries`, incremented by the claim that takes the row back).
+
+A channel's share of a batch goes out in chunks, each cleared first by the provider's guards
+(dispatcher/guards.py): its circuit breaker, then its account's rate bucket. What they refuse is
+put back without counting as a try: due later when paced, and while the circuit is open either
+sent on the subscriber's next working channel (recorded as a fallback) or held until the probe.
 
 What happens after a failure is decided here from the adapter's classification alone: transient
 goes back to the queue with a growing delay until `delivery_attempts` sends, then falls back;
-permanent falls back at once to the subscriber's next channel, recording both rows.
+permanent falls back at once to the subscriber's next channel, recording both rows. `fall_back`
+is also what a provider's "undelivered" receipt uses (dispatcher/receipts.py).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.audience import address_of, next_channel
+from dispatcher.guards import Budget, Gate, Guards
 from dispatcher.links import LinkPurpose, Links
 from dispatcher.models import DeliveryStatus, FailureKind
 from dispatcher.registry import ChannelRegistry
@@ -44,12 +53,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SendResult:
-    """What the queue must do next: send the fallbacks now, and the retries after a delay."""
+    """What the queue must do next: send the fallbacks now, and `retries` after `retry_in_s`."""
 
     sent: int = 0
     fallbacks: list[int] = field(default_factory=list)
-    retries: list[int] = field(default_factory=list)
-    retry_in_s: float | None = None
+    retries: list[int] = field(default_factory=list)  # transient failures, and rows held back
+    retry_in_s: float | None = None  # when every one of `retries` is due (a task sooner
+    # than a row's due time would find it not yet due and leave it to the sweep)
+    held: int = 0  # put back without counting as a try: paced, or the provider's circuit open
+
+    def later(self, delivery_id: int, delay_s: float) -> None:
+        self.retries.append(delivery_id)
+        self.retry_in_s = max(delay_s, self.retry_in_s or 0.0)
 
 
 @dataclass(frozen=True)
@@ -67,38 +82,47 @@ class _Claimed:
     subscriber: Subscriber | None
 
 
+@dataclass(frozen=True)
+class _Context:
+    store: Store
+    registry: ChannelRegistry
+    settings: Settings
+    links: Links
+    guards: Guards
+
+
 def send_batch(
     store: Store,
     registry: ChannelRegistry,
     settings: Settings,
     links: Links,
     delivery_ids: Sequence[int],
+    *,
+    guards: Guards,
 ) -> SendResult:
     claimed = _claim(store, delivery_ids, settings.lease_s)
     result = SendResult()
     if not claimed:
         return result
+    budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
+    context = _Context(store, registry, settings, links, guards)
     by_channel: dict[str, list[_Claimed]] = defaultdict(list)
     for item in _load(store, claimed):
         by_channel[item.delivery.channel].append(item)
     for channel_name, items in by_channel.items():
-        outcomes = _send_channel(store, registry, settings, links, channel_name, items)
-        with store.session() as session:
-            for item in items:
-                _record(
-                    session,
-                    store.dialect,
-                    registry,
-                    settings,
-                    item,
-                    outcomes[item.delivery.id],
-                    result,
-                )
+        _send_chunks(context, channel_name, items, budget, result)
     return result
 
 
+# A row being reclaimed (its lease ran out) that its holder had handed to the provider.
+_LOST_IN_FLIGHT = and_(
+    Delivery.status == DeliveryStatus.SENDING, Delivery.in_flight_since.is_not(None)
+)
+
+
 def _claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[int]:
-    """Atomically take the rows that are due (or whose holder's lease ran out)."""
+    """Atomically take the rows that are due, or whose holder's lease ran out; such a row that
+    its holder had handed to the provider is counted (`lease_expiries`): it may have gone."""
     now = utcnow()
     with store.session() as session:
         claimed = session.scalars(
@@ -114,6 +138,8 @@ def _claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[in
                 status=DeliveryStatus.SENDING,
                 lease_until=now + timedelta(seconds=lease_s),
                 sends=Delivery.sends + 1,
+                lease_expiries=Delivery.lease_expiries + case((_LOST_IN_FLIGHT, 1), else_=0),
+                in_flight_since=None,
                 updated_at=now,
             )
             .returning(Delivery.id)
@@ -134,24 +160,76 @@ def _load(store: Store, delivery_ids: list[int]) -> list[_Claimed]:
         return [_Claimed(*row) for row in rows]
 
 
-def _send_channel(
-    store: Store,
-    registry: ChannelRegistry,
-    settings: Settings,
-    links: Links,
+def _send_chunks(
+    context: _Context,
     channel_name: str,
     items: list[_Claimed],
+    budget: Budget,
+    result: SendResult,
+) -> None:
+    """Send one channel's share in the chunks its guards allow, recording each chunk as soon as
+    it is answered, so a crash leaves at most one chunk's outcome unknown."""
+    pending = items
+    while pending:
+        gate = context.guards.gate(channel_name, len(pending), budget)
+        if not gate.take:
+            _hold(context, pending, gate, result)
+            return
+        chunk, pending = pending[: gate.take], pending[gate.take :]
+        _mark_in_flight(context.store, chunk)
+        outcomes = _send_channel(context, channel_name, chunk)
+        context.guards.report(channel_name, outcomes.values())
+        circuit_open = any(
+            isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
+        ) and not context.guards.usable(channel_name)
+        with context.store.session() as session:
+            for item in chunk:
+                outcome = outcomes[item.delivery.id]
+                _record(session, context, item, outcome, circuit_open, result)
+
+
+def _mark_in_flight(store: Store, chunk: list[_Claimed]) -> None:
+    """From here until its outcome is recorded, a crash leaves it unknown whether the provider
+    has the message: mark it, so a reclaim after the lease counts exactly those."""
+    with store.session() as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([item.delivery.id for item in chunk]))
+            .values(in_flight_since=utcnow())
+        )
+
+
+def _hold(context: _Context, items: list[_Claimed], gate: Gate, result: SendResult) -> None:
+    """Put what the guards refused back, not counted as a try: on the subscriber's next working
+    channel while the provider's circuit is open, else queued until the gate says."""
+    now = utcnow()
+    with context.store.session() as session:
+        for item in items:
+            delivery = session.get_one(Delivery, item.delivery.id)
+            delivery.sends -= 1  # this round sent nothing
+            delivery.lease_until = None
+            if gate.circuit_open and _divert(session, context, delivery, item, result, gate.reason):
+                continue
+            delivery.status = DeliveryStatus.QUEUED
+            delivery.due_at = now + timedelta(seconds=gate.wait_s)
+            result.held += 1
+            result.later(delivery.id, gate.wait_s)
+    log.info("%s: %d deliveries put back (%s)", items[0].delivery.channel, len(items), gate.reason)
+
+
+def _send_channel(
+    context: _Context, channel_name: str, items: list[_Claimed]
 ) -> dict[int, Outcome | Suppressed]:
-    channel = registry.get(channel_name)
+    channel = context.registry.get(channel_name)
     field = channel.address_field
-    with store.session() as session:  # opt-outs are checked again now, not only when queued
+    with context.store.session() as session:  # opt-outs are checked again now, not only when queued
         blocked = suppressed(
             session, [(field, address_of(i.subscriber, field) or "") for i in items if field]
         )
     outcomes: dict[int, Outcome | Suppressed] = {}
     messages: list[Message] = []
     for item in items:
-        prepared = _message(channel, settings, links, item, blocked)
+        prepared = _message(channel, context.settings, context.links, item, blocked)
         if isinstance(prepared, Message):
             messages.append(prepared)
         else:
@@ -242,54 +320,73 @@ def update_view(update_row: Update) -> UpdateView:
 
 def _record(
     session: Session,
-    dialect: str,
-    registry: ChannelRegistry,
-    settings: Settings,
+    context: _Context,
     item: _Claimed,
     outcome: Outcome | Suppressed,
+    circuit_open: bool,
     result: SendResult,
 ) -> None:
     delivery = session.get_one(Delivery, item.delivery.id)
-    now = utcnow()
     delivery.lease_until = None
+    delivery.in_flight_since = None
     if isinstance(outcome, Suppressed):
         delivery.status = DeliveryStatus.SUPPRESSED
         delivery.last_error = "recipient opted out or was removed before sending"
         return
     delivery.attempts += outcome.attempts
     if outcome.ok:
-        delivery.status = DeliveryStatus.SENT
-        delivery.provider_id = outcome.provider_id
-        delivery.sent_at = now
-        delivery.last_error = None
+        _record_sent(delivery, outcome, context.settings)
         result.sent += 1
         return
     delivery.last_error = outcome.error
-    if outcome.suppress is not None and item.subscriber is not None:
-        field = registry.factory(delivery.channel).address_field
-        address = address_of(item.subscriber, field)
-        if field and address:
-            suppress(
-                session,
-                field,
-                address,
-                outcome.suppress,
-                actor=f"provider:{delivery.channel}",
-                subscriber_id=item.subscriber.id,
-            )
+    _suppress_if_asked(session, context.registry, item, outcome)
+    settings = context.settings
     if outcome.failure is FailureKind.TRANSIENT and delivery.sends < settings.delivery_attempts:
-        delay = _backoff(settings, delivery.sends, outcome.retry_after_s)
+        reason = f"{delivery.channel}: provider failing, circuit open"
+        if circuit_open and _divert(session, context, delivery, item, result, reason):
+            return
+        delay = (
+            settings.breaker_open_s
+            if circuit_open
+            else _backoff(settings, delivery.sends, outcome.retry_after_s)
+        )
         delivery.status = DeliveryStatus.QUEUED
-        delivery.due_at = now + timedelta(seconds=delay)
-        result.retries.append(delivery.id)
-        result.retry_in_s = min(delay, result.retry_in_s or delay)
+        delivery.due_at = utcnow() + timedelta(seconds=delay)
+        result.later(delivery.id, delay)
         return
-    fallback_id = _fall_back(session, dialect, registry, item, now)
-    if fallback_id is None:
+    if not _divert(session, context, delivery, item, result):
         delivery.status = DeliveryStatus.FAILED
-    else:
-        delivery.status = DeliveryStatus.FELL_BACK
-        result.fallbacks.append(fallback_id)
+
+
+def _record_sent(delivery: Delivery, outcome: Outcome, settings: Settings) -> None:
+    now = utcnow()
+    delivery.provider_id = outcome.provider_id
+    delivery.sent_at = now
+    delivery.last_error = None
+    if delivery.status is DeliveryStatus.DELIVERED:
+        return  # the provider's receipt arrived before this record
+    delivery.status = DeliveryStatus.SENT
+    if settings.receipt_timeout_s and delivery.channel in settings.receipt_channels:
+        delivery.receipt_due_at = now + timedelta(seconds=settings.receipt_timeout_s)
+
+
+def _suppress_if_asked(
+    session: Session, registry: ChannelRegistry, item: _Claimed, outcome: Outcome
+) -> None:
+    """The provider said never to send to this address again (STOP, 410 Gone)."""
+    if outcome.suppress is None or item.subscriber is None:
+        return
+    field = registry.factory(item.delivery.channel).address_field
+    address = address_of(item.subscriber, field)
+    if field and address:
+        suppress(
+            session,
+            field,
+            address,
+            outcome.suppress,
+            actor=f"provider:{item.delivery.channel}",
+            subscriber_id=item.subscriber.id,
+        )
 
 
 def _backoff(settings: Settings, sends: int, retry_after_s: float | None) -> float:
@@ -298,35 +395,68 @@ def _backoff(settings: Settings, sends: int, retry_after_s: float | None) -> flo
     return max(base * random.uniform(0.8, 1.2), retry_after_s or 0.0)
 
 
-def _fall_back(
+def _divert(
     session: Session,
-    dialect: str,
-    registry: ChannelRegistry,
+    context: _Context,
+    delivery: Delivery,
     item: _Claimed,
-    now: datetime,
+    result: SendResult,
+    reason: str | None = None,
+) -> bool:
+    """Mark `delivery` fell back and queue its fallback, if the subscriber has a working next
+    channel; False (nothing changed) when there is none."""
+    fallback_id = fall_back(
+        session, context.registry, delivery, item.subscriber, context.guards.usable
+    )
+    if fallback_id is None:
+        return False
+    delivery.status = DeliveryStatus.FELL_BACK
+    if reason:
+        delivery.last_error = reason
+    result.fallbacks.append(fallback_id)
+    return True
+
+
+def _any_channel(_: str) -> bool:
+    return True
+
+
+def fall_back(
+    session: Session,
+    registry: ChannelRegistry,
+    delivery: Delivery,
+    subscriber: Subscriber | None,
+    usable: Callable[[str], bool] = _any_channel,
 ) -> int | None:
-    """Queue the update on the subscriber's next channel; None when there is none."""
-    subscriber = item.subscriber
+    """Queue the update on the subscriber's next channel that is `usable` (its provider's
+    circuit not open) and has a usable address; the new row's id, or None when there is none.
+
+    Idempotent: a fallback row that already exists (a duplicated task, a repeated receipt) is
+    found, not written twice."""
     if subscriber is None:
         return None
     blocked = suppressed(
         session,
         [(field, address_of(subscriber, field) or "") for field in ("email", "phone", "webhook")],
     )
-    channel = next_channel(subscriber, registry, after=item.delivery.channel, blocked=blocked)
+    channel = next_channel(subscriber, registry, after=delivery.channel, blocked=blocked)
+    while channel is not None and not usable(channel):
+        channel = next_channel(subscriber, registry, after=channel, blocked=blocked)
     if channel is None:
         return None
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return session.scalar(
+    created: int | None = session.scalar(
         insert(Delivery)
         .values(
-            update_id=item.delivery.update_id,
+            update_id=delivery.update_id,
             subscriber_id=subscriber.id,
             channel=channel,
-            recipient=item.delivery.recipient,
+            recipient=delivery.recipient,
             status=DeliveryStatus.QUEUED,
-            priority=item.delivery.priority,
-            fallback_of=item.delivery.id,
+            priority=delivery.priority,
+            fallback_of=delivery.id,
             due_at=now,
             created_at=now,
             updated_at=now,
@@ -334,3 +464,13 @@ def _fall_back(
         .on_conflict_do_nothing()
         .returning(Delivery.id)
     )
+    if created is not None:
+        return created
+    existing: int | None = session.scalar(
+        select(Delivery.id).where(
+            Delivery.update_id == delivery.update_id,
+            Delivery.channel == channel,
+            Delivery.recipient == delivery.recipient,
+        )
+    )
+    return existing

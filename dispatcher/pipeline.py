@@ -14,7 +14,8 @@ from more_itertools import chunked
 from pydantic import SecretStr
 from sqlalchemy import and_, func, or_, select
 
-from dispatcher import correlate, delivery, fanout
+from dispatcher import cadence, correlate, delivery, fanout, receipts
+from dispatcher.guards import Guards
 from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
 from dispatcher.queue import EmbeddedQueue, Queue
@@ -46,6 +47,9 @@ class Pipeline:
         self.settings = settings.model_copy(update={"secret_key": secret_key})
         self.links = Links(settings.public_url, secret_key.get_secret_value())
         self.registry = ChannelRegistry(self.settings)
+        # Rate buckets and circuit breakers per provider account (shared in Redis when it is the
+        # broker): built once per process, like the adapters.
+        self.guards = Guards.from_settings(self.settings, self.store)
         self.queue: Queue = queue if queue is not None else EmbeddedQueue()
 
     def fan_out(self, update_id: int) -> None:
@@ -54,7 +58,7 @@ class Pipeline:
 
     def send(self, delivery_ids: list[int]) -> delivery.SendResult:
         result = delivery.send_batch(
-            self.store, self.registry, self.settings, self.links, delivery_ids
+            self.store, self.registry, self.settings, self.links, delivery_ids, guards=self.guards
         )
         if result.fallbacks:
             self.queue.send(result.fallbacks)
@@ -65,9 +69,16 @@ class Pipeline:
     def sweep(self, stale_s: float) -> SweepReport:
         """Announce held resolves that are due, and re-enqueue what the queue should have carried
         by now: updates never fanned out, deliveries due for longer than `stale_s`, and
-        deliveries whose worker's lease expired."""
-        for update_id in correlate.settle(self.store, self.settings):
+        deliveries whose worker's lease expired. Deliveries whose receipt is overdue go to the
+        subscriber's next channel."""
+        for update_id in [
+            *correlate.settle(self.store, self.settings),
+            *cadence.due_updates(self.store, self.settings),
+        ]:
             self.queue.fan_out(update_id)
+        overdue = receipts.expire(self.store, self.registry, self.guards.usable)
+        if overdue:  # no delivery receipt in time: the next channel
+            self.queue.send(overdue)
         now = utcnow()
         cutoff = now - timedelta(seconds=stale_s)
         with self.store.session() as session:
@@ -129,6 +140,7 @@ class Pipeline:
 
     def close(self) -> None:
         self.registry.close()
+        self.guards.close()
         self.store.close()
         if self.sandbox is not None:
             self.sandbox.stop()

@@ -26,6 +26,8 @@ class DeliveryLine:
     provider_id: str | None
     last_error: str | None
     fallback_of: int | None
+    sends: int = 0  # rounds through the queue: more than one is a retry
+    lease_expiries: int = 0  # taken back from a vanished worker: maybe sent twice
 
 
 def incident(store: Store, incident_id: int) -> tuple[Incident, list[Update]]:
@@ -59,15 +61,28 @@ def delivery_summary(store: Store, incident_id: int) -> dict[str, Counter[str]]:
     return summary
 
 
-def deliveries(store: Store, incident_id: int) -> list[DeliveryLine]:
+def deliveries(
+    store: Store,
+    incident_id: int | None,
+    status: DeliveryStatus | None = None,
+    limit: int | None = None,
+) -> list[DeliveryLine]:
+    """An incident's deliveries (every incident's, newest first, when None), of one status."""
+    query = (
+        select(Delivery, Update.state, Subscriber.name)
+        .join(Update, Delivery.update_id == Update.id)
+        .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
+    )
+    if incident_id is not None:
+        query = query.where(Update.incident_id == incident_id).order_by(
+            Delivery.update_id, Delivery.recipient, Delivery.id
+        )
+    else:
+        query = query.order_by(Delivery.id.desc())
+    if status is not None:
+        query = query.where(Delivery.status == status)
     with store.session() as session:
-        rows = session.execute(
-            select(Delivery, Update.state, Subscriber.name)
-            .join(Update, Delivery.update_id == Update.id)
-            .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
-            .where(Update.incident_id == incident_id)
-            .order_by(Delivery.update_id, Delivery.recipient, Delivery.id)
-        ).all()
+        rows = session.execute(query.limit(limit)).all()
     return [
         DeliveryLine(
             id=row.id,
@@ -80,6 +95,8 @@ def deliveries(store: Store, incident_id: int) -> list[DeliveryLine]:
             provider_id=row.provider_id,
             last_error=row.last_error,
             fallback_of=row.fallback_of,
+            sends=row.sends,
+            lease_expiries=row.lease_expiries,
         )
         for row, state, name in rows
     ]

@@ -241,6 +241,9 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     # Claimed again after a lease expired: the provider may have accepted it the first time.
     lease_expiries: Mapped[int] = mapped_column(default=0)
+    # Handed to the provider at this time and no outcome recorded yet: if the lease expires
+    # while it is set, whether the provider accepted it is unknown (what lease_expiries counts).
+    in_flight_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]  # from a provider's delivery receipt

@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 VISIBILITY_TIMEOUT_S = 3600
 MAX_COUNTDOWN_S = VISIBILITY_TIMEOUT_S // 2  # a longer delay is left to the sweep
-SWEEP_EVERY_S = 15.0
-SWEEP_STALE_S = 30.0  # a queued delivery untouched this long has lost its task
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -38,7 +36,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         worker_hijack_root_logger=False,
         beat_schedule={
-            "sweep": {"task": "outage.sweep", "schedule": SWEEP_EVERY_S},
+            "sweep": {"task": "outage.sweep", "schedule": settings.sweep_every_s},
         },
     )
     return app
@@ -80,7 +78,7 @@ def send_task(delivery_ids: list[int]) -> None:
 
 @app.task(name="outage.sweep")
 def sweep_task() -> None:
-    pipeline().sweep(stale_s=SWEEP_STALE_S)
+    pipeline().sweep(stale_s=get_settings().sweep_stale_s)
 
 
 @signals.worker_ready.connect

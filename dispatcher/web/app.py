@@ -16,7 +16,9 @@ from fastapi import FastAPI
 
 from dispatcher.pipeline import Pipeline
 from dispatcher.settings import Settings, get_settings
-from dispatcher.web import health, incidents_api, webhooks
+from dispatcher.web import health, inbound, incidents_api, preferences, subscribers_api, webhooks
+from dispatcher.web import status as status_page
+from dispatcher.web.callbacks import router as callbacks_router
 from dispatcher.web.limits import BodySizeLimit
 
 log = logging.getLogger(__name__)
@@ -84,4 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(incidents_api.router)
+    app.include_router(subscribers_api.router)
+    app.include_router(preferences.router)
+    app.include_router(inbound.router)
+    app.include_router(status_page.router)
+    app.include_router(callbacks_router)
     return app

@@ -1,0 +1,318 @@
+"""Delivery receipts: what a provider later says became of a message it accepted.
+
+"Sent" only means the provider took the message. Twilio's status callbacks and SendGrid's event
+webhook say what happened next; this module maps their words to ours through one table per
+provider (an unknown word is UNKNOWN: stored, nothing done; anymail's `event_types`) and acts:
+
+    DELIVERED                  the delivery is confirmed; nothing more is tried for it
+    UNDELIVERED, BOUNCED       the update goes to the subscriber's next channel (`fall_back`, the
+                               same code a failed send uses), a hard bounce also suppresses the
+                               address
+    COMPLAINED, UNSUBSCRIBED   the address is suppressed (it was delivered; nothing is re-sent)
+
+Each event is applied once: it is stored under the provider's own event id (SendGrid's
+`sg_event_id`, Twilio's `I-Twilio-Idempotency-Token`) before anything else, so a callback the
+provider retries, or sends twice, changes nothing the second time.
+
+Receipts can also fail to come. With `receipt_timeout_s` set, a delivery on a channel that gives
+receipts (`receipt_channels`) carries a due time; `expire` (run by the sweep) sends the update on
+the next channel once it passes with no word. The last channel stays "sent": nothing else to try.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from dispatcher.delivery import fall_back
+from dispatcher.models import DeliveryStatus, SuppressionReason
+from dispatcher.registry import ChannelRegistry
+from dispatcher.store import Delivery, Receipt, Store, Subscriber, utcnow
+from dispatcher.suppressions import suppress
+
+log = logging.getLogger(__name__)
+
+
+class ReceiptStatus(StrEnum):
+    """What a provider's event means to us."""
+
+    DELIVERED = "delivered"  # it reached the recipient (or was opened, which says as much)
+    UNDELIVERED = "undelivered"  # the provider gave up on it: try the next channel
+    BOUNCED = "bounced"  # the address does not exist: suppress it, and try the next channel
+    COMPLAINED = "complained"  # the recipient marked it as spam: suppress the address
+    UNSUBSCRIBED = "unsubscribed"  # the recipient used the provider's unsubscribe: suppress
+    PENDING = "pending"  # still on its way (queued, sent to the carrier, deferred)
+    UNKNOWN = "unknown"  # a word we do not know: stored, nothing done
+
+
+# Twilio's MessageStatus values (Messaging API, status callbacks).
+TWILIO_STATUSES: dict[str, ReceiptStatus] = {
+    "accepted": ReceiptStatus.PENDING,
+    "scheduled": ReceiptStatus.PENDING,
+    "queued": ReceiptStatus.PENDING,
+    "sending": ReceiptStatus.PENDING,
+    "sent": ReceiptStatus.PENDING,  # handed to the carrier; "delivered" may follow
+    "delivered": ReceiptStatus.DELIVERED,
+    "read": ReceiptStatus.DELIVERED,
+    "undelivered": ReceiptStatus.UNDELIVERED,
+    "failed": ReceiptStatus.UNDELIVERED,
+    "canceled": ReceiptStatus.UNDELIVERED,
+}
+
+# SendGrid's event webhook `event` values; "blocked" is a bounce whose `type` is "blocked" (a
+# soft, temporary refusal), told apart from a hard bounce by `sendgrid_events`.
+SENDGRID_EVENTS: dict[str, ReceiptStatus] = {
+    "processed": ReceiptStatus.PENDING,
+    "deferred": ReceiptStatus.PENDING,
+    "delivered": ReceiptStatus.DELIVERED,
+    "open": ReceiptStatus.DELIVERED,
+    "click": ReceiptStatus.DELIVERED,
+    "bounce": ReceiptStatus.BOUNCED,
+    "blocked": ReceiptStatus.UNDELIVERED,
+    "dropped": ReceiptStatus.UNDELIVERED,
+    "spamreport": ReceiptStatus.COMPLAINED,
+    "unsubscribe": ReceiptStatus.UNSUBSCRIBED,
+    "group_unsubscribe": ReceiptStatus.UNSUBSCRIBED,
+}
+
+PROVIDERS: dict[str, tuple[str, dict[str, ReceiptStatus]]] = {
+    "twilio": ("sms", TWILIO_STATUSES),
+    "sendgrid": ("email", SENDGRID_EVENTS),
+}
+SUPPRESSING = {
+    ReceiptStatus.BOUNCED: SuppressionReason.BOUNCE,
+    ReceiptStatus.COMPLAINED: SuppressionReason.SPAM_REPORT,
+    ReceiptStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+}
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One event as a provider reported it, already verified as coming from that provider."""
+
+    provider: str  # a key of PROVIDERS
+    event_id: str  # the provider's own id for this event: what makes applying it idempotent
+    event: str  # the provider's word, e.g. "undelivered"
+    delivery_id: int | None  # ours, when the provider echoes it (custom_args, callback URL)
+    provider_id: str | None = None  # the provider's message id
+    address: str | None = None  # the recipient the provider names (used only to suppress)
+    detail: str | None = None  # an error code, for the record; never an address
+
+    @property
+    def channel(self) -> str:
+        return PROVIDERS[self.provider][0]
+
+    @property
+    def status(self) -> ReceiptStatus:
+        return PROVIDERS[self.provider][1].get(self.event, ReceiptStatus.UNKNOWN)
+
+
+@dataclass
+class Applied:
+    """What a batch of events did; `fallbacks` are new deliveries for the queue to send."""
+
+    applied: int = 0
+    duplicates: int = 0  # seen before (same event id): nothing done
+    unmatched: int = 0  # no delivery of ours: stored, nothing done
+    fallbacks: list[int] = field(default_factory=list)
+
+
+def twilio_event(
+    form: Mapping[str, str], delivery_id: str | None, idempotency_token: str | None
+) -> ProviderEvent:
+    """A Twilio status callback's form fields; our delivery id rides in the callback URL."""
+    sid = form.get("MessageSid") or form.get("SmsSid") or ""
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
+    return ProviderEvent(
+        provider="twilio",
+        event_id=(idempotency_token or f"{sid}:{status}")[:128],
+        event=status,
+        delivery_id=_int(delivery_id),
+        provider_id=sid or None,
+        address=form.get("To") or None,
+        detail=form.get("ErrorCode") or None,
+    )
+
+
+def sendgrid_events(document: object) -> list[ProviderEvent]:
+    """The events of one SendGrid event-webhook POST (a JSON array); ValueError if malformed."""
+    if not isinstance(document, list) or not all(isinstance(e, dict) for e in document):
+        raise ValueError("expected a JSON array of event objects")
+    events = []
+    for item in document:
+        event = str(item.get("event") or "").lower()
+        if event == "bounce" and str(item.get("type") or "").lower() == "blocked":
+            event = "blocked"
+        message_id = str(item.get("sg_message_id") or "").split(".")[0] or None
+        fallback_id = f"{message_id}:{event}:{item.get('email')}:{item.get('timestamp')}"
+        events.append(
+            ProviderEvent(
+                provider="sendgrid",
+                event_id=str(item.get("sg_event_id") or fallback_id)[:128],
+                event=event,
+                delivery_id=_int(item.get("delivery_id")),
+                provider_id=message_id,
+                address=item.get("email") if isinstance(item.get("email"), str) else None,
+                detail=str(item["status"]) if item.get("status") else None,
+            )
+        )
+    return events
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value)) if value is not None and str(value).strip() else None
+    except ValueError:
+        return None
+
+
+def _any_channel(_: str) -> bool:
+    return True
+
+
+def apply(
+    store: Store,
+    registry: ChannelRegistry,
+    events: Iterable[ProviderEvent],
+    usable: Callable[[str], bool] = _any_channel,
+) -> Applied:
+    """Apply verified events in one transaction; `usable` says which channels a fallback may
+    use now (not one whose provider's circuit is open)."""
+    applied = Applied()
+    with store.session() as session:
+        for event in events:
+            _apply_one(session, registry, event, usable, applied)
+    return applied
+
+
+def _apply_one(
+    session: Session,
+    registry: ChannelRegistry,
+    event: ProviderEvent,
+    usable: Callable[[str], bool],
+    applied: Applied,
+) -> None:
+    delivery = _find(session, event)
+    if not _store_once(session, event, delivery):
+        applied.duplicates += 1
+        return
+    if delivery is None:
+        applied.unmatched += 1
+        log.info("%s event %s matched no delivery", event.provider, event.event)
+        return
+    applied.applied += 1
+    status = event.status
+    subscriber = session.get(Subscriber, delivery.subscriber_id) if delivery.subscriber_id else None
+    reason = SUPPRESSING.get(status)
+    field_name = registry.factory(delivery.channel).address_field
+    if reason is not None and event.address and field_name:
+        suppress(
+            session,
+            field_name,
+            event.address,
+            reason,
+            actor=f"provider:{event.provider}",
+            subscriber_id=delivery.subscriber_id,
+        )
+    if status is ReceiptStatus.DELIVERED:
+        _confirm(delivery)
+    elif status in (ReceiptStatus.UNDELIVERED, ReceiptStatus.BOUNCED):
+        fallback_id = _undelivered(session, registry, delivery, subscriber, event, usable)
+        if fallback_id is not None:
+            applied.fallbacks.append(fallback_id)
+
+
+def _find(session: Session, event: ProviderEvent) -> Delivery | None:
+    """Our delivery, by the id we gave the provider, else by the provider's message id."""
+    if event.delivery_id is not None:
+        found = session.get(Delivery, event.delivery_id)
+        return found if found is not None and found.channel == event.channel else None
+    if event.provider_id is None or event.provider != "twilio":  # SendGrid ids cover a group
+        return None
+    return session.scalars(
+        select(Delivery).where(
+            Delivery.provider_id == event.provider_id, Delivery.channel == event.channel
+        )
+    ).first()
+
+
+def _store_once(session: Session, event: ProviderEvent, delivery: Delivery | None) -> bool:
+    """Store the event under the provider's id; False when it was stored before."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stored = session.scalar(
+        insert(Receipt)
+        .values(
+            provider=event.provider,
+            event_id=event.event_id,
+            delivery_id=delivery.id if delivery is not None else None,
+            event=event.event[:32],
+            status=event.status.value,
+            received_at=utcnow(),
+        )
+        .on_conflict_do_nothing()
+        .returning(Receipt.id)
+    )
+    return stored is not None
+
+
+def _confirm(delivery: Delivery) -> None:
+    """Delivered: the chain stops here (no receipt timeout, no fallback on this row)."""
+    if delivery.status in (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.FELL_BACK):
+        delivery.status = DeliveryStatus.DELIVERED
+    delivery.delivered_at = delivery.delivered_at or utcnow()
+    delivery.receipt_due_at = None
+
+
+def _undelivered(
+    session: Session,
+    registry: ChannelRegistry,
+    delivery: Delivery,
+    subscriber: Subscriber | None,
+    event: ProviderEvent,
+    usable: Callable[[str], bool],
+) -> int | None:
+    """The provider gave up after accepting it: the next channel, as for a failed send."""
+    if delivery.status is not DeliveryStatus.SENT:
+        return None  # already delivered, already fallen back, or not yet recorded as sent
+    delivery.receipt_due_at = None
+    code = f" (error {event.detail})" if event.detail else ""
+    delivery.last_error = f"{event.provider} reported it {event.event}{code}"
+    fallback_id = fall_back(session, registry, delivery, subscriber, usable)
+    delivery.status = DeliveryStatus.FELL_BACK if fallback_id else DeliveryStatus.FAILED
+    return fallback_id
+
+
+def expire(
+    store: Store,
+    registry: ChannelRegistry,
+    usable: Callable[[str], bool] = _any_channel,
+    limit: int = 1000,
+) -> list[int]:
+    """Deliveries whose receipt is overdue go to the subscriber's next channel; the new
+    deliveries' ids, for the queue. Run by the sweep."""
+    fallbacks: list[int] = []
+    with store.session() as session:
+        rows = session.execute(
+            select(Delivery, Subscriber)
+            .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.receipt_due_at < utcnow(), Delivery.status == DeliveryStatus.SENT)
+            .order_by(Delivery.receipt_due_at)
+            .limit(limit)
+        ).all()
+        for delivery, subscriber in rows:
+            delivery.receipt_due_at = None
+            fallback_id = fall_back(session, registry, delivery, subscriber, usable)
+            if fallback_id is not None:
+                delivery.status = DeliveryStatus.FELL_BACK
+                delivery.last_error = "no delivery receipt in time; sent on the next channel"
+                fallbacks.append(fallback_id)
+    if fallbacks:
+        log.info("receipt timeout: %d deliveries fell back", len(fallbacks))
+    return fallbacks

@@ -1,0 +1,110 @@
+"""Delivery receipts from providers: `POST /callbacks/twilio/status` (Twilio status callbacks)
+and `POST /callbacks/sendgrid/events` (SendGrid's signed event webhook).
+
+Each request is verified before anything is stored. Twilio's signature is checked with its own
+RequestValidator against the auth token, over our public URL of this path with its query (the
+adapter's StatusCallback carries our delivery id there, and Twilio signs the whole URL); the same
+check as the inbound-SMS webhook. SendGrid's ECDSA signature over "<timestamp><body>" is checked
+with its EventWebhook helper and the public key in OUTAGE_SENDGRID_EVENT_PUBLIC_KEY (in sandbox
+mode, the sandbox's own published key). A bad or missing signature is 403 and nothing is stored.
+
+Verified events go to `dispatcher.receipts`, which applies each once (by the provider's event id)
+and may queue the update on the subscriber's next channel; that is sent at once.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sendgrid.helpers.eventwebhook import EventWebhook
+
+from dispatcher import receipts
+from dispatcher.pipeline import Pipeline
+from dispatcher.sandbox_receipts import (
+    SANDBOX_EVENT_PUBLIC_KEY,
+    SENDGRID_SIGNATURE,
+    SENDGRID_TIMESTAMP,
+    TWILIO_IDEMPOTENCY,
+)
+from dispatcher.settings import Settings
+from dispatcher.web.deps import PipelineDep, wake_runner
+from dispatcher.web.inbound import _verify as verify_twilio
+from dispatcher.web.preferences import FormDep
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/callbacks", tags=["callbacks"])
+
+MAX_EVENTS_BYTES = 5 * 1024 * 1024  # SendGrid batches events; a POST is well under this
+
+
+@router.post("/twilio/status", status_code=status.HTTP_204_NO_CONTENT)
+def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Response:
+    """A Twilio status callback: delivered, undelivered, failed, … for one message."""
+    verify_twilio(request, pipeline.settings, form)
+    event = receipts.twilio_event(
+        form.as_dict(),
+        request.query_params.get("delivery_id"),
+        request.headers.get(TWILIO_IDEMPOTENCY),
+    )
+    _apply(request, pipeline, [event])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/sendgrid/events", status_code=status.HTTP_204_NO_CONTENT)
+async def sendgrid_events(request: Request, pipeline: PipelineDep) -> Response:
+    """SendGrid's event webhook: a signed JSON array of events (delivered, bounce, dropped, …)."""
+    body = await _read_capped(request)
+    _verify_sendgrid(request, pipeline.settings, body)
+    try:
+        events = receipts.sendgrid_events(json.loads(body))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    await run_in_threadpool(_apply, request, pipeline, events)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _apply(request: Request, pipeline: Pipeline, events: list[receipts.ProviderEvent]) -> None:
+    applied = receipts.apply(pipeline.store, pipeline.registry, events, pipeline.guards.usable)
+    if applied.fallbacks:
+        pipeline.queue.send(applied.fallbacks)
+        wake_runner(request)
+
+
+async def _read_capped(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_EVENTS_BYTES:
+            raise HTTPException(413, detail=f"body larger than {MAX_EVENTS_BYTES} bytes")
+    return bytes(body)
+
+
+def _verify_sendgrid(request: Request, settings: Settings, body: bytes) -> None:
+    """403 unless SendGrid's key signed this timestamp and body."""
+    key = settings.sendgrid_event_public_key or (
+        SANDBOX_EVENT_PUBLIC_KEY if settings.providers == "sandbox" else None
+    )
+    if key is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="OUTAGE_SENDGRID_EVENT_PUBLIC_KEY is not set: signed events cannot be verified",
+        )
+    signature = request.headers.get(SENDGRID_SIGNATURE, "")
+    timestamp = request.headers.get(SENDGRID_TIMESTAMP, "")
+    try:
+        valid = bool(signature and timestamp) and EventWebhook(key).verify_signature(
+            body.decode("utf-8"), signature, timestamp
+        )
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm):
+        # A malformed signature, a body that is not UTF-8, or an unusable configured key.
+        log.warning("SendGrid event signature could not be checked", exc_info=False)
+        valid = False
+    if not valid:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or wrong SendGrid signature")

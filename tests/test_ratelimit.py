@@ -1,0 +1,169 @@
+"""The token bucket: one behaviour, two backends (in-process and Redis), and the pacing it gives
+`send_batch` (a short wait inside the task, a longer one puts the rest back with a due time)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from dispatcher import incidents, reports, subscribers
+from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
+from dispatcher.pipeline import Pipeline
+from dispatcher.ratelimit import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    SharedStateUnavailable,
+    limiter_for,
+)
+from dispatcher.sandbox import Sandbox
+from dispatcher.settings import RateLimit, Settings
+from tests.conftest import REDIS_URL, need_service
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
+    if request.param == "memory":
+        yield MemoryRateLimiter()
+        return
+    need_service(REDIS_URL, "Redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    running = RedisRateLimiter(client)
+    yield running
+    running.close()
+
+
+def test_a_full_bucket_gives_its_burst_then_says_how_long_to_wait(limiter: RateLimiter) -> None:
+    limit = RateLimit(per_s=10, burst=5)
+    assert limiter.acquire("sms:+1", 5, limit) == 0.0
+    wait = limiter.acquire("sms:+1", 2, limit)
+    assert 0.1 < wait <= 0.2  # two tokens at 10/s
+    assert limiter.acquire("email:a", 5, limit) == 0.0, "each account has its own bucket"
+
+
+def test_a_refused_request_takes_nothing(limiter: RateLimiter) -> None:
+    limit = RateLimit(per_s=1, burst=3)
+    assert limiter.acquire("k", 2, limit) == 0.0
+    assert limiter.acquire("k", 3, limit) > 0  # only one left: refused, nothing taken
+    assert limiter.acquire("k", 1, limit) == 0.0
+
+
+def test_more_than_the_burst_at_once_is_a_programming_error(limiter: RateLimiter) -> None:
+    with pytest.raises(ValueError, match="1 to 5"):
+        limiter.acquire("k", 6, RateLimit(per_s=1, burst=5))
+
+
+def test_the_bucket_refills_at_its_rate() -> None:
+    limiter = MemoryRateLimiter()
+    limit = RateLimit(per_s=1000, burst=1)
+    assert limiter.acquire("k", 1, limit) == 0.0
+    deadline = time.monotonic() + 1
+    while limiter.acquire("k", 1, limit) > 0:  # bounded poll, not a timing assertion
+        assert time.monotonic() < deadline
+
+
+@pytest.mark.redis
+def test_workers_sharing_redis_share_one_bucket() -> None:
+    """Four threads, each with its own client (as four workers would be), never get more than
+    the burst plus the rate over the time they ran."""
+    need_service(REDIS_URL, "Redis")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    limit = RateLimit(per_s=200, burst=20)
+    granted: list[int] = []
+    started = time.monotonic()
+
+    def worker() -> None:
+        limiter = limiter_for(REDIS_URL)
+        mine = 0
+        while time.monotonic() - started < 0.5:
+            if limiter.acquire("shared", 1, limit) == 0.0:
+                mine += 1
+        granted.append(mine)
+        limiter.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert sum(granted) <= limit.burst + limit.per_s * elapsed + 1
+    assert sum(granted) >= limit.burst, "the burst is available at once"
+
+
+def test_an_unreachable_redis_says_so_instead_of_hanging() -> None:
+    limiter = limiter_for("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with pytest.raises(SharedStateUnavailable, match="Redis did not answer"):
+        limiter.acquire("k", 1, RateLimit(per_s=1, burst=1))
+    limiter.close()
+
+
+def test_the_embedded_default_paces_in_process() -> None:
+    assert isinstance(limiter_for("embedded"), MemoryRateLimiter)
+
+
+# -- pacing in send_batch ---------------------------------------------------------------------
+
+
+def _subscribers(pipeline: Pipeline, count: int) -> None:
+    for n in range(count):
+        subscribers.add(
+            pipeline.store,
+            pipeline.registry,
+            SubscriberIn(name=f"s{n}", phone=f"+1415555{n:04d}", channels=["sms"], confirmed=True),
+        )
+
+
+def test_a_batch_waits_briefly_for_tokens_and_puts_back_what_would_wait_long(
+    settings: Settings, sandbox: Sandbox
+) -> None:
+    paced = settings.model_copy(
+        update={
+            "rate_limits": {"sms": RateLimit(per_s=20, burst=4)},
+            "pace_max_wait_s": 0.25,  # 5 tokens' worth: two chunks wait, the rest goes back
+            "broadcast": [],
+        }
+    )
+    pipeline = Pipeline(paced)
+    try:
+        _subscribers(pipeline, 20)
+        posted = incidents.open_incident(
+            pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
+        )
+        pipeline.fan_out(posted.update_id)
+        _, batch = pipeline.queue.jobs.popleft()  # type: ignore[attr-defined]
+        result = pipeline.send(batch)  # type: ignore[arg-type]
+
+        assert result.sent < 20 and result.held == 20 - result.sent
+        lines = reports.deliveries(pipeline.store, posted.incident_id)
+        held = [line for line in lines if line.status == DeliveryStatus.QUEUED]
+        assert len(held) == result.held
+        assert all(line.sends == 0 for line in held), "being paced is not a try"
+        assert len(sandbox.messages("sms")) == result.sent
+
+        pipeline.drain(wait_s=10)
+        lines = reports.deliveries(pipeline.store, posted.incident_id)
+        assert {line.status for line in lines} == {DeliveryStatus.SENT}
+        assert len({m["to"] for m in sandbox.messages("sms")}) == 20 == len(sandbox.messages())
+        assert max_in_window(sandbox.request_log("sms"), burst=4, per_s=20) == 0
+
+    finally:
+        pipeline.close()
+
+
+def max_in_window(log: list[tuple[float, int]], burst: int, per_s: float) -> int:
+    """How far the provider saw us exceed the bucket in any window: requests from i to j must
+    be at most burst + rate x (t_j - t_i), plus one more burst of slack because a request's
+    arrival lags its grant by a varying network and client time (the first one's most). 0: never."""
+    times = sorted(at for at, _ in log)
+    excess = 0
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            allowed = 2 * burst + per_s * (times[j] - start)
+            excess = max(excess, int(j - i + 1 - allowed))
+    return excess

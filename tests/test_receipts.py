@@ -1,0 +1,193 @@
+"""Delivery receipts: the providers' words mapped to ours, each event applied once, undelivered
+messages going to the next channel, and the receipt timeout. Events here are built by the
+module's own parsers from provider-shaped input; tests/test_callbacks.py goes through the
+signed HTTP routes."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, update
+
+from channels.base import Outcome
+from dispatcher import delivery, incidents, receipts, reports, subscribers
+from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
+from dispatcher.pipeline import Pipeline
+from dispatcher.receipts import ReceiptStatus
+from dispatcher.sandbox import Sandbox
+from dispatcher.settings import Settings
+from dispatcher.store import Delivery, Receipt, Suppression, utcnow
+
+
+def test_provider_words_map_to_ours_with_unknown_as_the_fallback() -> None:
+    twilio = receipts.twilio_event({"MessageSid": "SM1", "MessageStatus": "undelivered"}, "7", None)
+    assert (twilio.status, twilio.delivery_id, twilio.event_id) == (
+        ReceiptStatus.UNDELIVERED,
+        7,
+        "SM1:undelivered",
+    )
+    odd = receipts.twilio_event({"MessageSid": "SM1", "MessageStatus": "teleported"}, None, "t")
+    assert odd.status is ReceiptStatus.UNKNOWN and odd.event_id == "t"
+
+    events = receipts.sendgrid_events(
+        [
+            {"event": "delivered", "sg_event_id": "a", "delivery_id": "3"},
+            {"event": "bounce", "type": "bounce", "sg_event_id": "b"},
+            {"event": "bounce", "type": "blocked", "sg_event_id": "c"},
+            {"event": "spamreport", "sg_event_id": "d"},
+            {"event": "group_resubscribe", "sg_event_id": "e"},
+        ]
+    )
+    assert [e.status for e in events] == [
+        ReceiptStatus.DELIVERED,
+        ReceiptStatus.BOUNCED,
+        ReceiptStatus.UNDELIVERED,  # a block is temporary: no suppression
+        ReceiptStatus.COMPLAINED,
+        ReceiptStatus.UNKNOWN,
+    ]
+    assert events[0].delivery_id == 3
+    with pytest.raises(ValueError, match="JSON array"):
+        receipts.sendgrid_events({"event": "delivered"})
+
+
+def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
+    subscribers.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(
+            name="a",
+            phone="+14155550100",
+            email="a@example.org",
+            channels=["sms", "email"],
+            confirmed=True,
+        ),
+    )
+    posted = incidents.open_incident(
+        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
+    )
+    pipeline.queue.fan_out(posted.update_id)
+    pipeline.drain()
+    with pipeline.store.session() as session:
+        sms = session.scalars(select(Delivery).where(Delivery.channel == "sms")).one()
+    return posted.incident_id, sms
+
+
+def _twilio(sms: Delivery, status: str, token: str) -> receipts.ProviderEvent:
+    form = {"MessageSid": str(sms.provider_id), "MessageStatus": status, "To": "+14155550100"}
+    return receipts.twilio_event(form, str(sms.id), token)
+
+
+def test_undelivered_goes_to_the_next_channel_once(pipeline: Pipeline, sandbox: Sandbox) -> None:
+    incident_id, sms = _sent_sms_with_email_next(pipeline)
+    event = _twilio(sms, "undelivered", "token-1")
+
+    first = receipts.apply(pipeline.store, pipeline.registry, [event])
+    again = receipts.apply(pipeline.store, pipeline.registry, [event])  # Twilio sent it twice
+
+    assert (first.applied, len(first.fallbacks), again.duplicates, again.fallbacks) == (1, 1, 1, [])
+    pipeline.queue.send(first.fallbacks)
+    pipeline.drain()
+    lines = {line.channel: line for line in reports.deliveries(pipeline.store, incident_id)}
+    assert lines["sms"].status == DeliveryStatus.FELL_BACK
+    assert lines["sms"].last_error == "twilio reported it undelivered"
+    assert lines["email"].status == DeliveryStatus.SENT
+    assert lines["email"].fallback_of == sms.id
+    assert [m["to"] for m in sandbox.messages("email")] == ["a@example.org"]
+
+
+def test_a_confirmed_delivery_stops_the_chain(pipeline: Pipeline) -> None:
+    incident_id, sms = _sent_sms_with_email_next(pipeline)
+    receipts.apply(pipeline.store, pipeline.registry, [_twilio(sms, "delivered", "t1")])
+    late = receipts.apply(pipeline.store, pipeline.registry, [_twilio(sms, "undelivered", "t2")])
+    assert late.fallbacks == []
+    [line] = [x for x in reports.deliveries(pipeline.store, incident_id) if x.channel != "social"]
+    assert line.status == DeliveryStatus.DELIVERED
+
+
+def test_an_event_for_no_delivery_of_ours_is_kept_and_does_nothing(pipeline: Pipeline) -> None:
+    ghost = receipts.twilio_event({"MessageSid": "SMnope", "MessageStatus": "failed"}, None, "g")
+    assert receipts.apply(pipeline.store, pipeline.registry, [ghost]).unmatched == 1
+    with pipeline.store.session() as session:
+        assert session.scalars(select(Receipt.delivery_id)).all() == [None]
+
+
+def test_a_hard_bounce_suppresses_the_address_and_falls_back(pipeline: Pipeline) -> None:
+    subscribers.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(
+            name="b",
+            phone="+14155550101",
+            email="b@example.org",
+            channels=["email", "sms"],
+            confirmed=True,
+        ),
+    )
+    posted = incidents.open_incident(
+        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
+    )
+    pipeline.queue.fan_out(posted.update_id)
+    pipeline.drain()
+    with pipeline.store.session() as session:
+        email_id = session.scalars(select(Delivery.id).where(Delivery.channel == "email")).one()
+    [bounce] = receipts.sendgrid_events(
+        [
+            {
+                "event": "bounce",
+                "sg_event_id": "x1",
+                "email": "b@example.org",
+                "delivery_id": email_id,
+            }
+        ]
+    )
+    applied = receipts.apply(pipeline.store, pipeline.registry, [bounce])
+    assert len(applied.fallbacks) == 1
+    with pipeline.store.session() as session:
+        suppressed = session.scalars(select(Suppression)).one()
+        assert (suppressed.kind, suppressed.address, suppressed.reason) == (
+            "email",
+            "b@example.org",
+            "bounce",
+        )
+
+
+def test_no_receipt_in_time_sends_on_the_next_channel_and_the_last_stays_sent(
+    settings: Settings, sandbox: Sandbox
+) -> None:
+    pipeline = Pipeline(settings.model_copy(update={"receipt_timeout_s": 60}))
+    try:
+        incident_id, sms = _sent_sms_with_email_next(pipeline)
+        assert sms.receipt_due_at is not None
+        assert pipeline.sweep(stale_s=30).deliveries == 0  # not yet due: nothing happens
+        with pipeline.store.session() as session:  # a minute later, still no word from Twilio
+            session.execute(update(Delivery).values(receipt_due_at=utcnow()))
+        pipeline.sweep(stale_s=30)
+        pipeline.drain()
+        lines = {line.channel: line for line in reports.deliveries(pipeline.store, incident_id)}
+        assert lines["sms"].status == DeliveryStatus.FELL_BACK
+        assert "no delivery receipt" in (lines["sms"].last_error or "")
+        assert lines["email"].status == DeliveryStatus.SENT
+
+        with pipeline.store.session() as session:
+            session.execute(update(Delivery).values(receipt_due_at=utcnow()))
+        assert receipts.expire(pipeline.store, pipeline.registry) == []  # email was the last
+        lines = {line.channel: line for line in reports.deliveries(pipeline.store, incident_id)}
+        assert lines["email"].status == DeliveryStatus.SENT
+    finally:
+        pipeline.close()
+
+
+def test_a_receipt_that_beats_the_send_record_is_not_overwritten(pipeline: Pipeline) -> None:
+    """Twilio can call back before the worker has written "sent": the receipt wins."""
+    _, sms = _sent_sms_with_email_next(pipeline)
+    with pipeline.store.session() as session:  # as it was while the worker was still sending
+        session.execute(
+            update(Delivery).where(Delivery.id == sms.id).values(status=DeliveryStatus.SENDING)
+        )
+    receipts.apply(pipeline.store, pipeline.registry, [_twilio(sms, "delivered", "early")])
+    with pipeline.store.session() as session:  # and now the worker records its outcome
+        row = session.get_one(Delivery, sms.id)
+        delivery._record_sent(row, Outcome(key=sms.id, provider_id="SM2"), pipeline.settings)
+    with pipeline.store.session() as session:
+        row = session.get_one(Delivery, sms.id)
+        assert row.status is DeliveryStatus.DELIVERED and row.delivered_at is not None
+        assert row.receipt_due_at is None
