@@ -11,6 +11,10 @@ A channel's share of a batch goes out in chunks, each cleared first by the provi
 put back without counting as a try: due later when paced, and while the circuit is open either
 sent on the subscriber's next working channel (recorded as a fallback) or held until the probe.
 
+Just before sending, a message is dropped when a newer update of the same incident is on its way
+to (or has reached) the same person: coalesced updates and those held by quiet hours go out as
+the latest state once, never as a replay of stale ones (SUPERSEDED).
+
 What happens after a failure is decided here from the adapter's classification alone: transient
 goes back to the queue with a growing delay until `delivery_attempts` sends, then falls back;
 permanent falls back at once to the subscriber's next channel, recording both rows. `fall_back`
@@ -27,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,7 +39,8 @@ from channels.base import Channel, Message, Outcome
 from dispatcher.audience import address_of, next_channel
 from dispatcher.guards import Budget, Gate, Guards
 from dispatcher.links import LinkPurpose, Links
-from dispatcher.models import DeliveryStatus, FailureKind
+from dispatcher.logs import log_attempt
+from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
 from dispatcher.registry import ChannelRegistry
 from dispatcher.render import (
     IncidentView,
@@ -68,10 +73,25 @@ class SendResult:
 
 
 @dataclass(frozen=True)
-class Suppressed:
-    """Not sent, on purpose: the recipient opted out or was removed after it was queued."""
+class Skipped:
+    """Not sent, on purpose, decided just before sending: the recipient opted out or was
+    removed (SUPPRESSED), or a newer update of the same incident is on its way to them or has
+    reached them (SUPERSEDED: coalescing and quiet hours send the latest state, not a replay)."""
 
     key: int
+    status: DeliveryStatus
+    why: str
+
+
+OPTED_OUT = "recipient opted out or was removed before sending"
+NEWER_UPDATE = "a newer update of this incident was sent to them instead"
+# A newer update counts as "on its way" in these states (a fell-back row has a successor row).
+LIVE_STATUSES = (
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.SENT,
+    DeliveryStatus.DELIVERED,
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,26 @@ def _send_chunks(
             for item in chunk:
                 outcome = outcomes[item.delivery.id]
                 _record(session, context, item, outcome, circuit_open, result)
+                _log(session, context, item, outcome)
+
+
+def _log(session: Session, context: _Context, item: _Claimed, outcome: Outcome | Skipped) -> None:
+    """One structured line per delivery attempt (dispatcher/logs.py masks the address)."""
+    recorded = session.get_one(Delivery, item.delivery.id)  # the identity map's: no query
+    field = context.registry.factory(recorded.channel).address_field
+    log_attempt(
+        incident_id=item.incident.id,
+        update_id=recorded.update_id,
+        delivery_id=recorded.id,
+        channel=recorded.channel,
+        status=recorded.status,
+        to=address_of(item.subscriber, field) if item.subscriber and field else None,
+        provider_id=recorded.provider_id,
+        duration_s=outcome.duration_s if isinstance(outcome, Outcome) else None,
+        attempts=recorded.attempts,
+        reason=None if isinstance(outcome, Skipped) or outcome.ok else outcome.reason,
+        error=recorded.last_error,
+    )
 
 
 def _mark_in_flight(store: Store, chunk: list[_Claimed]) -> None:
@@ -219,16 +259,22 @@ def _hold(context: _Context, items: list[_Claimed], gate: Gate, result: SendResu
 
 def _send_channel(
     context: _Context, channel_name: str, items: list[_Claimed]
-) -> dict[int, Outcome | Suppressed]:
+) -> dict[int, Outcome | Skipped]:
     channel = context.registry.get(channel_name)
     field = channel.address_field
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
         blocked = suppressed(
             session, [(field, address_of(i.subscriber, field) or "") for i in items if field]
         )
-    outcomes: dict[int, Outcome | Suppressed] = {}
+        newest = _newest_updates(session, items)
+    outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
     for item in items:
+        if newest.get((item.incident.id, item.delivery.recipient), 0) > item.update.id:
+            outcomes[item.delivery.id] = Skipped(
+                item.delivery.id, DeliveryStatus.SUPERSEDED, NEWER_UPDATE
+            )
+            continue
         prepared = _message(channel, context.settings, context.links, item, blocked)
         if isinstance(prepared, Message):
             messages.append(prepared)
@@ -240,9 +286,29 @@ def _send_channel(
     return outcomes
 
 
+def _newest_updates(session: Session, items: list[_Claimed]) -> dict[tuple[int, str], int]:
+    """For each (incident, recipient) of the chunk, the newest public update with a live
+    delivery to them: one query per chunk."""
+    public = [i for i in items if i.update.audience is Audience.EVERYONE]
+    if not public:
+        return {}
+    rows = session.execute(
+        select(Update.incident_id, Delivery.recipient, func.max(Update.id))
+        .join(Update, Delivery.update_id == Update.id)
+        .where(
+            Update.incident_id.in_({i.incident.id for i in public}),
+            Delivery.recipient.in_({i.delivery.recipient for i in public}),
+            Update.audience == Audience.EVERYONE,
+            Delivery.status.in_(LIVE_STATUSES),
+        )
+        .group_by(Update.incident_id, Delivery.recipient)
+    ).all()
+    return {(incident_id, recipient): newest for incident_id, recipient, newest in rows}
+
+
 def _message(
     channel: Channel, settings: Settings, links: Links, item: _Claimed, blocked: set[Address]
-) -> Message | Outcome | Suppressed:
+) -> Message | Outcome | Skipped:
     """Render one message, or say why it cannot be sent (checked now, not only when queued)."""
     delivery, subscriber = item.delivery, item.subscriber
     recipient: RecipientView | None = None
@@ -250,17 +316,20 @@ def _message(
     secret: str | None = None
     unsubscribe_url: str | None = None
     if channel.address_field is not None:
-        if subscriber is None or subscriber.unsubscribed_at is not None:
-            return Suppressed(delivery.id)
-        address = address_of(subscriber, channel.address_field)
-        if (channel.address_field, address) in blocked:
-            return Suppressed(delivery.id)
+        address = address_of(subscriber, channel.address_field) if subscriber else None
+        if (
+            subscriber is None
+            or subscriber.unsubscribed_at is not None
+            or (channel.address_field, address) in blocked
+        ):
+            return Skipped(delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
         if not address:
             return Outcome(
                 key=delivery.id,
                 failure=FailureKind.PERMANENT,
                 error=f"{channel.name}: no {channel.address_field} on file",
                 attempts=0,
+                reason=FailureReason.RENDER,
             )
         to = address
         secret = subscriber.webhook_secret
@@ -270,20 +339,28 @@ def _message(
             locale=subscriber.locale,
             manage_url=links.url(LinkPurpose.MANAGE, subscriber.id),
             unsubscribe_url=unsubscribe_url,
+            timezone=subscriber.timezone,
         )
+    internal = subscriber is not None and subscriber.internal
     try:
         rendered = render(
             channel.name,
             channel.limits,
             incident_view(item.incident, settings),
-            update_view(item.update),
+            update_view(item.update, item.incident, internal=internal),
             recipient,
             company_name=settings.company_name,
             support_url=settings.support_url,
             sms_max_segments=settings.sms_max_segments,
         )
     except RenderError as exc:
-        return Outcome(key=delivery.id, failure=FailureKind.PERMANENT, error=str(exc), attempts=0)
+        return Outcome(
+            key=delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=str(exc),
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
     return Message(
         key=delivery.id,
         to=to,
@@ -309,12 +386,19 @@ def incident_view(incident: Incident, settings: Settings) -> IncidentView:
     )
 
 
-def update_view(update_row: Update) -> UpdateView:
+def update_view(update_row: Update, incident: Incident, *, internal: bool = False) -> UpdateView:
+    """The update as a recipient sees it: the team also sees the internal note, which customers
+    never do; the incident's current ETA travels with every update."""
+    message = update_row.message
+    if internal and update_row.internal_note:
+        message = f"{message or ''}\n[Internal note] {update_row.internal_note}".strip()
     return UpdateView(
         id=update_row.id,
         state=update_row.state,
-        message=update_row.message,
+        message=message,
         created_at=update_row.created_at,
+        next_update_at=update_row.next_update_at,
+        eta=incident.eta,
     )
 
 
@@ -322,16 +406,16 @@ def _record(
     session: Session,
     context: _Context,
     item: _Claimed,
-    outcome: Outcome | Suppressed,
+    outcome: Outcome | Skipped,
     circuit_open: bool,
     result: SendResult,
 ) -> None:
     delivery = session.get_one(Delivery, item.delivery.id)
     delivery.lease_until = None
     delivery.in_flight_since = None
-    if isinstance(outcome, Suppressed):
-        delivery.status = DeliveryStatus.SUPPRESSED
-        delivery.last_error = "recipient opted out or was removed before sending"
+    if isinstance(outcome, Skipped):
+        delivery.status = outcome.status
+        delivery.last_error = outcome.why
         return
     delivery.attempts += outcome.attempts
     if outcome.ok:
@@ -339,6 +423,8 @@ def _record(
         result.sent += 1
         return
     delivery.last_error = outcome.error
+    # Kept after a later success: metrics count why sends failed, not only what finally failed.
+    delivery.error_reason = outcome.reason
     _suppress_if_asked(session, context.registry, item, outcome)
     settings = context.settings
     if outcome.failure is FailureKind.TRANSIENT and delivery.sends < settings.delivery_attempts:

@@ -65,6 +65,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # given up, and no further channel to fall back to
     FELL_BACK = "fell_back"  # given up on this channel; the next channel has its own delivery
     SUPPRESSED = "suppressed"  # not sent: the recipient opted out or was removed after queueing
+    SUPERSEDED = "superseded"  # not sent: a newer update of the incident reached them instead
 
     @property
     def is_final(self) -> bool:

@@ -116,10 +116,6 @@ def test_metric_values_after_a_fan_out_with_a_retry_and_a_fallback(
     assert value(registry, f"{histogram}_count", channel="webhook") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatcher/delivery.py does not record Delivery.error_reason yet (see the report)",
-)
 def test_failure_reasons_of_a_fan_out(pipeline: Pipeline, sandbox: Sandbox) -> None:
     add_subscribers(pipeline, 2)
     sandbox.inject_recipient_failure("+14155550001")  # Twilio 400/21211: rejected

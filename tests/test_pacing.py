@@ -138,3 +138,54 @@ def test_quiet_hours_hold_non_critical_until_they_end_and_let_critical_through(
     held = [d for d in due_times(paced).values() if d > utcnow()]
     assert len(held) == 1
     assert timedelta(hours=1, minutes=55) < held[0] - utcnow() <= timedelta(hours=2)
+
+
+def test_held_updates_fold_into_the_latest_state_when_quiet_hours_end(
+    paced: Pipeline, sandbox: Sandbox
+) -> None:
+    start, end = _quiet_now("UTC")
+    add(
+        paced,
+        name="sleeper",
+        email="s@example.org",
+        channels=["email"],
+        quiet_start=start,
+        quiet_end=end,
+    )
+    incident_id = open_incident(paced, Severity.MINOR)
+    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "x"))
+    announce(paced, incidents.resolve(paced.store, incident_id, "Fixed at 03:05."))
+    assert sandbox.messages("email") == []
+
+    with paced.store.session() as session:  # the quiet hours are over
+        for row in session.query(Delivery).filter(Delivery.status == "queued"):
+            row.due_at = utcnow() - timedelta(seconds=1)
+    paced.sweep(stale_s=0)
+    paced.drain()
+
+    told = [t for t in deliveries(paced, incident_id) if t[1] == "sleeper"]
+    assert told == [
+        ("investigating", "sleeper", "email", "superseded"),
+        ("identified", "sleeper", "email", "superseded"),
+        ("resolved", "sleeper", "email", "sent"),
+    ]
+    [message] = sandbox.messages("email")
+    assert "resolved" in message["subject"].lower()
+    assert "Fixed at 03:05." in message["body"]
+
+
+def test_internal_notes_and_promises(paced: Pipeline, sandbox: Sandbox) -> None:
+    add(paced, name="team", email="team@example.org", channels=["email"], internal=True)
+    add(paced, name="customer", email="c@example.org", channels=["email"])
+    promise = utcnow() + timedelta(minutes=30)
+    with paced.store.session() as session:
+        posted = incidents.create(
+            session,
+            IncidentIn(title="Search is down", severity=Severity.MAJOR, components=["search"]),
+            extras=incidents.Extras(next_update_at=promise, internal_note="DB failover at 10:02"),
+        )
+    announce(paced, posted)
+    bodies = {m["to"]: m["body"] for m in sandbox.messages("email")}
+    assert "DB failover" in bodies["team@example.org"]
+    assert "DB failover" not in bodies["c@example.org"]
+    assert f"Next update by {promise:%H:%M}" in bodies["c@example.org"]

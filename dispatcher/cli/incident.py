@@ -303,6 +303,7 @@ SUMMARY_COLUMNS = (
     DeliveryStatus.FAILED,
     DeliveryStatus.FELL_BACK,
     DeliveryStatus.SUPPRESSED,
+    DeliveryStatus.SUPERSEDED,
 )
 
 
