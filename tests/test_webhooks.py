@@ -111,6 +111,7 @@ def test_alertmanager_group_lifecycle(app_client: TestClient, sandbox: Sandbox) 
 
     joined = post(app_client, "alertmanager", fixture("alertmanager_third_alert"))
     assert joined.json()["updates"] == 1
+    settle(app_client)  # minutes pass between notifications (else the resolve supersedes it)
     mixed = post(app_client, "alertmanager", fixture("alertmanager_mixed"))
     assert mixed.json()["changed"] is False, "one alert resolving while others fire says nothing"
     still_firing = post(app_client, "alertmanager", fixture("alertmanager_resolved"))
