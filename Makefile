@@ -20,8 +20,10 @@ test: $(STAMP)
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
+# e.g. make bench BENCH_ARGS='--workers 2 --json figures.json' (see bench/fanout.py --help)
 bench: $(STAMP)
-	$(PY) bench/fanout.py
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) bench/fanout.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outage-demo.sqlite3

@@ -148,6 +148,9 @@ class Message:
     secret: str | None = field(default=None, repr=False)  # e.g. a webhook's signing secret
     payload: dict[str, object] | None = None  # structured body, for machine channels
     unsubscribe_url: str | None = None  # one-click opt-out (email: RFC 8058 headers)
+    # Placeholder -> this recipient's value, for an adapter whose provider fills them in itself
+    # (`Channel.substitutes`): then subject, text and html are shared by many recipients.
+    substitutions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -211,10 +214,14 @@ class Channel:
     address_field: ClassVar[str | None]  # the subscriber field it sends to; None: broadcast
     limits: ClassVar[Limits] = Limits()
     max_batch: ClassVar[int] = 100
+    # Whether the provider fills per-recipient placeholders in (SendGrid's `substitutions`):
+    # then the core hands over one rendering and `Message.substitutions`; else finished texts.
+    substitutes: ClassVar[bool] = False
 
     def __init__(self, retry: RetryPolicy, concurrency: int = 8) -> None:
         self.retry = retry
         self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def broadcast(self) -> bool:
@@ -229,8 +236,17 @@ class Channel:
         """Send a batch concurrently; one outcome per message, in order, never an exception."""
         if len(batch) <= 1 or self.concurrency <= 1:
             return [self._send_with_retries(message) for message in batch]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
-            return list(pool.map(self._send_with_retries, batch))
+        return list(self.threads().map(self._send_with_retries, batch))
+
+    def threads(self) -> ThreadPoolExecutor:
+        """The adapter's senders, started once: starting 16 threads for every batch cost more
+        than the batch's requests. Idle threads end with the adapter (the executor's own
+        cleanup when it is collected, or at exit)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.concurrency, thread_name_prefix=f"send-{self.name}"
+            )
+        return self._pool
 
     def check_account(self) -> str | None:
         """Make a harmless authenticated call and say what the provider answered, or raise a

@@ -3,8 +3,11 @@
 Why `send` is overridden: an outage notice is the same text for thousands of people, and SendGrid
 takes up to 1,000 personalizations per request, so identical messages share one request (one
 personalization each, with the delivery id in `custom_args` and per-recipient headers such as
-List-Unsubscribe). SendGrid rejects the whole request for one bad address, so a group refused with
-a 400 is re-sent one message at a time, and only the bad address fails.
+List-Unsubscribe). What is each recipient's own in the body (their name, their signed links) is
+not rendered into it: the core renders once with placeholders and SendGrid fills them in from
+each personalization's `substitutions` (`substitutes = True`), so the texts stay identical.
+SendGrid rejects the whole request for one bad address, so a group refused with a 400 is re-sent
+one message at a time, and only the bad address fails.
 
 Never run this file as a script: its name would shadow the standard library's `email`.
 """
@@ -51,6 +54,7 @@ class EmailChannel(Channel):
     address_field = "email"
     limits = Limits(has_subject=True, has_html=True)
     max_batch = MAX_PERSONALIZATIONS
+    substitutes = True
 
     def __init__(
         self, client: Any, sender: dict[str, str], retry: RetryPolicy, concurrency: int = 8
@@ -166,6 +170,8 @@ class EmailChannel(Channel):
                 headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
             if headers:
                 personalization["headers"] = headers
+            if message.substitutions:
+                personalization["substitutions"] = message.substitutions
             personalizations.append(personalization)
         return {
             "personalizations": personalizations,

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,14 +47,19 @@ from dispatcher.render import (
     IncidentView,
     RecipientView,
     RenderError,
+    Shared,
     UpdateView,
     render,
+    render_shared,
+    shared_key,
 )
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Incident, Store, Subscriber, Update, utcnow
 from dispatcher.suppressions import Address, suppress, suppressed
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -109,6 +115,9 @@ class _Context:
     settings: Settings
     links: Links
     guards: Guards
+    # One rendering per (channel, update, language, zone, links) for the whole batch, shared by
+    # its recipients (dispatcher/render.py `render_shared`); None: render each on its own.
+    renders: dict[tuple[object, ...], Shared | RenderError | None] = field(default_factory=dict)
 
 
 def send_batch(
@@ -203,9 +212,15 @@ def _send_chunks(
             isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
         ) and not context.guards.usable(channel_name)
         with context.store.session() as session:
+            # The chunk's rows in one SELECT, not one `get` (and autoflush) per delivery.
+            ids = [item.delivery.id for item in chunk]
+            rows = {
+                row.id: row for row in session.scalars(select(Delivery).where(Delivery.id.in_(ids)))
+            }
             for item in chunk:
                 outcome = outcomes[item.delivery.id]
-                _record(session, context, item, outcome, circuit_open, result)
+                row = rows[item.delivery.id]
+                _record(session, context, row, item, outcome, circuit_open, result)
                 _log(session, context, item, outcome)
 
 
@@ -275,7 +290,7 @@ def _send_channel(
                 item.delivery.id, DeliveryStatus.SUPERSEDED, NEWER_UPDATE
             )
             continue
-        prepared = _message(channel, context.settings, context.links, item, blocked)
+        prepared = _message(channel, context, item, blocked)
         if isinstance(prepared, Message):
             messages.append(prepared)
         else:
@@ -307,9 +322,10 @@ def _newest_updates(session: Session, items: list[_Claimed]) -> dict[tuple[int, 
 
 
 def _message(
-    channel: Channel, settings: Settings, links: Links, item: _Claimed, blocked: set[Address]
+    channel: Channel, context: _Context, item: _Claimed, blocked: set[Address]
 ) -> Message | Outcome | Skipped:
     """Render one message, or say why it cannot be sent (checked now, not only when queued)."""
+    links = context.links
     delivery, subscriber = item.delivery, item.subscriber
     recipient: RecipientView | None = None
     to = channel.name
@@ -341,18 +357,15 @@ def _message(
             unsubscribe_url=unsubscribe_url,
             timezone=subscriber.timezone,
         )
-    internal = subscriber is not None and subscriber.internal
+    substitutions: dict[str, str] = {}
     try:
-        rendered = render(
-            channel.name,
-            channel.limits,
-            incident_view(item.incident, settings),
-            update_view(item.update, item.incident, internal=internal),
-            recipient,
-            company_name=settings.company_name,
-            support_url=settings.support_url,
-            sms_max_segments=settings.sms_max_segments,
-        )
+        shared = _shared(channel, context, item, recipient)
+        if shared is None:
+            rendered = _render_with(render, channel, context, item, recipient)
+        elif channel.substitutes:  # the provider fills in each recipient's own values
+            rendered, substitutions = shared.rendered, shared.substitutions(recipient)
+        else:
+            rendered = shared.personal(recipient)
     except RenderError as exc:
         return Outcome(
             key=delivery.id,
@@ -370,7 +383,51 @@ def _message(
         payload=rendered.payload,
         secret=secret,
         unsubscribe_url=unsubscribe_url,
+        substitutions=substitutions,
     )
+
+
+def _shared(
+    channel: Channel, context: _Context, item: _Claimed, recipient: RecipientView | None
+) -> Shared | None:
+    """The batch's one rendering for everyone like `recipient` (made on first use, failures
+    included: a template that fails for one fails for all of them); None: not shareable."""
+    key = (channel.name, item.update.id, _internal(item), shared_key(recipient))
+    if key not in context.renders:
+        try:
+            context.renders[key] = _render_with(render_shared, channel, context, item, recipient)
+        except RenderError as exc:
+            context.renders[key] = exc
+    found = context.renders[key]
+    if isinstance(found, RenderError):
+        raise found
+    return found
+
+
+def _render_with(
+    function: Callable[..., _T],
+    channel: Channel,
+    context: _Context,
+    item: _Claimed,
+    recipient: RecipientView | None,
+) -> _T:
+    """`render` or `render_shared` of this delivery's update for `recipient` on `channel`."""
+    settings = context.settings
+    return function(
+        channel.name,
+        channel.limits,
+        incident_view(item.incident, settings),
+        update_view(item.update, item.incident, internal=_internal(item)),
+        recipient,
+        company_name=settings.company_name,
+        support_url=settings.support_url,
+        sms_max_segments=settings.sms_max_segments,
+    )
+
+
+def _internal(item: _Claimed) -> bool:
+    """The team sees the update's internal note; customers never do."""
+    return item.subscriber is not None and item.subscriber.internal
 
 
 def incident_view(incident: Incident, settings: Settings) -> IncidentView:
@@ -405,12 +462,13 @@ def update_view(update_row: Update, incident: Incident, *, internal: bool = Fals
 def _record(
     session: Session,
     context: _Context,
+    delivery: Delivery,
     item: _Claimed,
     outcome: Outcome | Skipped,
     circuit_open: bool,
     result: SendResult,
 ) -> None:
-    delivery = session.get_one(Delivery, item.delivery.id)
+    """Write one outcome onto `delivery` (the row, loaded in `session`)."""
     delivery.lease_until = None
     delivery.in_flight_since = None
     if isinstance(outcome, Skipped):

@@ -3,6 +3,13 @@
 Idempotent by construction: rows are inserted with ON CONFLICT DO NOTHING on the unique delivery
 key, so a fan-out task that runs twice (a redelivered message, the sweep racing the first run)
 writes nothing new and the batches it hands on find their rows already claimed or done.
+
+Streamed, so that a large audience is told at once and in order: subscribers are read a chunk at
+a time, each chunk's rows are committed, and their batches handed on straight away, while the
+next chunk is still being read. The first message (the public post, then the key accounts) leaves
+while the last rows are not yet written, and memory is that of one chunk however many people are
+told. `fanned_out_at` is set once every row is written; a fan-out cut short is run again by the
+sweep and writes only what is missing.
 """
 
 from __future__ import annotations
@@ -25,45 +32,87 @@ from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Update
 INSERT_CHUNK = 1000
 BROADCAST_PRIORITY = 100  # the public post goes out before the first subscriber message
 
+Written = tuple[int, str, int]  # a delivery row: id, channel, priority
+
 
 def fan_out(
     store: Store, registry: ChannelRegistry, update_id: int, batch_size: int
-) -> list[list[int]]:
-    """Write the deliveries of one update (once) and return their queued ids in send batches,
-    highest priority first, each batch a single channel."""
-    with store.session() as session:
-        update_row = session.get(Update, update_id)
+) -> Iterator[list[int]]:
+    """Write the deliveries of one update (once), handing on their ids in send batches as each
+    chunk is committed: every batch a single channel, the highest priority first within a chunk
+    (so the public post first of all). An update fanned out before yields what is still queued.
+
+    Batches of the base priority are held back until they are full (or the audience ends), so a
+    provider that takes 1,000 recipients a request gets 1,000; those of a higher priority (key
+    accounts, the public post), and everything of the first chunk, go on with their chunk."""
+    with store.session() as reader:
+        update_row = reader.get(Update, update_id)
         if update_row is None:
-            return []
+            return
         if update_row.fanned_out_at is None:
-            incident = session.get_one(Incident, update_row.incident_id)
-            _insert_deliveries(
-                session, store.dialect, _rows(session, incident, update_row, registry)
-            )
-            session.execute(
-                update(Update).where(Update.id == update_id).values(fanned_out_at=utcnow())
-            )
-    return queued_batches(store, registry, update_id, batch_size)
+            incident = reader.get_one(Incident, update_row.incident_id)
+            batches = _Batcher(registry, batch_size)
+            complete = True
+            rows = _rows(reader, incident, update_row, registry)
+            for number, chunk in enumerate(chunked(rows, INSERT_CHUNK)):
+                with store.session() as writer:
+                    written = _insert_deliveries(writer, store.dialect, chunk)
+                complete = complete and len(written) == len(chunk)
+                yield from batches.add(written, flush_all=number == 0)
+            yield from batches.flush()
+            with store.session() as writer:
+                writer.execute(
+                    update(Update).where(Update.id == update_id).values(fanned_out_at=utcnow())
+                )
+            if complete:
+                return
+    # Fanned out before, or partly (an earlier run was cut short): whatever is still queued.
+    yield from queued_batches(store, registry, update_id, batch_size)
 
 
 def queued_batches(
     store: Store, registry: ChannelRegistry, update_id: int, batch_size: int
 ) -> list[list[int]]:
-    """The update's deliveries still waiting, grouped by channel into batches the adapter takes."""
+    """The update's deliveries still waiting, grouped by channel into batches the adapter takes,
+    highest priority first."""
     with store.session() as session:
         rows = session.execute(
-            select(Delivery.id, Delivery.channel)
+            select(Delivery.id, Delivery.channel, Delivery.priority)
             .where(Delivery.update_id == update_id, Delivery.status == DeliveryStatus.QUEUED)
             .order_by(Delivery.priority.desc(), Delivery.id)
         ).all()
-    by_channel: dict[str, list[int]] = {}
-    for delivery_id, channel in rows:
-        by_channel.setdefault(channel, []).append(delivery_id)
-    batches: list[list[int]] = []
-    for channel, ids in by_channel.items():
-        size = min(batch_size, registry.factory(channel).max_batch)
-        batches.extend(list(chunk) for chunk in chunked(ids, size))
-    return batches
+    batches = _Batcher(registry, batch_size)
+    return [*batches.add([(row[0], row[1], row[2]) for row in rows]), *batches.flush()]
+
+
+class _Batcher:
+    """Groups written rows into batches of one channel and one priority, the highest first."""
+
+    def __init__(self, registry: ChannelRegistry, batch_size: int) -> None:
+        self._registry = registry
+        self._batch_size = batch_size
+        self._open: dict[tuple[int, str], list[int]] = {}
+        self._lowest: int | None = None
+
+    def add(self, rows: Iterable[Written], *, flush_all: bool = True) -> Iterator[list[int]]:
+        """Full batches, and with `flush_all` (or above the lowest priority seen) the rest."""
+        for delivery_id, channel, priority in rows:
+            self._open.setdefault((priority, channel), []).append(delivery_id)
+            self._lowest = priority if self._lowest is None else min(self._lowest, priority)
+        for key in sorted(self._open, key=lambda k: -k[0]):
+            ids = self._open[key]
+            size = min(self._batch_size, self._registry.factory(key[1]).max_batch)
+            while len(ids) >= size:
+                yield ids[:size]
+                del ids[:size]
+            if ids and (flush_all or key[0] > (self._lowest or 0)):
+                yield list(ids)
+                ids.clear()
+            if not ids:
+                del self._open[key]
+
+    def flush(self) -> Iterator[list[int]]:
+        return self.add((), flush_all=True)
 
 
 def _rows(
@@ -128,8 +177,14 @@ def _row(
     }
 
 
-def _insert_deliveries(session: Session, dialect: str, rows: Iterable[dict[str, Any]]) -> None:
-    """Bulk insert in chunks, skipping rows whose delivery key already exists."""
+def _insert_deliveries(session: Session, dialect: str, rows: list[dict[str, Any]]) -> list[Written]:
+    """Insert one chunk in one statement, skipping rows whose delivery key already exists;
+    returns the rows actually written."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for chunk in chunked(rows, INSERT_CHUNK):
-        session.execute(insert(Delivery).on_conflict_do_nothing(), list(chunk))
+    result = session.execute(
+        insert(Delivery)
+        .on_conflict_do_nothing()
+        .returning(Delivery.id, Delivery.channel, Delivery.priority),
+        rows,
+    )
+    return [(row[0], row[1], row[2]) for row in result]

@@ -117,7 +117,12 @@ class Pipeline:
             while self.queue.jobs:
                 kind, arg = self.queue.jobs.popleft()
                 if kind == "fan_out":
-                    self.fan_out(arg)  # type: ignore[arg-type]
+                    # In-process, each batch is sent as soon as its rows are written (through a
+                    # broker, workers take them as they come): the first message does not wait
+                    # for the last row of a large audience.
+                    size = self.settings.batch_size
+                    for batch in fanout.fan_out(self.store, self.registry, arg, size):  # type: ignore[arg-type]
+                        self.send(batch)
                 else:
                     self.send(arg)  # type: ignore[arg-type]
             next_due = self.next_due_in_s()

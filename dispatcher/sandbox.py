@@ -602,6 +602,8 @@ class Sandbox:
         top_args = document.get("custom_args") or {}
         records = []
         for _, email, personalization in recipients:
+            # SendGrid fills each personalization's placeholders into subject and content.
+            fill = _substituter(personalization.get("substitutions") or {})
             meta = {
                 "from": document["from"]["email"],
                 "custom_args": {**top_args, **(personalization.get("custom_args") or {})},
@@ -613,9 +615,9 @@ class Sandbox:
                     email,
                     headers,
                     message_id,
-                    subject=personalization.get("subject") or document.get("subject"),
-                    body=content.get("text/plain"),
-                    html=content.get("text/html"),
+                    subject=fill(personalization.get("subject") or document.get("subject")),
+                    body=fill(content.get("text/plain")),
+                    html=fill(content.get("text/html")),
                     meta=meta,
                 )
             )
@@ -792,6 +794,19 @@ def _mail_recipients(document: dict[str, Any]) -> Iterable[tuple[str, str, dict[
             for position, recipient in enumerate(personalization.get(kind) or []):
                 field = f"personalizations.{index}.{kind}.{position}"
                 yield field, recipient["email"], personalization
+
+
+def _substituter(substitutions: dict[str, Any]) -> Callable[[str | None], str | None]:
+    """SendGrid's legacy substitutions: every key found in subject or content is replaced."""
+
+    def fill(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for key, value in substitutions.items():
+            text = text.replace(str(key), str(value))
+        return text
+
+    return fill
 
 
 def _mail_problems(document: object) -> list[tuple[str, str | None]]:
