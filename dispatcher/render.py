@@ -338,11 +338,23 @@ def _template(channel: str, language: str, state: str, part: str) -> Template:
 def _part(job: _Job, language: str, part: str, variables: Mapping[str, object]) -> str:
     """Render the subject or HTML part with the text part's wording."""
     template = _template(job.channel, language, job.state, part)
+    if part == "html":
+        variables = _html_safe(variables)
     with _template_errors(job.channel, job.state, part):
         rendered = template.render(variables)
     if part == "subject":
         return " ".join(rendered.split())
     return _normalise_html(rendered)
+
+
+def _html_safe(variables: Mapping[str, object]) -> Mapping[str, object]:
+    """The recipient's name escaped ahead of time for the HTML part: the shared phrase macros
+    are compiled without autoescape (they also write plain text), and a macro's result is then
+    taken as safe by the HTML template, so a name like "<b>" would otherwise pass through."""
+    recipient = variables.get("recipient")
+    if not isinstance(recipient, RecipientView):
+        return variables
+    return {**variables, "recipient": replace(recipient, name=escape(recipient.name))}
 
 
 @contextmanager

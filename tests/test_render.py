@@ -418,3 +418,28 @@ def test_sample_covers_every_state() -> None:
         assert incident.url == "https://status.acme.test/incidents/42"
         assert incident.components == ("checkout", "payments")
         assert recipient.locale == "en"
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+@pytest.mark.parametrize("state", list(IncidentState))
+def test_every_value_a_user_can_set_is_escaped_in_email_html(
+    state: IncidentState, locale: str
+) -> None:
+    """Names come from public sign-up and titles from monitoring payloads: none may inject
+    markup into an email."""
+    incident, update, recipient = sample(state)
+    rendered = render(
+        "email",
+        LIMITS["email"],
+        replace(incident, title="<i>T</i>", components=("<u>C</u>",)),
+        replace(update, message="<s>M</s>"),
+        replace(recipient, name="<b>N</b>", locale=locale),
+        company_name="<q>Co</q>",
+        support_url="https://example.org/<a>",
+        sms_max_segments=2,
+    )
+    assert rendered.html is not None
+    leaked = [tag for tag in ("<b>", "<i>", "<u>", "<s>", "<q>", "<a>") if tag in rendered.html]
+    assert leaked == []
+    assert "&lt;b&gt;N&lt;/b&gt;" in rendered.html
+    assert "<b>N</b>" in rendered.text, "plain text is not HTML-escaped"
