@@ -139,7 +139,7 @@ def recipients(
             Subscriber.timezone,
         )
         .where(Subscriber.unsubscribed_at.is_(None))
-        .order_by(Subscriber.id)
+        .order_by(Subscriber.tier.desc(), Subscriber.id)  # key accounts first, across everyone
         .execution_options(yield_per=STREAM_CHUNK)
     )
     if audience is Audience.INTERNAL:

@@ -168,6 +168,14 @@ class SubscriberIn(BaseModel):
     quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     timezone: str = "UTC"
 
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # PostgreSQL refuses NUL in text, and no real name has control characters.
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ValueError("must not contain control characters")
+        return value.strip()
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -189,3 +189,15 @@ def test_internal_notes_and_promises(paced: Pipeline, sandbox: Sandbox) -> None:
     assert "DB failover" in bodies["team@example.org"]
     assert "DB failover" not in bodies["c@example.org"]
     assert f"Next update by {promise:%H:%M}" in bodies["c@example.org"]
+
+
+def test_higher_tiers_are_queued_first_across_the_whole_audience(paced: Pipeline) -> None:
+    for n in range(3):
+        add(paced, name=f"regular {n}", email=f"r{n}@example.org", channels=["email"])
+    add(paced, name="key account", email="k@example.org", channels=["email"], tier=5)
+    incident_id = open_incident(paced)
+    lines = [
+        line for line in reports.deliveries(paced.store, incident_id) if line.channel == "email"
+    ]
+    first = min(lines, key=lambda line: line.id)
+    assert first.subscriber == "key account"

@@ -217,3 +217,12 @@ def test_export_json_and_csv_round_trips_through_import(client: TestClient, tmp_
         client.get("/api/subscribers/export", params={"format": "xml"}, headers=AUTH).status_code
         == 422
     )
+
+
+def test_a_name_with_control_characters_is_refused_not_a_server_error(client: TestClient) -> None:
+    answer = client.post(
+        "/api/subscribers",
+        json={"name": "Eve\u0000", "email": "eve@example.org", "channels": ["email"]},
+    )
+    assert answer.status_code == 422
+    assert "name" in answer.text
