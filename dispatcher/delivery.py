@@ -33,7 +33,6 @@ from datetime import timedelta
 from typing import TypeVar
 
 from sqlalchemy import and_, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
@@ -54,7 +53,15 @@ from dispatcher.render import (
     shared_key,
 )
 from dispatcher.settings import Settings
-from dispatcher.store import Delivery, Incident, Store, Subscriber, Update, utcnow
+from dispatcher.store import (
+    Delivery,
+    Incident,
+    Store,
+    Subscriber,
+    Update,
+    insert_ignoring_duplicates,
+    utcnow,
+)
 from dispatcher.suppressions import Address, suppress, suppressed
 
 log = logging.getLogger(__name__)
@@ -589,10 +596,8 @@ def fall_back(
     if channel is None:
         return None
     now = utcnow()
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     created: int | None = session.scalar(
-        insert(Delivery)
+        insert_ignoring_duplicates(session, Delivery)
         .values(
             update_id=delivery.update_id,
             subscriber_id=subscriber.id,
@@ -605,7 +610,6 @@ def fall_back(
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing()
         .returning(Delivery.id)
     )
     if created is not None:

@@ -20,14 +20,21 @@ from typing import Any
 
 from more_itertools import chunked
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dispatcher.audience import recipients
 from dispatcher.models import Audience, DeliveryStatus
 from dispatcher.pacing import Pacing, carries, update_kind
 from dispatcher.registry import ChannelRegistry
-from dispatcher.store import PUBLIC_RECIPIENT, Delivery, Incident, Store, Update, utcnow
+from dispatcher.store import (
+    PUBLIC_RECIPIENT,
+    Delivery,
+    Incident,
+    Store,
+    Update,
+    insert_ignoring_duplicates,
+    utcnow,
+)
 
 INSERT_CHUNK = 1000
 BROADCAST_PRIORITY = 100  # the public post goes out before the first subscriber message
@@ -56,7 +63,7 @@ def fan_out(
             rows = _rows(reader, incident, update_row, registry)
             for number, chunk in enumerate(chunked(rows, INSERT_CHUNK)):
                 with store.session() as writer:
-                    written = _insert_deliveries(writer, store.dialect, chunk)
+                    written = _insert_deliveries(writer, chunk)
                 complete = complete and len(written) == len(chunk)
                 yield from batches.add(written, flush_all=number == 0)
             yield from batches.flush()
@@ -177,14 +184,13 @@ def _row(
     }
 
 
-def _insert_deliveries(session: Session, dialect: str, rows: list[dict[str, Any]]) -> list[Written]:
+def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> list[Written]:
     """Insert one chunk in one statement, skipping rows whose delivery key already exists;
     returns the rows actually written."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     result = session.execute(
-        insert(Delivery)
-        .on_conflict_do_nothing()
-        .returning(Delivery.id, Delivery.channel, Delivery.priority),
+        insert_ignoring_duplicates(session, Delivery).returning(
+            Delivery.id, Delivery.channel, Delivery.priority
+        ),
         rows,
     )
     return [(row[0], row[1], row[2]) for row in result]

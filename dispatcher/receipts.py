@@ -27,13 +27,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dispatcher.delivery import fall_back
 from dispatcher.models import DeliveryStatus, SuppressionReason
 from dispatcher.registry import ChannelRegistry
-from dispatcher.store import Delivery, Receipt, Store, Subscriber, utcnow
+from dispatcher.store import (
+    Delivery,
+    Receipt,
+    Store,
+    Subscriber,
+    insert_ignoring_duplicates,
+    utcnow,
+)
 from dispatcher.suppressions import suppress
 
 log = logging.getLogger(__name__)
@@ -244,10 +250,8 @@ def _find(session: Session, event: ProviderEvent) -> Delivery | None:
 
 def _store_once(session: Session, event: ProviderEvent, delivery: Delivery | None) -> bool:
     """Store the event under the provider's id; False when it was stored before."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stored = session.scalar(
-        insert(Receipt)
+        insert_ignoring_duplicates(session, Receipt)
         .values(
             provider=event.provider,
             event_id=event.event_id,
@@ -256,7 +260,6 @@ def _store_once(session: Session, event: ProviderEvent, delivery: Delivery | Non
             status=event.status.value,
             received_at=utcnow(),
         )
-        .on_conflict_do_nothing()
         .returning(Receipt.id)
     )
     return stored is not None

@@ -29,6 +29,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy import Enum as SAEnum
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -276,6 +277,14 @@ class InstanceSecret(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
+
+
+def insert_ignoring_duplicates(session: Session, table: type[Base]) -> Any:
+    """An INSERT … ON CONFLICT DO NOTHING for the session's database (SQLite or PostgreSQL):
+    how every idempotent write here (deliveries, fallbacks, receipts, suppressions) is made."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing()
 
 
 def _normalise_url(url: str) -> str:

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.models import SuppressionReason
-from dispatcher.store import Suppression
+from dispatcher.store import Suppression, insert_ignoring_duplicates
 
 Address = tuple[str, str]  # (address field: email/phone/webhook, the address)
 
@@ -29,12 +28,10 @@ def suppress(
     subscriber_id: int | None = None,
 ) -> None:
     """Idempotent: suppressing an address twice keeps the first reason."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(
-        insert(Suppression)
-        .values(kind=kind, address=address, reason=reason)
-        .on_conflict_do_nothing()
+        insert_ignoring_duplicates(session, Suppression).values(
+            kind=kind, address=address, reason=reason
+        )
     )
     record(session, actor, f"suppressed:{reason}", subscriber_id=subscriber_id, kind=kind)
 
