@@ -49,7 +49,9 @@ def test_provider_words_map_to_ours_with_unknown_as_the_fallback() -> None:
         receipts.sendgrid_events({"event": "delivered"})
 
 
-def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
+def _sent(pipeline: Pipeline, channels: list[str]) -> tuple[int, Delivery]:
+    """One subscriber with a phone and an email, told on the first of `channels`: the incident
+    and that first delivery."""
     subscribers.add(
         pipeline.store,
         pipeline.registry,
@@ -57,7 +59,7 @@ def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
             name="a",
             phone="+14155550100",
             email="a@example.org",
-            channels=["sms", "email"],
+            channels=channels,
             confirmed=True,
         ),
     )
@@ -67,8 +69,12 @@ def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
     pipeline.queue.fan_out(posted.update_id)
     pipeline.drain()
     with pipeline.store.session() as session:
-        sms = session.scalars(select(Delivery).where(Delivery.channel == "sms")).one()
-    return posted.incident_id, sms
+        first = session.scalars(select(Delivery).where(Delivery.channel == channels[0])).one()
+    return posted.incident_id, first
+
+
+def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
+    return _sent(pipeline, ["sms", "email"])
 
 
 def _twilio(sms: Delivery, status: str, token: str) -> receipts.ProviderEvent:
@@ -111,31 +117,14 @@ def test_an_event_for_no_delivery_of_ours_is_kept_and_does_nothing(pipeline: Pip
 
 
 def test_a_hard_bounce_suppresses_the_address_and_falls_back(pipeline: Pipeline) -> None:
-    subscribers.add(
-        pipeline.store,
-        pipeline.registry,
-        SubscriberIn(
-            name="b",
-            phone="+14155550101",
-            email="b@example.org",
-            channels=["email", "sms"],
-            confirmed=True,
-        ),
-    )
-    posted = incidents.open_incident(
-        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
-    )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain()
-    with pipeline.store.session() as session:
-        email_id = session.scalars(select(Delivery.id).where(Delivery.channel == "email")).one()
+    _, email = _sent(pipeline, ["email", "sms"])
     [bounce] = receipts.sendgrid_events(
         [
             {
                 "event": "bounce",
                 "sg_event_id": "x1",
-                "email": "b@example.org",
-                "delivery_id": email_id,
+                "email": "a@example.org",
+                "delivery_id": email.id,
             }
         ]
     )
@@ -145,7 +134,7 @@ def test_a_hard_bounce_suppresses_the_address_and_falls_back(pipeline: Pipeline)
         suppressed = session.scalars(select(Suppression)).one()
         assert (suppressed.kind, suppressed.address, suppressed.reason) == (
             "email",
-            "b@example.org",
+            "a@example.org",
             "bounce",
         )
 
