@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import text
 
+from dispatcher import incidents, reports, subscribers
+from dispatcher.models import IncidentIn, Severity, SubscriberIn
 from dispatcher.pipeline import Pipeline
 from dispatcher.sandbox import Sandbox
 from dispatcher.settings import Settings, get_settings
@@ -138,3 +141,31 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
     running = Pipeline(settings)
     yield running
     running.close()
+
+
+def tell_one_subscriber(pipeline: Pipeline, channels: list[str]) -> int:
+    """One subscriber (a phone and an email, `channels` in that order) told of one incident,
+    every delivery final; the incident's id."""
+    subscribers.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(
+            name="a",
+            phone="+14155550100",
+            email="a@example.org",
+            channels=channels,
+            confirmed=True,
+        ),
+    )
+    posted = incidents.open_incident(
+        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
+    )
+    pipeline.fan_out(posted.update_id)
+    pipeline.drain(wait_s=5)
+    deadline = time.monotonic() + 10  # the app's runner thread may hold some of the sends
+    while not all(
+        x.status.is_final for x in reports.deliveries(pipeline.store, posted.incident_id)
+    ):
+        assert time.monotonic() < deadline, "the deliveries did not settle"
+        time.sleep(0.05)
+    return posted.incident_id

@@ -19,47 +19,21 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from dispatcher import incidents, reports, sandbox_receipts, subscribers
-from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
+from dispatcher import reports, sandbox_receipts
+from dispatcher.models import DeliveryStatus
 from dispatcher.pipeline import Pipeline
 from dispatcher.sandbox import Sandbox
 from dispatcher.sandbox_receipts import SignedRequest
 from dispatcher.settings import Settings
 from dispatcher.store import Receipt, Suppression
 from dispatcher.web.app import create_app
+from tests.conftest import tell_one_subscriber
 
 EVENTS_PATH = "/callbacks/sendgrid/events"
 
 
 def post(client: TestClient, request: SignedRequest) -> int:
     return client.post(request.path, content=request.body, headers=request.headers).status_code
-
-
-def deliver(pipeline: Pipeline, channels: list[str]) -> int:
-    """One subscriber told of one incident; the incident's id."""
-    subscribers.add(
-        pipeline.store,
-        pipeline.registry,
-        SubscriberIn(
-            name="a",
-            phone="+14155550100",
-            email="a@example.org",
-            channels=channels,
-            confirmed=True,
-        ),
-    )
-    posted = incidents.open_incident(
-        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
-    )
-    pipeline.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
-    deadline = time.monotonic() + 10  # the app's runner thread may hold some of the sends
-    while not all(
-        x.status.is_final for x in reports.deliveries(pipeline.store, posted.incident_id)
-    ):
-        assert time.monotonic() < deadline, "the deliveries did not settle"
-        time.sleep(0.05)
-    return posted.incident_id
 
 
 def status_of(pipeline: Pipeline, incident_id: int, channel: str) -> DeliveryStatus:
@@ -84,7 +58,7 @@ def test_a_twilio_status_callback_marks_the_sms_delivered(
     client: TestClient, sandbox: Sandbox
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    incident_id = deliver(pipeline, ["sms"])
+    incident_id = tell_one_subscriber(pipeline, ["sms"])
     [sms] = sandbox.messages("sms")
     assert sms["meta"]["status_callback"].startswith(
         f"{pipeline.settings.public_url}/callbacks/twilio/status?delivery_id="
@@ -102,7 +76,7 @@ def test_a_twilio_callback_that_does_not_verify_is_refused_and_changes_nothing(
     client: TestClient, sandbox: Sandbox, tamper: str
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    incident_id = deliver(pipeline, ["sms", "email"])
+    incident_id = tell_one_subscriber(pipeline, ["sms", "email"])
     signed = sandbox_receipts.twilio_status(sandbox, "+14155550100", "undelivered")
     headers, body, path = dict(signed.headers), signed.body, signed.path
     if tamper == "status":
@@ -122,7 +96,7 @@ def test_a_sendgrid_bounce_suppresses_the_address_and_sends_on_the_next_channel(
     client: TestClient, sandbox: Sandbox
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    incident_id = deliver(pipeline, ["email", "sms"])
+    incident_id = tell_one_subscriber(pipeline, ["email", "sms"])
     bounce = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
 
     assert post(client, bounce) == 204
@@ -144,7 +118,7 @@ def test_spam_reports_and_unsubscribes_suppress_the_address(
     client: TestClient, sandbox: Sandbox, event: str, reason: str
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    incident_id = deliver(pipeline, ["email", "sms"])
+    incident_id = tell_one_subscriber(pipeline, ["email", "sms"])
     signed = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", event)
     assert post(client, signed) == 204
     with pipeline.store.session() as session:
@@ -156,7 +130,7 @@ def test_sendgrid_events_that_do_not_verify_are_refused(
     client: TestClient, sandbox: Sandbox
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    deliver(pipeline, ["email"])
+    tell_one_subscriber(pipeline, ["email"])
     signed = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "delivered")
     forged = signed.body.replace(b"delivered", b"bounce")
     assert client.post(EVENTS_PATH, content=forged, headers=signed.headers).status_code == 403
@@ -175,7 +149,7 @@ def test_sendgrid_events_are_checked_against_the_configured_key(
     settings = web_settings.model_copy(update={"sendgrid_event_public_key": key.decode()})
     with TestClient(create_app(settings)) as client:
         pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-        deliver(pipeline, ["email"])
+        tell_one_subscriber(pipeline, ["email"])
         signed = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
         assert post(client, signed) == 403, "signed by the sandbox, not by the configured key"
         assert stored_receipts(pipeline) == 0
@@ -217,7 +191,7 @@ def test_the_sandbox_posts_receipts_that_the_served_app_verifies(
     served: tuple[str, Pipeline], sandbox: Sandbox
 ) -> None:
     base_url, pipeline = served
-    incident_id = deliver(pipeline, ["sms", "email"])
+    incident_id = tell_one_subscriber(pipeline, ["sms", "email"])
     answer = httpx.post(
         f"{sandbox.url}/sandbox/receipts",
         json={"channel": "sms", "to": "+14155550100", "status": "undelivered", "error_code": 30003},

@@ -9,13 +9,14 @@ import pytest
 from sqlalchemy import select, update
 
 from channels.base import Outcome
-from dispatcher import delivery, incidents, receipts, reports, subscribers
-from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
+from dispatcher import delivery, receipts, reports
+from dispatcher.models import DeliveryStatus
 from dispatcher.pipeline import Pipeline
 from dispatcher.receipts import ReceiptStatus
 from dispatcher.sandbox import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Receipt, Suppression, utcnow
+from tests.conftest import tell_one_subscriber
 
 
 def test_provider_words_map_to_ours_with_unknown_as_the_fallback() -> None:
@@ -50,27 +51,11 @@ def test_provider_words_map_to_ours_with_unknown_as_the_fallback() -> None:
 
 
 def _sent(pipeline: Pipeline, channels: list[str]) -> tuple[int, Delivery]:
-    """One subscriber with a phone and an email, told on the first of `channels`: the incident
-    and that first delivery."""
-    subscribers.add(
-        pipeline.store,
-        pipeline.registry,
-        SubscriberIn(
-            name="a",
-            phone="+14155550100",
-            email="a@example.org",
-            channels=channels,
-            confirmed=True,
-        ),
-    )
-    posted = incidents.open_incident(
-        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
-    )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain()
+    """The incident and the delivery on the first of `channels`."""
+    incident_id = tell_one_subscriber(pipeline, channels)
     with pipeline.store.session() as session:
         first = session.scalars(select(Delivery).where(Delivery.channel == channels[0])).one()
-    return posted.incident_id, first
+    return incident_id, first
 
 
 def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
