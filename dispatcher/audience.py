@@ -29,11 +29,17 @@ from dispatcher.suppressions import Address, all_suppressed
 STREAM_CHUNK = 1000
 
 
-class SubscriberFields(Protocol):
-    """What the audience rules read of a subscriber: an ORM object or a plain row."""
+class Preferences(Protocol):
+    """What choosing a subscriber's channel reads of them (and their addresses, by the adapter's
+    `address_field`): an ORM object, a plain row, or a claimed delivery's subscriber."""
 
     @property
     def channels(self) -> Sequence[str]: ...
+
+
+class SubscriberFields(Preferences, Protocol):
+    """What the audience rules read of a subscriber: an ORM object or a plain row."""
+
     @property
     def components(self) -> Sequence[str]: ...
     @property
@@ -87,7 +93,7 @@ def concerns(subscriber: SubscriberFields, incident: Incident) -> bool:
 
 
 def next_channel(
-    subscriber: SubscriberFields,
+    subscriber: Preferences,
     registry: ChannelRegistry,
     after: str | None = None,
     blocked: Collection[Address] = (),
@@ -146,7 +152,8 @@ def recipients(
         query = query.where(Subscriber.internal.is_(True))
     elif audience is Audience.NOTIFIED:
         query = query.where(Subscriber.id.in_(_notified(incident)))
-    for row in session.execute(query):
+    # On the session's connection, as Core: plain rows, without the ORM's per-row handling.
+    for row in session.connection().execute(query):
         if audience is Audience.EVERYONE and not concerns(row, incident):
             continue
         # The team hears of every update, whatever the channels' cadence.

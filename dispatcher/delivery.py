@@ -27,16 +27,16 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
-from dispatcher.audience import address_of, next_channel
+from dispatcher.audience import Preferences, address_of, next_channel
 from dispatcher.guards import Budget, Gate, Guards
 from dispatcher.links import LinkPurpose, Links
 from dispatcher.logs import log_attempt
@@ -107,12 +107,71 @@ LIVE_STATUSES = (
 )
 
 
+class DeliveryKey(Protocol):
+    """What `fall_back` reads of the delivery it replaces: an ORM row, or a claimed one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def update_id(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+
+
+class Person(Preferences, Protocol):
+    """What `fall_back` reads of a subscriber (and `address_of` their addresses): an ORM row,
+    or a claimed delivery's."""
+
+    @property
+    def id(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimedDelivery:
+    """The columns of a claimed row that do not change while it is sent (`DeliveryKey`)."""
+
+    id: int
+    update_id: int
+    channel: str
+    recipient: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimedSubscriber:
+    """The subscriber columns sending reads (`Person`, and the address columns by name):
+    plain values, as building an ORM object per recipient cost more than rendering for them."""
+
+    id: int
+    name: str
+    locale: str
+    timezone: str
+    internal: bool
+    channels: list[str]
+    email: str | None
+    phone: str | None
+    webhook_url: str | None
+    webhook_secret: str | None
+    email_confirmed_at: datetime | None
+    phone_confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+
+
+# Selected in the dataclasses' field order, so a row's slice builds one.
+_DELIVERY_COLUMNS = tuple(getattr(Delivery, f.name) for f in fields(_ClaimedDelivery))
+_SUBSCRIBER_COLUMNS = tuple(getattr(Subscriber, f.name) for f in fields(_ClaimedSubscriber))
+
+
 @dataclass(frozen=True)
 class _Claimed:
-    delivery: Delivery
+    delivery: _ClaimedDelivery
     update: Update
     incident: Incident
-    subscriber: Subscriber | None
+    subscriber: _ClaimedSubscriber | None
 
 
 @dataclass(frozen=True)
@@ -160,40 +219,62 @@ def _claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[in
     """Atomically take the rows that are due, or whose holder's lease ran out; such a row that
     its holder had handed to the provider is counted (`lease_expiries`): it may have gone."""
     now = utcnow()
+    claim = (
+        update(Delivery)
+        .where(
+            Delivery.id.in_(list(delivery_ids)),
+            or_(
+                and_(Delivery.status == DeliveryStatus.QUEUED, Delivery.due_at <= now),
+                and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
+            ),
+        )
+        .values(
+            status=DeliveryStatus.SENDING,
+            lease_until=now + timedelta(seconds=lease_s),
+            sends=Delivery.sends + 1,
+            lease_expiries=Delivery.lease_expiries + case((_LOST_IN_FLIGHT, 1), else_=0),
+            in_flight_since=None,
+            updated_at=now,
+        )
+        .returning(Delivery.id)
+    )
     with store.session() as session:
-        claimed = session.scalars(
-            update(Delivery)
-            .where(
-                Delivery.id.in_(list(delivery_ids)),
-                or_(
-                    and_(Delivery.status == DeliveryStatus.QUEUED, Delivery.due_at <= now),
-                    and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
-                ),
-            )
-            .values(
-                status=DeliveryStatus.SENDING,
-                lease_until=now + timedelta(seconds=lease_s),
-                sends=Delivery.sends + 1,
-                lease_expiries=Delivery.lease_expiries + case((_LOST_IN_FLIGHT, 1), else_=0),
-                in_flight_since=None,
-                updated_at=now,
-            )
-            .returning(Delivery.id)
-        ).all()
+        # On the connection, as Core: through the session, the ORM would also look for the rows
+        # among its objects, and a new session holds none.
+        claimed = session.connection().scalars(claim).all()
     return list(claimed)
 
 
 def _load(store: Store, delivery_ids: list[int]) -> list[_Claimed]:
+    """The claimed rows, highest priority first, with what sending them reads: the rows and
+    their subscribers as plain values, and each update (with its incident) loaded once for the
+    batch, which nearly always has a single one."""
+    split = len(_DELIVERY_COLUMNS)
+    query = (
+        select(*_DELIVERY_COLUMNS, *_SUBSCRIBER_COLUMNS)
+        .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
+        .where(Delivery.id.in_(delivery_ids))
+        .order_by(Delivery.priority.desc(), Delivery.id)
+    )
     with store.session() as session:
-        rows = session.execute(
-            select(Delivery, Update, Incident, Subscriber)
-            .join(Update, Delivery.update_id == Update.id)
-            .join(Incident, Update.incident_id == Incident.id)
-            .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
-            .where(Delivery.id.in_(delivery_ids))
-            .order_by(Delivery.priority.desc(), Delivery.id)
-        ).all()
-        return [_Claimed(*row) for row in rows]
+        rows = session.connection().execute(query).all()  # as Core: plain rows
+        updates = {
+            update_row.id: (update_row, incident)
+            for update_row, incident in session.execute(
+                select(Update, Incident)
+                .join(Incident, Update.incident_id == Incident.id)
+                .where(Update.id.in_({row.update_id for row in rows}))
+            )
+        }
+    claimed: list[_Claimed] = []
+    for row in rows:
+        delivery = _ClaimedDelivery(*row[:split])
+        found = updates.get(delivery.update_id)
+        if found is None:  # as the inner join it replaces: never, with the foreign key
+            continue
+        subscriber = _ClaimedSubscriber(*row[split:]) if row[split] is not None else None
+        claimed.append(_Claimed(delivery, found[0], found[1], subscriber))
+    return claimed
 
 
 def _send_chunks(
@@ -219,25 +300,104 @@ def _send_chunks(
             isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
         ) and not context.guards.usable(channel_name)
         with context.store.session() as session:
-            # The chunk's rows in one SELECT, not one `get` (and autoflush) per delivery.
-            ids = [item.delivery.id for item in chunk]
-            rows = {
-                row.id: row for row in session.scalars(select(Delivery).where(Delivery.id.in_(ids)))
-            }
+            rows = _recorded_rows(session, chunk)
             for item in chunk:
                 outcome = outcomes[item.delivery.id]
                 row = rows[item.delivery.id]
                 _record(session, context, row, item, outcome, circuit_open, result)
-                _log(session, context, item, outcome)
+                _log(context, item, row, outcome)
+            _write(session, rows.values())
 
 
-def _log(session: Session, context: _Context, item: _Claimed, outcome: Outcome | Skipped) -> None:
+class _Row:
+    """One delivery row while its outcome is recorded: read fresh when its chunk is answered
+    (`_recorded_rows`), then read and set by `_record` as the ORM object it replaces would be.
+    What is set is kept in `changes` and written for the whole chunk by `_write`: loading ORM
+    objects and flushing one UPDATE per row was most of what recording cost."""
+
+    id: int
+    channel: str
+    status: DeliveryStatus
+    sends: int
+    attempts: int
+    provider_id: str | None
+    last_error: str | None
+    # Only ever set here (reading them before would raise AttributeError):
+    error_reason: FailureReason | None
+    sent_at: datetime | None
+    receipt_due_at: datetime | None
+    due_at: datetime
+    lease_until: datetime | None
+    in_flight_since: datetime | None
+
+    # What `_record` reads of a row, and `_log` reports: columns in the constructor's order.
+    COLUMNS = (
+        Delivery.id,
+        Delivery.channel,
+        Delivery.status,
+        Delivery.sends,
+        Delivery.attempts,
+        Delivery.provider_id,
+        Delivery.last_error,
+    )
+    NAMES = tuple(column.key for column in COLUMNS)
+
+    changes: dict[str, Any]  # column name -> the value to write
+
+    def __init__(self, *values: object) -> None:
+        """A row as read: `COLUMNS`' values, in order (not changes)."""
+        self.__dict__.update(zip(self.NAMES, values, strict=True))
+        self.__dict__["changes"] = {}
+
+    def __setattr__(self, name: str, value: object) -> None:
+        self.changes[name] = value
+        super().__setattr__(name, value)
+
+
+def _recorded_rows(session: Session, chunk: list[_Claimed]) -> dict[int, _Row]:
+    """The chunk's rows as they are now (a receipt may have come, another worker may have taken
+    one back), in one SELECT of the columns recording reads."""
+    ids = [item.delivery.id for item in chunk]
+    query = select(*_Row.COLUMNS).where(Delivery.id.in_(ids))
+    return {row[0]: _Row(*row) for row in session.connection().execute(query)}
+
+
+def _write(session: Session, rows: Iterable[_Row]) -> None:
+    """Write what `_record` set on each row: one executemany UPDATE by primary key per set of
+    columns changed (a chunk mostly has one: all sent), `updated_at` set as the ORM would.
+
+    A row recorded as sent keeps DELIVERED if the provider's receipt was recorded in the
+    meantime, like `_record_sent` does when the receipt came before the row was read: its status
+    and receipt deadline are only written where the row is not delivered by then."""
+    shapes: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = defaultdict(list)
+    for row in sorted(rows, key=lambda row: row.id):  # rows locked in key order, as the ORM does
+        if row.changes:
+            sent = row.changes.get("status") is DeliveryStatus.SENT
+            shapes[(frozenset(row.changes), sent)].append({"row_id": row.id, **row.changes})
+    for (names, sent), parameters in shapes.items():
+        session.execute(_update_statement(names, keep_delivered=sent), parameters)
+
+
+def _update_statement(names: frozenset[str], *, keep_delivered: bool) -> Any:
+    """UPDATE deliveries SET each column of `names` to the parameter of its name
+    WHERE id = `row_id`."""
+    table = Delivery.metadata.tables[Delivery.__tablename__]
+    delivered = table.c.status == DeliveryStatus.DELIVERED
+    values: dict[str, Any] = {}
+    for name in sorted(names):
+        column = table.c[name]
+        value = bindparam(name, type_=column.type)
+        guarded = keep_delivered and name in ("status", "receipt_due_at")
+        values[name] = case((delivered, column), else_=value) if guarded else value
+    return update(table).where(table.c.id == bindparam("row_id")).values(values)
+
+
+def _log(context: _Context, item: _Claimed, recorded: _Row, outcome: Outcome | Skipped) -> None:
     """One structured line per delivery attempt (dispatcher/logs.py masks the address)."""
-    recorded = session.get_one(Delivery, item.delivery.id)  # the identity map's: no query
     field = context.registry.factory(recorded.channel).address_field
     log_attempt(
         incident_id=item.incident.id,
-        update_id=recorded.update_id,
+        update_id=item.delivery.update_id,
         delivery_id=recorded.id,
         channel=recorded.channel,
         status=recorded.status,
@@ -254,7 +414,7 @@ def _mark_in_flight(store: Store, chunk: list[_Claimed]) -> None:
     """From here until its outcome is recorded, a crash leaves it unknown whether the provider
     has the message: mark it, so a reclaim after the lease counts exactly those."""
     with store.session() as session:
-        session.execute(
+        session.connection().execute(  # as Core: the session holds no objects to update
             update(Delivery)
             .where(Delivery.id.in_([item.delivery.id for item in chunk]))
             .values(in_flight_since=utcnow())
@@ -310,7 +470,11 @@ def _send_channel(
 
 def _newest_updates(session: Session, items: list[_Claimed]) -> dict[tuple[int, str], int]:
     """For each (incident, recipient) of the chunk, the newest public update with a live
-    delivery to them: one query per chunk."""
+    delivery to them, where it is newer than the chunk's oldest: one query per chunk.
+
+    Only a newer update can supersede a message, so only those are read: while the chunk's
+    update is the latest (nearly always) the query reads no delivery at all, where reading every
+    live one of the incident for every chunk made a fan-out's cost grow with its square."""
     public = [i for i in items if i.update.audience is Audience.EVERYONE]
     if not public:
         return {}
@@ -318,6 +482,7 @@ def _newest_updates(session: Session, items: list[_Claimed]) -> dict[tuple[int, 
         select(Update.incident_id, Delivery.recipient, func.max(Update.id))
         .join(Update, Delivery.update_id == Update.id)
         .where(
+            Update.id > min(i.update.id for i in public),
             Update.incident_id.in_({i.incident.id for i in public}),
             Delivery.recipient.in_({i.delivery.recipient for i in public}),
             Update.audience == Audience.EVERYONE,
@@ -469,13 +634,13 @@ def update_view(update_row: Update, incident: Incident, *, internal: bool = Fals
 def _record(
     session: Session,
     context: _Context,
-    delivery: Delivery,
+    delivery: _Row,
     item: _Claimed,
     outcome: Outcome | Skipped,
     circuit_open: bool,
     result: SendResult,
 ) -> None:
-    """Write one outcome onto `delivery` (the row, loaded in `session`)."""
+    """Write one outcome onto `delivery` (the row as read, written by `_write`)."""
     delivery.lease_until = None
     delivery.in_flight_since = None
     if isinstance(outcome, Skipped):
@@ -509,7 +674,7 @@ def _record(
         delivery.status = DeliveryStatus.FAILED
 
 
-def _record_sent(delivery: Delivery, outcome: Outcome, settings: Settings) -> None:
+def _record_sent(delivery: Delivery | _Row, outcome: Outcome, settings: Settings) -> None:
     now = utcnow()
     delivery.provider_id = outcome.provider_id
     delivery.sent_at = now
@@ -549,7 +714,7 @@ def _backoff(settings: Settings, sends: int, retry_after_s: float | None) -> flo
 def _divert(
     session: Session,
     context: _Context,
-    delivery: Delivery,
+    delivery: Delivery | _Row,
     item: _Claimed,
     result: SendResult,
     reason: str | None = None,
@@ -557,7 +722,7 @@ def _divert(
     """Mark `delivery` fell back and queue its fallback, if the subscriber has a working next
     channel; False (nothing changed) when there is none."""
     fallback_id = fall_back(
-        session, context.registry, delivery, item.subscriber, context.guards.usable
+        session, context.registry, item.delivery, item.subscriber, context.guards.usable
     )
     if fallback_id is None:
         return False
@@ -575,8 +740,8 @@ def _any_channel(_: str) -> bool:
 def fall_back(
     session: Session,
     registry: ChannelRegistry,
-    delivery: Delivery,
-    subscriber: Subscriber | None,
+    delivery: DeliveryKey,
+    subscriber: Person | None,
     usable: Callable[[str], bool] = _any_channel,
 ) -> int | None:
     """Queue the update on the subscriber's next channel that is `usable` (its provider's

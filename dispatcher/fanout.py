@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from more_itertools import chunked
@@ -137,6 +138,7 @@ def _rows(
         hourly_cap=settings.hourly_cap,
     )
 
+    @cache  # asked for each subscriber's channels in turn; the answer is one per channel
     def channel_carries(channel: str) -> bool:
         return carries(settings.cadence, channel, kind)
 
@@ -186,8 +188,9 @@ def _row(
 
 def _insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> list[Written]:
     """Insert one chunk in one statement, skipping rows whose delivery key already exists;
-    returns the rows actually written."""
-    result = session.execute(
+    returns the rows actually written. On the session's connection, as Core: the ORM's bulk
+    INSERT would process every row again for objects nobody builds."""
+    result = session.connection().execute(
         insert_ignoring_duplicates(session, Delivery).returning(
             Delivery.id, Delivery.channel, Delivery.priority
         ),

@@ -162,6 +162,7 @@ def setup_logging(level: int | str = logging.INFO, *, json_lines: bool | None = 
     root.setLevel(level.upper() if isinstance(level, str) else level)
 
 
+_attempts = logging.getLogger(ATTEMPT_LOGGER)
 _OUTCOMES = {DeliveryStatus.QUEUED: "retry"}  # queued again after a failure: a retry is due
 _WARN = frozenset({DeliveryStatus.FAILED, DeliveryStatus.FELL_BACK})
 
@@ -181,7 +182,11 @@ def log_attempt(
     error: str | None = None,
 ) -> None:
     """One line for one delivery's send: where it stands after it (`status`; queued means a
-    retry is due), to whom (masked), with the provider's id and how long the provider took."""
+    retry is due), to whom (masked), with the provider's id and how long the provider took.
+    Nothing is built when the line would be dropped (a worker logging at WARNING)."""
+    level = logging.WARNING if status in _WARN else logging.INFO
+    if not _attempts.isEnabledFor(level):
+        return
     outcome = _OUTCOMES.get(status, str(status))
     fields: dict[str, Any] = {
         "event": "delivery_attempt",
@@ -204,8 +209,4 @@ def log_attempt(
         f" (incident {incident_id}, update {update_id}"
         f"{f', provider id {provider_id}' if provider_id else ''}){why}"
     )
-    logging.getLogger(ATTEMPT_LOGGER).log(
-        logging.WARNING if status in _WARN else logging.INFO,
-        message,
-        extra={FIELDS_ATTRIBUTE: fields},
-    )
+    _attempts.log(level, message, extra={FIELDS_ATTRIBUTE: fields})
