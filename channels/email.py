@@ -92,7 +92,7 @@ class EmailChannel(Channel):
     def _send_group(self, messages: list[Message]) -> list[Outcome]:
         """Send messages sharing one content in one request, retrying it as a whole."""
         if len(messages) == 1:
-            return [self._send_with_retries(messages[0])]
+            return Channel.send(self, messages)
         attempts = 0
         started = time.monotonic()
         try:

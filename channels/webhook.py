@@ -1,4 +1,4 @@
-"""Signed JSON webhooks to subscribers' own endpoints, with a pooled httpx client.
+"""Signed JSON webhooks to subscribers' own endpoints, with a pooled aiohttp session.
 
 Every delivery is signed (rule of the house: never send unsigned). The scheme is Stripe's:
 `X-Outage-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, so a receiver can reject
@@ -17,8 +17,9 @@ import time
 from typing import Self
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
+from channels import aio
 from channels.base import (
     Channel,
     Limits,
@@ -83,30 +84,25 @@ class WebhookChannel(Channel):
 
     def __init__(
         self,
-        client: httpx.Client,
+        session: aio.LoopSession,
         retry: RetryPolicy,
         concurrency: int = 8,
         sandbox_url: str | None = None,
     ) -> None:
         super().__init__(retry, concurrency)
-        self._client = client
+        self._session = session
         self._sandbox_url = sandbox_url
 
     @classmethod
     def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
-        """One pooled client per adapter, no redirects (a redirect could leak the payload)."""
-        client = httpx.Client(
-            timeout=settings.provider_timeout_s,
-            limits=httpx.Limits(
-                max_connections=settings.send_concurrency,
-                max_keepalive_connections=settings.send_concurrency,
-            ),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
+        """One pooled session per adapter (redirects are refused per request: a redirect could
+        leak the payload)."""
+        session = aio.LoopSession(
+            settings.send_concurrency, settings.provider_timeout_s, {"User-Agent": USER_AGENT}
         )
-        return cls(client, retry, settings.send_concurrency, sandbox_base(settings))
+        return cls(session, retry, settings.send_concurrency, sandbox_base(settings))
 
-    def send_one(self, message: Message) -> str:
+    async def send_one_async(self, message: Message) -> str:
         """Deliver one signed POST; the id is the receiver's X-Request-Id, if it gives one."""
         if not message.secret:
             raise PermanentError(self.name, "no signing secret: refusing to send unsigned")
@@ -118,34 +114,39 @@ class WebhookChannel(Channel):
             DELIVERY_HEADER: str(message.key),
         }
         try:
-            response = self._client.post(self._target(message.to), content=body, headers=headers)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            async with self._session.get().post(
+                self._target(message.to), data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                text = await response.text(errors="replace")
+                answer_headers = response.headers
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             raise PermanentError(self.name, "not an http(s) URL") from exc
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise TransientError(
                 self.name,
                 "the endpoint did not answer in time",
                 failure_reason=FailureReason.TIMEOUT,
             ) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             reason = f"could not reach the endpoint ({type(exc).__name__})"
             raise TransientError(self.name, reason) from exc
-        if response.is_success:
-            return response.headers.get("X-Request-Id") or f"http-{response.status_code}"
-        if response.status_code == 410:
+        if 200 <= status < 300:
+            return answer_headers.get("X-Request-Id") or f"http-{status}"
+        if status == 410:
             raise PermanentError(
                 self.name,
                 "endpoint gone",
                 status_code=410,
-                response_excerpt=response.text,
+                response_excerpt=text,
                 suppress=SuppressionReason.GONE,
             )
         raise error_for_status(
             self.name,
-            response.status_code,
+            status,
             "the endpoint refused the delivery",
-            response_excerpt=response.text,
-            retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+            response_excerpt=text,
+            retry_after_s=parse_retry_after(answer_headers.get("Retry-After")),
         )
 
     def _target(self, url: str) -> str:
@@ -160,4 +161,4 @@ class WebhookChannel(Channel):
         return f"{self._sandbox_url}/hooks/{host}{parts.path or '/'}{query}"
 
     def close(self) -> None:
-        self._client.close()
+        self._session.close()

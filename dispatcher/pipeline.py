@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +27,11 @@ from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Store, Update, utcnow
 
 log = logging.getLogger(__name__)
+
+# Batches in progress at once in the embedded loop: while one waits for its provider's answers,
+# the next claims, renders and records in the database (one process, so they take turns on the
+# CPU; what overlaps is the providers' round trip).
+SEND_LANES = 2
 
 
 @dataclass(frozen=True)
@@ -113,23 +120,36 @@ class Pipeline:
         if not isinstance(self.queue, EmbeddedQueue):
             return
         deadline = time.monotonic() + wait_s
-        while True:
-            while self.queue.jobs:
-                kind, arg = self.queue.jobs.popleft()
-                if kind == "fan_out":
-                    # In-process, each batch is sent as soon as its rows are written (through a
-                    # broker, workers take them as they come): the first message does not wait
-                    # for the last row of a large audience.
-                    size = self.settings.batch_size
-                    for batch in fanout.fan_out(self.store, self.registry, arg, size):  # type: ignore[arg-type]
-                        self.send(batch)
-                else:
-                    self.send(arg)  # type: ignore[arg-type]
-            next_due = self.next_due_in_s()
-            if next_due is None or time.monotonic() + next_due > deadline:
-                return
-            time.sleep(max(0.0, next_due))
-            self.sweep(stale_s=0)
+        with ThreadPoolExecutor(SEND_LANES, thread_name_prefix="send-batch") as lanes:
+            while True:
+                self._run_jobs(self.queue, lanes)
+                next_due = self.next_due_in_s()
+                if next_due is None or time.monotonic() + next_due > deadline:
+                    return
+                time.sleep(max(0.0, next_due))
+                self.sweep(stale_s=0)
+
+    def _run_jobs(self, queue: EmbeddedQueue, lanes: ThreadPoolExecutor) -> None:
+        """Send every queued batch, SEND_LANES at a time, until no job is left (a batch's
+        fallbacks and retries are queued by it as it ends)."""
+        sending: deque[Future[delivery.SendResult]] = deque()
+        while queue.jobs or sending:
+            if not queue.jobs:
+                sending.popleft().result()  # its fallbacks may be new jobs
+                continue
+            kind, arg = queue.jobs.popleft()
+            # In-process, each batch is sent as soon as its rows are written (through a broker,
+            # workers take them as they come): the first message does not wait for the last row
+            # of a large audience.
+            batches = (
+                fanout.fan_out(self.store, self.registry, arg, self.settings.batch_size)  # type: ignore[arg-type]
+                if kind == "fan_out"
+                else [arg]
+            )
+            for batch in batches:
+                if len(sending) >= SEND_LANES:
+                    sending.popleft().result()
+                sending.append(lanes.submit(self.send, batch))  # type: ignore[arg-type]
 
     def next_due_in_s(self) -> float | None:
         """Seconds until the earliest queued delivery is due; None when nothing is queued."""
