@@ -8,10 +8,11 @@
 One run: write N subscribers (bench/population.py), start the provider sandbox in its own process
 with a per-request latency standing in for a real provider's round trip, then on that sandbox and
 those subscribers, one after the other: ours (open a critical incident; the clock stops when
-every delivery row is final), the bare-client ceiling, Apprise (webhook subscribers) and the
-naive one-task-per-message design (on a sample when N is large: its rate is comparable, its
-totals are extrapolated). Per-delivery latencies are the sandbox's acceptance times, one clock
-for every design. Prints one table; `--json` writes the same figures, `--plot` a timeline.
+every delivery row is final), the bare-client ceiling, Apprise (the webhook subscribers; and
+ours again on exactly those, `ours-webhooks`) and the naive one-task-per-message design (on a
+sample when N is large: its rate is comparable, its totals are extrapolated). Per-delivery
+latencies are the sandbox's acceptance times, one clock for every design. Prints one table;
+`--json` writes the same figures, `--plot` a timeline.
 
 Figures, never pass/fail: this machine is shared and noisy, so compare the ratios of one run.
 """
@@ -188,12 +189,47 @@ def run_naive(
     return measured("naive", sandbox, run, len(indices), scratch, note, scale=args.n / len(indices))
 
 
-def prepare_database(url: str | None, scratch: Path) -> str:
+def run_ours(
+    args: argparse.Namespace,
+    sandbox: SandboxProcess,
+    database: str,
+    broker: str,
+    scratch: Path,
+    name: str,
+    expected: int,
+    settings: dict[str, Any] | None = None,
+) -> Result:
+    """Our dispatcher on `database`'s subscribers: embedded, or `--workers` Celery workers."""
+    sandbox.clear()
+    config = ours.OursConfig(
+        database_url=database,
+        sandbox_url=sandbox.url,
+        broker_url=broker if args.workers else "embedded",
+        send_concurrency=args.concurrency,
+        extra={**settings_arguments(args), **(settings or {})},
+    )
+    if args.workers:
+        run = ours.with_workers(config, args.workers, expected, ROOT, scratch / name)
+    else:
+        run = alternatives.run_in_child(ours.embedded, config)
+    delivered = sum(run["statuses"].values())
+    note = " ".join(f"{k}={v}" for k, v in sorted(run["statuses"].items()))
+    result = measured(name, sandbox, run, delivered, scratch, note)
+    print(f"{name}: {result.per_s:,.0f}/s ({note})", flush=True)
+    return result
+
+
+def settings_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """`--set name=JSON` as Settings fields."""
+    return {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
+
+
+def prepare_database(url: str | None, scratch: Path, name: str = "bench") -> str:
     """A fresh schema: a new SQLite file, or a PostgreSQL database whose name says bench."""
     from dispatcher.store import Base, make_engine
 
     if url is None:
-        return f"sqlite:///{scratch / 'bench.sqlite3'}"
+        return f"sqlite:///{scratch / (name + '.sqlite3')}"
     if "bench" not in url.rsplit("/", 1)[-1]:
         raise SystemExit("--database: use a database whose name contains 'bench' (it is wiped)")
     engine = make_engine(url)
@@ -220,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if skip - set(SKIPPABLE):
         parser.error(f"--skip takes {', '.join(SKIPPABLE)}")
     broker = args.broker or DEFAULT_REDIS
-    extra = {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
+    extra = settings_arguments(args)
 
     from dispatcher.store import Store
 
@@ -240,21 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sandbox = SandboxProcess(args.latency_ms, ROOT)
         try:
             expected = args.n + 1  # and the public post
-            config = ours.OursConfig(
-                database_url=database,
-                sandbox_url=sandbox.url,
-                broker_url=broker if args.workers else "embedded",
-                send_concurrency=args.concurrency,
-                extra=extra,
-            )
-            if args.workers:
-                run = ours.with_workers(config, args.workers, expected, ROOT, scratch / "ours")
-            else:
-                run = alternatives.run_in_child(ours.embedded, config)
-            delivered = sum(run["statuses"].values())
-            note = " ".join(f"{k}={v}" for k, v in sorted(run["statuses"].items()))
-            results["ours"] = measured("ours", sandbox, run, delivered, scratch, note)
-            print(f"ours: {results['ours'].per_s:,.0f}/s ({note})", flush=True)
+            results["ours"] = run_ours(args, sandbox, database, broker, scratch, "ours", expected)
             concurrency = args.concurrency * max(1, args.workers)
             texts = sample_texts(sandbox.url)
             if "ceiling" not in skip:
@@ -268,6 +290,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results["ceiling"] = measured("ceiling", sandbox, run, expected, scratch, note)
                 print(f"ceiling: {results['ceiling'].per_s:,.0f}/s", flush=True)
             if "apprise" not in skip:
+                # Ours again on exactly Apprise's audience: the webhook subscribers alone.
+                database = prepare_database(args.database, scratch, "webhooks")
+                store = Store(database)
+                populate(store, args.n, first_channel="webhook")
+                store.close()
+                results["ours-webhooks"] = run_ours(
+                    args,
+                    sandbox,
+                    database,
+                    broker,
+                    scratch,
+                    "ours-webhooks",
+                    channel_counts(args.n)["webhook"],
+                    {"broadcast": []},  # no public post: Apprise makes none
+                )
                 sandbox.clear()
                 run = alternatives.run_in_child(
                     alternatives.apprise_run, sandbox.url, args.n, concurrency, texts["webhook"]
@@ -302,6 +339,11 @@ def report(
     """Print the table and return the JSON figures (the required keys at the top level)."""
     mode = "embedded" if not args.workers else f"{args.workers} workers on {args.broker or 'redis'}"
     ours_result = results["ours"]
+
+    def mine(name: str) -> Result:
+        """Ours on the audience `name` was given: Apprise had the webhook subscribers alone."""
+        return results.get("ours-webhooks", ours_result) if name == "apprise" else ours_result
+
     print()
     print(
         f"fan-out of one critical incident to {args.n:,} subscribers "
@@ -313,22 +355,25 @@ def report(
         " defaults are sms 30/s, email 1,000/s)" + (f"; settings {extra}" if extra else "")
     )
     header = (
-        f"{'design':<9}{'deliveries':>11}{'per s':>9}{'first s':>9}{'p50 s':>8}{'p99 s':>8}"
+        f"{'design':<14}{'deliveries':>11}{'per s':>9}{'first s':>9}{'p50 s':>8}{'p99 s':>8}"
         f"{'last s':>9}{'requests':>10}{'peak MB':>9}  ratio  note"
     )
     print(header)
     print("-" * len(header))
     for name, result in results.items():
-        ratio = ours_result.per_s / result.per_s if result.per_s else float("nan")
+        ratio = mine(name).per_s / result.per_s if result.per_s else float("nan")
         peak = max(result.peak_rss_mb.values(), default=0.0)
         print(
-            f"{name:<9}{result.deliveries:>11,}{result.per_s:>9,.0f}"
+            f"{name:<14}{result.deliveries:>11,}{result.per_s:>9,.0f}"
             f"{result.offsets[0] if result.offsets else float('nan'):>9.3f}"
             f"{result.quantile(0.5):>8.2f}{result.quantile(0.99):>8.2f}{result.wall_s:>9.2f}"
             f"{result.requests:>10,}{peak:>9.0f}  "
-            f"{'' if name == 'ours' else f'{ratio:5.1f}x'}  {result.note}"
+            f"{'' if name.startswith('ours') else f'{ratio:5.1f}x'}  {result.note}"
         )
-    print(f"(ratio: ours per s / theirs per s; the sandbox process peaked at {sandbox_rss:.0f} MB)")
+    print(
+        "(ratio: ours per s / theirs per s, Apprise's against ours-webhooks, the same audience;"
+        f" the sandbox process peaked at {sandbox_rss:.0f} MB)"
+    )
 
     def rate(name: str) -> float | None:
         return round(results[name].per_s, 1) if name in results else None
@@ -349,9 +394,9 @@ def report(
         "peak_rss_mb": ours_result.row()["peak_rss_mb"],
         "provider_requests": ours_result.requests,
         "ratios": {
-            f"ours_to_{name}": round(ours_result.per_s / r.per_s, 2)
+            f"{mine(name).name.replace('-', '_')}_to_{name}": round(mine(name).per_s / r.per_s, 2)
             for name, r in results.items()
-            if name != "ours" and r.per_s
+            if not name.startswith("ours") and r.per_s
         },
         "designs": {name: r.row() for name, r in results.items()},
         "sandbox_peak_rss_mb": round(sandbox_rss, 1),

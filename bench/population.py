@@ -77,13 +77,16 @@ def spec(index: int) -> Spec:
     )
 
 
-def populate(store: Store, n: int) -> None:
-    """Write subscribers 0..n-1 in bulk (all confirmed, following every component)."""
+def populate(store: Store, n: int, first_channel: str | None = None) -> None:
+    """Write subscribers 0..n-1 in bulk (all confirmed, following every component); with
+    `first_channel`, only those told on it (the same people Apprise is given)."""
     now = utcnow()
     for chunk in chunked(range(n), INSERT_CHUNK):
         rows = []
         for index in chunk:
             s = spec(index)
+            if first_channel is not None and s.first_channel != first_channel:
+                continue
             rows.append(
                 {
                     "name": s.name,
@@ -103,8 +106,9 @@ def populate(store: Store, n: int) -> None:
                     "created_at": now,
                 }
             )
-        with store.session() as session:
-            session.execute(insert(Subscriber), rows)
+        if rows:
+            with store.session() as session:
+                session.execute(insert(Subscriber), rows)
 
 
 def channel_counts(n: int) -> dict[str, int]:
