@@ -285,16 +285,31 @@ def _send_chunks(
     result: SendResult,
 ) -> None:
     """Send one channel's share in the chunks its guards allow, recording each chunk as soon as
-    it is answered, so a crash leaves at most one chunk's outcome unknown."""
+    it is answered, so a crash leaves at most one chunk's outcome unknown.
+
+    A chunk is prepared (opt-outs checked again, newer updates looked for, messages rendered)
+    before the guards are asked, so its requests leave as soon as the rate bucket grants them:
+    asked first, a cold process's first chunk (templates compiled, the adapter built) reached the
+    provider a quarter of a second after its grant, together with the next grant's chunk. Only
+    messages to send take tokens; what is skipped is recorded with the chunk."""
+    channel = context.registry.get(channel_name)
     pending = items
     while pending:
-        gate = context.guards.gate(channel_name, len(pending), budget)
-        if not gate.take:
-            _hold(context, pending, gate, result)
-            return
-        chunk, pending = pending[: gate.take], pending[gate.take :]
-        _mark_in_flight(context.store, chunk)
-        outcomes = _send_channel(context, channel_name, chunk)
+        window = pending[: context.guards.chunk_size(channel_name, len(pending))]
+        outcomes, messages = _prepare(context, channel, window)
+        sending: list[Message] = []
+        if messages:
+            gate = context.guards.gate(channel_name, len(messages), budget)
+            if not gate.take:
+                _hold(context, pending, gate, result)
+                return
+            sending = messages[: gate.take]
+        decided = {message.key for message in sending} | outcomes.keys()
+        chunk = [item for item in window if item.delivery.id in decided]
+        pending = [i for i in window if i.delivery.id not in decided] + pending[len(window) :]
+        if sending:
+            _mark_in_flight(context.store, [message.key for message in sending])
+            outcomes.update((answer.key, answer) for answer in channel.send(sending))
         context.guards.report(channel_name, outcomes.values())
         circuit_open = any(
             isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
@@ -410,14 +425,12 @@ def _log(context: _Context, item: _Claimed, recorded: _Row, outcome: Outcome | S
     )
 
 
-def _mark_in_flight(store: Store, chunk: list[_Claimed]) -> None:
+def _mark_in_flight(store: Store, delivery_ids: list[int]) -> None:
     """From here until its outcome is recorded, a crash leaves it unknown whether the provider
     has the message: mark it, so a reclaim after the lease counts exactly those."""
     with store.session() as session:
         session.connection().execute(  # as Core: the session holds no objects to update
-            update(Delivery)
-            .where(Delivery.id.in_([item.delivery.id for item in chunk]))
-            .values(in_flight_since=utcnow())
+            update(Delivery).where(Delivery.id.in_(delivery_ids)).values(in_flight_since=utcnow())
         )
 
 
@@ -439,10 +452,11 @@ def _hold(context: _Context, items: list[_Claimed], gate: Gate, result: SendResu
     log.info("%s: %d deliveries put back (%s)", items[0].delivery.channel, len(items), gate.reason)
 
 
-def _send_channel(
-    context: _Context, channel_name: str, items: list[_Claimed]
-) -> dict[int, Outcome | Skipped]:
-    channel = context.registry.get(channel_name)
+def _prepare(
+    context: _Context, channel: Channel, items: list[_Claimed]
+) -> tuple[dict[int, Outcome | Skipped], list[Message]]:
+    """The messages to send of `items`, and the outcomes of those that will not be sent (opted
+    out, superseded by a newer update, unrenderable), by delivery id."""
     field = channel.address_field
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
         blocked = suppressed(
@@ -462,10 +476,7 @@ def _send_channel(
             messages.append(prepared)
         else:
             outcomes[item.delivery.id] = prepared
-    if messages:
-        for outcome in channel.send(messages):
-            outcomes[outcome.key] = outcome
-    return outcomes
+    return outcomes, messages
 
 
 def _newest_updates(session: Session, items: list[_Claimed]) -> dict[tuple[int, str], int]:

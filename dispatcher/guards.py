@@ -105,12 +105,16 @@ class Guards:
             if not permit.allowed:
                 reason = f"{channel}: provider failing, circuit {permit.state}"
                 return Gate(0, permit.wait_s, circuit_open=True, reason=reason)
-            limit = self.settings.rate_limits.get(channel)
-            take = 1 if permit.probe else min(waiting, limit.burst if limit else waiting)
-            return self._paced(key, take, limit, budget)
+            take = 1 if permit.probe else self.chunk_size(channel, waiting)
+            return self._paced(key, take, self.settings.rate_limits.get(channel), budget)
         except SharedStateUnavailable as exc:
             log.warning("%s; holding %d %s deliveries", exc, waiting, channel)
             return Gate(0, UNAVAILABLE_HOLD_S, reason="pacing state unavailable (Redis)")
+
+    def chunk_size(self, channel: str, waiting: int) -> int:
+        """The most of `waiting` messages one grant may cover: the account's burst."""
+        limit = self.settings.rate_limits.get(channel)
+        return min(waiting, limit.burst) if limit else waiting
 
     def _permit(self, channel: str, key: str) -> Permit:
         if channel not in self.settings.breaker_channels:
