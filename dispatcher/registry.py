@@ -6,6 +6,7 @@ changes. Adapters are built lazily and once, since each holds a pooled SDK clien
 
 from __future__ import annotations
 
+import threading
 from importlib.metadata import entry_points
 
 from channels.base import Channel, ChannelFactory, RetryPolicy
@@ -34,6 +35,9 @@ class ChannelRegistry:
         self.settings = settings
         self.factories = available_channels()
         self._built: dict[str, Channel] = {}
+        # Batches are sent from more than one thread (the embedded loop's lanes, a web process):
+        # two first uses at once must not build two adapters, one of them never closed.
+        self._building = threading.Lock()
 
     @property
     def names(self) -> list[str]:
@@ -46,14 +50,18 @@ class ChannelRegistry:
             raise UnknownChannel(name, self.names) from None
 
     def get(self, name: str) -> Channel:
-        if name not in self._built:
-            retry = RetryPolicy(
-                attempts=self.settings.send_attempts,
-                backoff_s=self.settings.send_backoff_s,
-                backoff_max_s=self.settings.send_backoff_max_s,
-            )
-            self._built[name] = self.factory(name).from_settings(self.settings, retry)
-        return self._built[name]
+        built = self._built.get(name)
+        if built is not None:
+            return built
+        with self._building:
+            if name not in self._built:
+                retry = RetryPolicy(
+                    attempts=self.settings.send_attempts,
+                    backoff_s=self.settings.send_backoff_s,
+                    backoff_max_s=self.settings.send_backoff_max_s,
+                )
+                self._built[name] = self.factory(name).from_settings(self.settings, retry)
+            return self._built[name]
 
     def subscriber_channels(self) -> list[str]:
         """Channels that send to a subscriber's own address (not broadcast ones)."""

@@ -181,6 +181,8 @@ class Sandbox:
         self._requests = dict.fromkeys(CHANNELS, 0)
         self._injected = dict.fromkeys(FAULT_KINDS, 0)
         self._request_log: list[tuple[float, str, int]] = []  # (monotonic time, channel, status)
+        self._in_flight = 0  # provider requests being answered now, and the most at once
+        self._max_in_flight = 0
         self._twilio_tokens: dict[str, str] = {}  # account SID -> the token it sent with
         self._tweet_seq = 0
         self._server: _Server | None = None
@@ -271,6 +273,7 @@ class Sandbox:
             self._requests = dict.fromkeys(CHANNELS, 0)
             self._injected = dict.fromkeys(FAULT_KINDS, 0)
             self._request_log.clear()
+            self._max_in_flight = self._in_flight
 
     def inject_recipient_failure(self, to: str) -> None:
         """From now on, `to` (a phone, an email, or a webhook URL or path) fails permanently."""
@@ -366,7 +369,8 @@ class Sandbox:
             self._latency_ms = float(ms)
 
     def stats(self) -> dict[str, Any]:
-        """Requests per channel, failures injected per kind, messages recorded per channel."""
+        """Requests per channel, failures injected per kind, messages recorded per channel, and
+        the most provider requests it was answering at once (a sender's concurrency cap)."""
         with self._lock:
             recorded = dict.fromkeys(CHANNELS, 0)
             for message in self._messages:
@@ -378,6 +382,7 @@ class Sandbox:
                 "pending_faults": sum(max(f.remaining, 0) for f in self._faults),
                 "failing_recipients": len(self._failing),
                 "latency_ms": self._latency_ms,
+                "max_in_flight": self._max_in_flight,
             }
 
     # -- dispatch (called by the request handler) ---------------------------------------------
@@ -397,12 +402,18 @@ class Sandbox:
             return _error(channel, 405, f"{method} is not allowed on {path}")
         with self._lock:
             self._requests[channel] += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
             latency_s = self._latency_ms / 1000
         arrived = time.monotonic()
-        if latency_s:
-            self._stopping.wait(latency_s)
-        full_path = path + (f"?{parts.query}" if parts.query else "")
-        reply = handler(full_path, headers, body)
+        try:
+            if latency_s:
+                self._stopping.wait(latency_s)
+            full_path = path + (f"?{parts.query}" if parts.query else "")
+            reply = handler(full_path, headers, body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         with self._lock:
             self._request_log.append((arrived, channel, reply.status))
         return reply
