@@ -244,6 +244,25 @@ def environment() -> Environment:
     return env
 
 
+STATUS_PAGES = "web/status/"  # compiled by their own environment (dispatcher/web/status.py)
+
+
+def compile_templates() -> dict[str, str]:
+    """Compile every template now (the environment keeps them); the ones that do not compile,
+    with why. A worker that compiled them on its first message made the first incident after a
+    deploy, when a second matters most, wait for it; and a broken template is found at start."""
+    env = environment()
+    broken: dict[str, str] = {}
+    for name in env.list_templates(extensions=["j2"]):
+        if name.startswith(STATUS_PAGES):
+            continue
+        try:
+            env.get_template(name)
+        except TemplateError as exc:
+            broken[name] = str(exc)
+    return broken
+
+
 def render(
     channel: str,
     limits: Limits,

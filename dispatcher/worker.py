@@ -81,6 +81,12 @@ def sweep_task() -> None:
     pipeline().sweep(stale_s=get_settings().sweep_stale_s)
 
 
+@signals.worker_process_init.connect
+def _warm(**_: Any) -> None:
+    """Each pool process readies its pipeline as it starts, not on its first task."""
+    pipeline().warm()
+
+
 @signals.worker_ready.connect
 def _sweep_at_start(**_: Any) -> None:
     """Recover what a crashed predecessor left behind, without waiting for beat."""

@@ -58,6 +58,7 @@ def worker(
 def _embedded_worker(config: Settings) -> None:
     console.print("embedded worker: sending due deliveries from the database (Ctrl-C stops)")
     with open_pipeline(config) as pipeline:
+        pipeline.warm()
         try:
             while True:
                 pipeline.sweep(stale_s=0)

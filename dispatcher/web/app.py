@@ -44,6 +44,10 @@ class EmbeddedRunner:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
+        try:
+            self.pipeline.warm()
+        except Exception:  # readiness is an optimisation: sending works without it
+            log.exception("embedded runner: warming up failed")
         while not self.stopping.is_set():
             try:
                 self.pipeline.sweep(stale_s=0)
