@@ -72,8 +72,17 @@ class Pipeline:
             except ValueError as exc:
                 log.warning("channel %s not ready: %s", name, exc)
 
-    def fan_out(self, update_id: int) -> None:
-        for batch in fanout.fan_out(self.store, self.registry, update_id, self.settings.batch_size):
+    def fan_out(self, update_id: int, *, send_first: bool = False) -> None:
+        """Write the update's deliveries, handing their batches to the queue as they fill.
+
+        `send_first` (the worker's fan-out task): the first batch (the public post, else the
+        first key accounts) is sent here and now. Left to the queue, with one worker process it
+        waited for the whole fan-out (5 s for 20,000 subscribers), and with more it waits for a
+        free one."""
+        batches = fanout.fan_out(self.store, self.registry, update_id, self.settings.batch_size)
+        if send_first and (first := next(batches, None)) is not None:
+            self.send(first)
+        for batch in batches:
             self.queue.send(batch)
 
     def send(self, delivery_ids: list[int]) -> delivery.SendResult:

@@ -68,7 +68,7 @@ def pipeline() -> Pipeline:
 
 @app.task(name="outage.fan_out")
 def fan_out_task(update_id: int) -> None:
-    pipeline().fan_out(update_id)
+    pipeline().fan_out(update_id, send_first=True)
 
 
 @app.task(name="outage.send")

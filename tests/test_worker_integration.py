@@ -8,16 +8,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
+from bench.population import populate
 from dispatcher import incidents, reports, subscribers
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
 from dispatcher.pipeline import Pipeline
 from dispatcher.sandbox import Sandbox
 from dispatcher.settings import Settings
+from dispatcher.store import Update
 from dispatcher.worker import connect
 from tests.conftest import REDIS_URL, need_service
 
@@ -50,31 +53,40 @@ def broker_settings(database_url: str, sandbox: Sandbox) -> Settings:
     )
 
 
-@pytest.fixture
-def worker(broker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def start_worker(settings: Settings, log_path: Path, processes: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "OUTAGE_DATABASE_URL": broker_settings.database_url,
-        "OUTAGE_BROKER_URL": broker_settings.broker_url,
-        "OUTAGE_SANDBOX_URL": str(broker_settings.sandbox_url),
+        "OUTAGE_DATABASE_URL": settings.database_url,
+        "OUTAGE_BROKER_URL": settings.broker_url,
+        "OUTAGE_SANDBOX_URL": str(settings.sandbox_url),
         "OUTAGE_SEND_BACKOFF_S": "0",
         "OUTAGE_DELIVERY_BACKOFF_S": "0.2",
         "OUTAGE_DELIVERY_BACKOFF_MAX_S": "0.5",
     }
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "outage"), "worker", "--concurrency", "2"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield process
+    outage = str(Path(sys.executable).parent / "outage")
+    command = [outage, "worker", "--concurrency", str(processes)]
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
+
+
+@pytest.fixture
+def worker(broker_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker(broker_settings, tmp_path / "worker.log", 2)
+    yield process
+    stop_worker(process)
 
 
 def test_workers_fan_out_over_redis_with_retries_and_fallbacks(
@@ -115,4 +127,32 @@ def test_workers_fan_out_over_redis_with_retries_and_fallbacks(
         assert "s1@example.org" in recipients
         assert len(sandbox.messages("social")) == 1
     finally:
+        pipeline.close()
+
+
+def test_one_worker_process_sends_the_public_post_before_its_fan_out_ends(
+    broker_settings: Settings, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The fan-out task sends its first batch itself: in a deployment of one worker process the
+    first message used to wait until every row of the audience was written."""
+    audience = 2500  # three chunks of rows: the post must leave after the first
+    pipeline = connect(broker_settings)
+    process = start_worker(broker_settings, tmp_path / "worker.log", 1)
+    try:
+        populate(pipeline.store, audience)
+        posted = incidents.open_incident(
+            pipeline.store,
+            IncidentIn(title="API errors", severity=Severity.CRITICAL, components=["api"]),
+        )
+        pipeline.queue.fan_out(posted.update_id)
+        wait_until_settled(pipeline, posted.incident_id, expected=audience + 1, limit_s=120)
+        with pipeline.store.session() as session:
+            fanned_out_at = session.get_one(Update, posted.update_id).fanned_out_at
+        assert fanned_out_at is not None
+        (post,) = sandbox.messages("social")
+        assert datetime.fromisoformat(post["at"]) < fanned_out_at.replace(tzinfo=UTC)
+        recipients = [m["to"] for m in sandbox.messages() if m["channel"] != "social"]
+        assert len(recipients) == audience == len(set(recipients))
+    finally:
+        stop_worker(process)
         pipeline.close()
