@@ -406,8 +406,8 @@ def report(
 
 def plot(args: argparse.Namespace, results: dict[str, Result], path: Path) -> None:
     """Deliveries accepted by the provider over time. The naive design ran on a sample: its
-    curve is stretched to the whole audience at the rate it showed (dashed); Apprise covers
-    only the webhook subscribers."""
+    curve is stretched to the whole audience at the rate it showed (dashed); Apprise and
+    ours-webhooks cover only the webhook subscribers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -421,7 +421,7 @@ def plot(args: argparse.Namespace, results: dict[str, Result], path: Path) -> No
         label = f"{name} ({result.per_s:,.0f}/s)"
         if scale > 1:
             label += f", extrapolated from {len(result.offsets):,}"
-        elif name == "apprise":
+        elif name in ("apprise", "ours-webhooks"):
             label += ", webhooks only"
         axes.plot(
             [offset * scale for offset in result.offsets],
