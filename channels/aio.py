@@ -26,17 +26,26 @@ import aiohttp
 _T = TypeVar("_T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
-_loop_pid: int | None = None
+
+
+def _forget_parent_loop() -> None:
+    """In a forked child: the parent's loop thread did not come along (and the lock may have
+    been held by a thread that did not either)."""
+    global _lock, _loop
+    _lock, _loop = threading.Lock(), None
+
+
+os.register_at_fork(after_in_child=_forget_parent_loop)
 
 
 def loop() -> asyncio.AbstractEventLoop:
     """This process's sending loop, started on first use (again after a fork)."""
-    global _loop, _loop_pid
+    global _loop
     with _lock:
-        if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
+        if _loop is None or _loop.is_closed():
             started = asyncio.new_event_loop()
             threading.Thread(target=started.run_forever, name="send-loop", daemon=True).start()
-            _loop, _loop_pid = started, os.getpid()
+            _loop = started
         return _loop
 
 
@@ -93,8 +102,6 @@ class LoopSession:
         owner, self._session_loop = self._session_loop, None
         if session is None or session.closed or owner is None or owner is not _loop:
             return  # never opened, or opened by a loop that is gone (a parent's, before a fork)
-        if _loop_pid != os.getpid():
-            return
         if _running_loop() is owner:  # closing from inside the loop: schedule it
             owner.create_task(session.close())
         else:
