@@ -197,16 +197,17 @@ def run_ours(
     scratch: Path,
     name: str,
     expected: int,
-    settings: dict[str, Any] | None = None,
+    settings: dict[str, Any],
 ) -> Result:
-    """Our dispatcher on `database`'s subscribers: embedded, or `--workers` Celery workers."""
+    """Our dispatcher on `database`'s subscribers (with further Settings fields): embedded, or
+    `--workers` Celery workers."""
     sandbox.clear()
     config = ours.OursConfig(
         database_url=database,
         sandbox_url=sandbox.url,
         broker_url=broker if args.workers else "embedded",
         send_concurrency=args.concurrency,
-        extra={**settings_arguments(args), **(settings or {})},
+        extra=settings,
     )
     if args.workers:
         run = ours.with_workers(config, args.workers, expected, ROOT, scratch / name)
@@ -217,11 +218,6 @@ def run_ours(
     result = measured(name, sandbox, run, delivered, scratch, note)
     print(f"{name}: {result.per_s:,.0f}/s ({note})", flush=True)
     return result
-
-
-def settings_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """`--set name=JSON` as Settings fields."""
-    return {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
 
 
 def prepare_database(url: str | None, scratch: Path, name: str = "bench") -> str:
@@ -256,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if skip - set(SKIPPABLE):
         parser.error(f"--skip takes {', '.join(SKIPPABLE)}")
     broker = args.broker or DEFAULT_REDIS
-    extra = settings_arguments(args)
+    extra = {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
 
     from dispatcher.store import Store
 
@@ -276,7 +272,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sandbox = SandboxProcess(args.latency_ms, ROOT)
         try:
             expected = args.n + 1  # and the public post
-            results["ours"] = run_ours(args, sandbox, database, broker, scratch, "ours", expected)
+            results["ours"] = run_ours(
+                args, sandbox, database, broker, scratch, "ours", expected, extra
+            )
             concurrency = args.concurrency * max(1, args.workers)
             texts = sample_texts(sandbox.url)
             if "ceiling" not in skip:
@@ -303,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     scratch,
                     "ours-webhooks",
                     channel_counts(args.n)["webhook"],
-                    {"broadcast": []},  # no public post: Apprise makes none
+                    {**extra, "broadcast": []},  # no public post: Apprise makes none
                 )
                 sandbox.clear()
                 run = alternatives.run_in_child(
