@@ -105,9 +105,9 @@ def sample_texts(sandbox_url: str) -> dict[str, str]:
     """One rendered text per channel, so the yardsticks send bodies of our size."""
     from datetime import UTC, datetime
 
+    from dispatcher.delivery.registry import ChannelRegistry
     from dispatcher.models import IncidentState, Severity
-    from dispatcher.registry import ChannelRegistry
-    from dispatcher.render import IncidentView, RecipientView, UpdateView, render
+    from dispatcher.render.core import IncidentView, RecipientView, UpdateView, render
     from dispatcher.settings import Settings
 
     settings = Settings(sandbox_url=sandbox_url)
@@ -141,7 +141,7 @@ def run_naive(
 
     from bench import naive
     from dispatcher.models import IncidentState, Severity
-    from dispatcher.render import IncidentView, UpdateView
+    from dispatcher.render.core import IncidentView, UpdateView
 
     step = max(1, args.n // args.naive_sample)
     indices = list(range(0, args.n, step))

@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 
 from bench.procstat import own_peak_rss_mb
 from bench.workers import Workers, outage_worker
-from dispatcher import incidents
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.tasks import connect, make_celery
+from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity
-from dispatcher.pipeline import Pipeline
 from dispatcher.settings import RateLimit, Settings
 from dispatcher.store import Delivery, Store
-from dispatcher.worker import connect, make_celery
 
 # The providers' real limits (settings.rate_limits: SMS 30/s, email 1,000/s) would make this a
 # benchmark of the limits (25,000 SMS at 30/s take 14 minutes). The sandbox has none, so the
@@ -100,7 +100,7 @@ def embedded(config: OursConfig) -> dict[str, Any]:
     runner thread does."""
     pipeline = Pipeline(config.settings())
     try:
-        posted = incidents.open_incident(pipeline.store, INCIDENT)
+        posted = lifecycle.open_incident(pipeline.store, INCIDENT)
         accepted = time.time()
         pipeline.queue.fan_out(posted.update_id)
         pipeline.drain()
@@ -131,7 +131,7 @@ def with_workers(
     try:
         pipeline = connect(config.settings())
         try:
-            posted = incidents.open_incident(pipeline.store, INCIDENT)
+            posted = lifecycle.open_incident(pipeline.store, INCIDENT)
             accepted = time.time()
             pipeline.queue.fan_out(posted.update_id)
             while True:

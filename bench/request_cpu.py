@@ -30,9 +30,9 @@ from twilio.rest import Client  # noqa: E402
 
 from bench.sandbox_proc import SandboxProcess  # noqa: E402
 from channels.base import Message  # noqa: E402
-from channels.sandbox_seams import SANDBOX_TWILIO_ACCOUNT_SID, rebase  # noqa: E402
+from channels.transport import SANDBOX_TWILIO_ACCOUNT_SID, rebase  # noqa: E402
 from channels.webhook import sign  # noqa: E402
-from dispatcher.registry import ChannelRegistry  # noqa: E402
+from dispatcher.delivery.registry import ChannelRegistry  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402
 
 BATCH = 100

@@ -24,7 +24,7 @@ from bench.procstat import peak_rss_mb
 
 def serve(latency_ms: float) -> None:
     """Child side: start the sandbox, print its URL, answer commands until ``quit``."""
-    from dispatcher.sandbox import Sandbox
+    from dispatcher.sandbox.server import Sandbox
 
     sandbox = Sandbox(latency_ms=latency_ms)
     print(json.dumps({"url": sandbox.start()}), flush=True)

@@ -37,7 +37,7 @@ from channels.base import (
     error_for_status,
     parse_retry_after,
 )
-from channels.sandbox_seams import SANDBOX_CREDENTIAL, credential, sandbox_base
+from channels.transport import SANDBOX_CREDENTIAL, credential, sandbox_base
 from dispatcher.models import FailureReason
 from dispatcher.settings import Settings
 

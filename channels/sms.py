@@ -28,7 +28,7 @@ from channels.base import (
     error_for_status,
     parse_retry_after,
 )
-from channels.sandbox_seams import (
+from channels.transport import (
     SANDBOX_CREDENTIAL,
     SANDBOX_TWILIO_ACCOUNT_SID,
     TwilioSeamClient,

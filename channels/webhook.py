@@ -30,7 +30,7 @@ from channels.base import (
     error_for_status,
     parse_retry_after,
 )
-from channels.sandbox_seams import sandbox_base
+from channels.transport import sandbox_base
 from dispatcher.models import FailureReason, SuppressionReason
 from dispatcher.settings import Settings
 

@@ -73,7 +73,7 @@ class DeliveryStatus(StrEnum):
 
 
 class Cadence(StrEnum):
-    """Which of an incident's updates a channel carries (see dispatcher/pacing.py)."""
+    """Which of an incident's updates a channel carries (see dispatcher/policy/pacing.py)."""
 
     EVERY_UPDATE = "every_update"  # all of them
     STATE_CHANGES = "state_changes"  # only those that move the incident to a new state

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, description="deliveries per send task")
     send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")
 
-    # Delivery guarantees under faults (dispatcher/ratelimit.py, breaker.py, receipts.py).
+    # Delivery guarantees under faults (dispatcher/delivery/ratelimit.py, breaker.py, receipts.py).
     # Pacing per provider account, shared by all workers (Redis when it is the broker), in
     # messages per second; a channel not listed is not paced (webhooks: each subscriber's own
     # server). Defaults from the providers' documents: Twilio sends 1 segment/s per long code,
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         " a source not listed opens drafts",
     )
 
-    # Never flood a person (dispatcher/pacing.py).
+    # Never flood a person (dispatcher/policy/pacing.py).
     coalesce_window_s: float = Field(
         default=120, ge=0, description="a second message about an incident waits this long"
     )
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         description="which updates each channel carries",
     )
 
-    # Keeping promises (dispatcher/cadence.py).
+    # Keeping promises (dispatcher/policy/promises.py).
     reminder_lead_s: float = Field(
         default=300, ge=0, description="remind the team this long before a promised update"
     )

@@ -19,12 +19,13 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from dispatcher import incidents, reports, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Base, make_engine
+from dispatcher.subscribers import records
 from dispatcher.web.app import create_app
 
 POSTGRES_URL = os.environ.get(
@@ -146,7 +147,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
 def tell_one_subscriber(pipeline: Pipeline, channels: list[str]) -> int:
     """One subscriber (a phone and an email, `channels` in that order) told of one incident,
     every delivery final; the incident's id."""
-    subscribers.add(
+    records.add(
         pipeline.store,
         pipeline.registry,
         SubscriberIn(
@@ -157,7 +158,7 @@ def tell_one_subscriber(pipeline: Pipeline, channels: list[str]) -> int:
             confirmed=True,
         ),
     )
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)

@@ -13,13 +13,21 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from dispatcher import delivery_ops, incidents, reports, subscribers
-from dispatcher.breaker import Breaker, BreakerState, Circuits, MemoryCircuits, RedisCircuits
+from dispatcher.delivery import operations
+from dispatcher.delivery.breaker import (
+    Breaker,
+    BreakerState,
+    Circuits,
+    MemoryCircuits,
+    RedisCircuits,
+)
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import AuditEvent, Store
+from dispatcher.subscribers import records
 from tests.conftest import REDIS_URL, need_service
 
 
@@ -160,7 +168,7 @@ def test_while_sms_is_down_subscribers_with_email_get_it_there_and_the_rest_wait
 ) -> None:
     pipeline = breaker_pipeline
     for n in range(6):
-        subscribers.add(
+        records.add(
             pipeline.store,
             pipeline.registry,
             SubscriberIn(
@@ -172,7 +180,7 @@ def test_while_sms_is_down_subscribers_with_email_get_it_there_and_the_rest_wait
             ),
         )
     sandbox.inject_outage("503", for_s=60, channel="sms")
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)
@@ -189,7 +197,7 @@ def test_while_sms_is_down_subscribers_with_email_get_it_there_and_the_rest_wait
         held = lines[(f"s{n}", "sms")]
         assert held.status == DeliveryStatus.QUEUED
         assert held.sends <= 1, "an open circuit holds the queue without burning retries"
-    circuit = delivery_ops.stats(pipeline.store).circuits["sms:+15005550006"]
+    circuit = operations.stats(pipeline.store).circuits["sms:+15005550006"]
     assert circuit.state == "open"
 
     sandbox.clear_faults()  # the provider recovers: the probe closes the circuit
@@ -202,7 +210,7 @@ def test_while_sms_is_down_subscribers_with_email_get_it_there_and_the_rest_wait
         assert lines[(f"s{n}", "sms")].status == DeliveryStatus.SENT
     delivered = sorted(str(m["to"]) for m in sandbox.messages())
     assert len(delivered) == 6 == len(set(delivered))
-    circuit = delivery_ops.stats(pipeline.store).circuits["sms:+15005550006"]
+    circuit = operations.stats(pipeline.store).circuits["sms:+15005550006"]
     assert (circuit.state, circuit.transitions) == ("closed", 3)
 
 

@@ -31,14 +31,15 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from dispatcher import incidents, preferences, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle
 from dispatcher.links import LinkPurpose
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.quiet_hours import may_send_at
-from dispatcher.sandbox import Sandbox
+from dispatcher.policy.quiet_hours import may_send_at
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import PROJECT_ROOT, Settings
 from dispatcher.store import Delivery, utcnow
+from dispatcher.subscribers import preferences, records
 from dispatcher.web.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -149,7 +150,7 @@ def test_preferences_changed_in_a_browser_decide_the_next_delivery(
     served: Served, sandbox: Sandbox, browser: Any, tmp_path: Path
 ) -> None:
     pipeline = served.pipeline
-    ada = subscribers.add(
+    ada = records.add(
         pipeline.store,
         pipeline.registry,
         SubscriberIn(
@@ -220,7 +221,7 @@ def test_preferences_changed_in_a_browser_decide_the_next_delivery(
     )
 
     # The next update: critical, on Checkout, in the quiet hours -> by email, at once.
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="Checkout down", severity=Severity.CRITICAL, components=["Checkout"]),
     )
@@ -231,7 +232,7 @@ def test_preferences_changed_in_a_browser_decide_the_next_delivery(
     assert sandbox.messages("sms") == []
 
     # The next one is major: held in the queue until the quiet hours end, nothing sent now.
-    major = incidents.open_incident(
+    major = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="Checkout slow", severity=Severity.MAJOR, components=["Checkout"]),
     )

@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatcher import incidents, reports, subscribers
-from dispatcher.incidents import Extras
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
+from dispatcher.incidents.lifecycle import Extras
 from dispatcher.models import IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import Incident, Update, utcnow
+from dispatcher.subscribers import records
 
 INCIDENT = IncidentIn(title="Payments fail", severity=Severity.MAJOR, components=["payments"])
 
@@ -22,7 +23,7 @@ INCIDENT = IncidentIn(title="Payments fail", severity=Severity.MAJOR, components
 @pytest.fixture
 def people(pipeline: Pipeline) -> Pipeline:
     for name, internal in (("team", True), ("customer", False)):
-        subscribers.add(
+        records.add(
             pipeline.store,
             pipeline.registry,
             SubscriberIn(
@@ -47,7 +48,7 @@ def inbox(sandbox: Sandbox, name: str) -> list[str]:
 
 def open_with_promise(pipeline: Pipeline, in_minutes: float) -> int:
     with pipeline.store.session() as session:
-        posted = incidents.create(
+        posted = lifecycle.create(
             session,
             INCIDENT,
             extras=Extras(next_update_at=utcnow() + timedelta(minutes=in_minutes)),
@@ -90,7 +91,7 @@ def test_maintenance_is_announced_reminded_started_and_completed(
     people: Pipeline, sandbox: Sandbox
 ) -> None:
     start, end = utcnow() + timedelta(hours=3), utcnow() + timedelta(hours=4)
-    posted = incidents.schedule_maintenance(people.store, INCIDENT, start, end)
+    posted = lifecycle.schedule_maintenance(people.store, INCIDENT, start, end)
     people.queue.fan_out(posted.update_id)
     people.drain()
     sweep(people)
@@ -122,29 +123,29 @@ def test_maintenance_is_announced_reminded_started_and_completed(
 
 
 def test_an_impossible_window_is_refused(pipeline: Pipeline) -> None:
-    with pytest.raises(incidents.IncidentError, match="end"):
-        incidents.schedule_maintenance(pipeline.store, INCIDENT, utcnow(), utcnow())
+    with pytest.raises(lifecycle.IncidentError, match="end"):
+        lifecycle.schedule_maintenance(pipeline.store, INCIDENT, utcnow(), utcnow())
 
 
 def test_the_review_goes_to_those_who_were_told_once(people: Pipeline, sandbox: Sandbox) -> None:
     incident_id = open_with_promise(people, in_minutes=60)
-    with pytest.raises(incidents.IncidentError, match="still open"):
-        incidents.postmortem(people.store, incident_id, "https://example.org/review")
-    people.queue.fan_out(incidents.resolve(people.store, incident_id, "fixed").update_id)
+    with pytest.raises(lifecycle.IncidentError, match="still open"):
+        lifecycle.postmortem(people.store, incident_id, "https://example.org/review")
+    people.queue.fan_out(lifecycle.resolve(people.store, incident_id, "fixed").update_id)
     people.drain()
-    subscribers.add(  # subscribed after it was over: was never told of it
+    records.add(  # subscribed after it was over: was never told of it
         people.store,
         people.registry,
         SubscriberIn(name="late", email="late@example.org", channels=["email"], confirmed=True),
     )
-    posted = incidents.postmortem(people.store, incident_id, "https://example.org/review")
+    posted = lifecycle.postmortem(people.store, incident_id, "https://example.org/review")
     people.queue.fan_out(posted.update_id)
     people.drain()
     assert "https://example.org/review" in inbox(sandbox, "customer")[-1]
     assert all("example.org/review" not in body for body in inbox(sandbox, "late"))
     assert all("example.org/review" not in m["body"] for m in sandbox.messages("social"))
-    with pytest.raises(incidents.IncidentError, match="already sent"):
-        incidents.postmortem(people.store, incident_id, "https://example.org/review")
+    with pytest.raises(lifecycle.IncidentError, match="already sent"):
+        lifecycle.postmortem(people.store, incident_id, "https://example.org/review")
     with people.store.session() as session:
         milestones = session.scalars(select(Update.milestone)).all()
     assert milestones.count("postmortem") == 1

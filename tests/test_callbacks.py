@@ -19,11 +19,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from dispatcher import reports, sandbox_receipts
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import reports
 from dispatcher.models import DeliveryStatus
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
-from dispatcher.sandbox_receipts import SignedRequest
+from dispatcher.sandbox import receipts
+from dispatcher.sandbox.receipts import SignedRequest
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Receipt, Suppression
 from dispatcher.web.app import create_app
@@ -64,9 +65,9 @@ def test_a_twilio_status_callback_marks_the_sms_delivered(
         f"{pipeline.settings.public_url}/callbacks/twilio/status?delivery_id="
     )
 
-    assert post(client, sandbox_receipts.twilio_status(sandbox, "+14155550100", "sent")) == 204
+    assert post(client, receipts.twilio_status(sandbox, "+14155550100", "sent")) == 204
     assert status_of(pipeline, incident_id, "sms") == DeliveryStatus.SENT  # still on its way
-    assert post(client, sandbox_receipts.twilio_status(sandbox, "+14155550100", "delivered")) == 204
+    assert post(client, receipts.twilio_status(sandbox, "+14155550100", "delivered")) == 204
     assert status_of(pipeline, incident_id, "sms") == DeliveryStatus.DELIVERED
     assert stored_receipts(pipeline) == 2
 
@@ -77,7 +78,7 @@ def test_a_twilio_callback_that_does_not_verify_is_refused_and_changes_nothing(
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
     incident_id = tell_one_subscriber(pipeline, ["sms", "email"])
-    signed = sandbox_receipts.twilio_status(sandbox, "+14155550100", "undelivered")
+    signed = receipts.twilio_status(sandbox, "+14155550100", "undelivered")
     headers, body, path = dict(signed.headers), signed.body, signed.path
     if tamper == "status":
         body = body.replace(b"undelivered", b"delivered")
@@ -97,7 +98,7 @@ def test_a_sendgrid_bounce_suppresses_the_address_and_sends_on_the_next_channel(
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
     incident_id = tell_one_subscriber(pipeline, ["email", "sms"])
-    bounce = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
+    bounce = receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
 
     assert post(client, bounce) == 204
     assert post(client, bounce) == 204, "SendGrid retries a POST: applied once"
@@ -119,7 +120,7 @@ def test_spam_reports_and_unsubscribes_suppress_the_address(
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
     incident_id = tell_one_subscriber(pipeline, ["email", "sms"])
-    signed = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", event)
+    signed = receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", event)
     assert post(client, signed) == 204
     with pipeline.store.session() as session:
         assert session.scalars(select(Suppression.reason)).all() == [reason]
@@ -131,7 +132,7 @@ def test_sendgrid_events_that_do_not_verify_are_refused(
 ) -> None:
     pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
     tell_one_subscriber(pipeline, ["email"])
-    signed = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "delivered")
+    signed = receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "delivered")
     forged = signed.body.replace(b"delivered", b"bounce")
     assert client.post(EVENTS_PATH, content=forged, headers=signed.headers).status_code == 403
     stale = dict(signed.headers, **{"X-Twilio-Email-Event-Webhook-Timestamp": "1"})
@@ -150,13 +151,13 @@ def test_sendgrid_events_are_checked_against_the_configured_key(
     with TestClient(create_app(settings)) as client:
         pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
         tell_one_subscriber(pipeline, ["email"])
-        signed = sandbox_receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
+        signed = receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
         assert post(client, signed) == 403, "signed by the sandbox, not by the configured key"
         assert stored_receipts(pipeline) == 0
 
 
 def test_malformed_but_signed_events_are_refused_as_unprocessable(client: TestClient) -> None:
-    signed = sandbox_receipts.signed_events(EVENTS_PATH, json.dumps({"event": "x"}).encode())
+    signed = receipts.signed_events(EVENTS_PATH, json.dumps({"event": "x"}).encode())
     assert post(client, signed) == 422
 
 

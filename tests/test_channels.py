@@ -20,7 +20,7 @@ from channels.sms import SmsChannel
 from channels.social import SocialChannel
 from channels.webhook import WebhookChannel, sign, verify
 from dispatcher.models import FailureKind
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 
 RETRY = RetryPolicy(attempts=3, backoff_s=0)

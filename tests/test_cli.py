@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatcher.cli import app
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 
 runner = CliRunner()
 
@@ -183,10 +183,10 @@ def test_delivery_list_shows_fallbacks(env: Path, sandbox: Sandbox) -> None:
 
 
 def test_approve_publishes_a_draft_and_refuses_a_public_incident(env: Path) -> None:
-    from dispatcher import correlate
+    from dispatcher.delivery.tasks import connect
+    from dispatcher.incidents import correlate
     from dispatcher.ingest.events import AlertEvent, AlertStatus
     from dispatcher.settings import get_settings
-    from dispatcher.worker import connect
 
     get_settings.cache_clear()
     pipeline = connect(get_settings())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from tests.test_cli import env, outage
 
 __all__ = ["env"]  # the fixture, shared with tests/test_cli.py

@@ -8,13 +8,14 @@ from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
 
-from dispatcher import confirmations, incidents, preferences
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle
 from dispatcher.links import LinkPurpose
 from dispatcher.models import IncidentIn, Severity, SuppressionReason
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
-from dispatcher.suppressions import suppress
-from dispatcher.textfit import sms_segments
+from dispatcher.render.textfit import sms_segments
+from dispatcher.sandbox.server import Sandbox
+from dispatcher.subscribers import confirmations, preferences
+from dispatcher.subscribers.suppressions import suppress
 
 SIGNUP = {
     "name": "Ada",
@@ -36,7 +37,7 @@ def link_in(text: str, kind: str) -> str:
 
 
 def announce(pipeline: Pipeline) -> None:
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.queue.fan_out(posted.update_id)

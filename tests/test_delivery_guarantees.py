@@ -7,24 +7,26 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from dispatcher import delivery_ops, incidents, subscribers
+from dispatcher.delivery import operations
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, utcnow
+from dispatcher.subscribers import records
 
 
 def queued_email(pipeline: Pipeline, count: int = 1) -> list[int]:
     for n in range(count):
-        subscribers.add(
+        records.add(
             pipeline.store,
             pipeline.registry,
             SubscriberIn(
                 name=f"s{n}", email=f"s{n}@example.org", channels=["email"], confirmed=True
             ),
         )
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MINOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)
@@ -65,7 +67,7 @@ def test_a_reclaimed_delivery_counts_as_unknown_only_if_it_had_gone_to_the_provi
     assert rows[handed].lease_expiries == 1 and rows[never_sent].lease_expiries == 0
     assert {rows[handed].status, rows[never_sent].status} == {DeliveryStatus.SENT}
     assert rows[handed].in_flight_since is None
-    assert delivery_ops.stats(pipeline.store).lease_expiries == 1
+    assert operations.stats(pipeline.store).lease_expiries == 1
     assert len(sandbox.messages("email")) == 2
 
 

@@ -1,4 +1,4 @@
-"""Recording a chunk's outcomes (dispatcher/delivery.py `_write`): every row gets exactly its
+"""Recording a chunk's outcomes (dispatcher/delivery/send.py `_write`): every row gets exactly its
 own outcome when one chunk mixes them, and a receipt recorded while the outcome is being written
 still wins over "sent"."""
 
@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dispatcher import delivery, incidents, receipts, subscribers
+from dispatcher.delivery import receipts, send
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn, SuppressionReason
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Subscriber
-from dispatcher.suppressions import suppress
+from dispatcher.subscribers import records
+from dispatcher.subscribers.suppressions import suppress
 
 DEAD = ("+14155550123", "+14155550124")
 
@@ -25,7 +27,7 @@ def _add(pipeline: Pipeline, name: str, phone: str, channels: list[str]) -> None
     data = SubscriberIn(
         name=name, phone=phone, email=f"{name}@example.org", channels=channels, confirmed=True
     )
-    subscribers.add(pipeline.store, pipeline.registry, data)
+    records.add(pipeline.store, pipeline.registry, data)
 
 
 def _rows(pipeline: Pipeline) -> dict[tuple[str, str], Delivery]:
@@ -55,7 +57,7 @@ def test_one_chunk_of_mixed_outcomes_records_each_its_own(
     _add(pipeline, "opted", "+14155550101", ["sms"])
     _add(pipeline, "moves", DEAD[0], ["sms", "email"])
     _add(pipeline, "dead", DEAD[1], ["sms"])
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)  # one SMS batch, queued
@@ -77,7 +79,7 @@ def test_one_chunk_of_mixed_outcomes_records_each_its_own(
     assert (opted.status, opted.attempts, opted.last_error) == (
         DeliveryStatus.SUPPRESSED,
         0,
-        delivery.OPTED_OUT,
+        send.OPTED_OUT,
     )
     assert opted.provider_id is opted.sent_at is opted.receipt_due_at is None
     for failed in (moves, dead):
@@ -97,7 +99,7 @@ def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
     before the chunk's UPDATE: the row stays DELIVERED, with no receipt deadline, and still gets
     its provider id and send time."""
     pipeline = receipt_pipeline
-    write = delivery._write
+    write = send._write
 
     def receipt_first(session: Any, rows: Any) -> None:
         rows = list(rows)
@@ -107,9 +109,9 @@ def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
             assert receipts.apply(pipeline.store, pipeline.registry, [event]).applied == 1
         write(session, rows)
 
-    monkeypatch.setattr(delivery, "_write", receipt_first)
+    monkeypatch.setattr(send, "_write", receipt_first)
     _add(pipeline, "quick", "+14155550100", ["sms", "email"])
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)

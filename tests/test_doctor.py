@@ -17,14 +17,16 @@ from pydantic import SecretStr
 from sqlalchemy import text, update
 from typer.testing import CliRunner
 
-from dispatcher import doctor, incidents, subscribers
 from dispatcher.cli import app
-from dispatcher.doctor import Context, Finding, Status
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle
 from dispatcher.models import IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.ops import doctor
+from dispatcher.ops.doctor import Context, Finding, Status
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Delivery, Store, make_engine, utcnow
+from dispatcher.subscribers import records
 from tests.conftest import REDIS_URL, WEBHOOK_TOKEN, need_service
 
 
@@ -177,12 +179,12 @@ def test_a_broker_nobody_listens_on(healthy: Settings) -> None:
 def test_a_queue_that_is_not_draining(healthy: Settings) -> None:
     pipeline = Pipeline(healthy)
     try:
-        subscribers.add(
+        records.add(
             pipeline.store,
             pipeline.registry,
             SubscriberIn(name="Ada", email="ada@example.org", channels=["email"], confirmed=True),
         )
-        posted = incidents.open_incident(
+        posted = lifecycle.open_incident(
             pipeline.store,
             IncidentIn(title="Down", severity=Severity.MAJOR, components=["api"]),
         )

@@ -14,20 +14,22 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dispatcher import fanout, incidents, subscribers
+from dispatcher.delivery import fanout
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.incidents import lifecycle
 from dispatcher.links import LinkPurpose
 from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.registry import ChannelRegistry
-from dispatcher.render import (
+from dispatcher.render.core import (
     IncidentView,
     RecipientView,
     UpdateView,
     render,
     render_shared,
 )
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
+from dispatcher.subscribers import records
 
 NOW = datetime(2025, 5, 14, 14, 5, tzinfo=UTC)
 INCIDENT = IncidentView(
@@ -81,7 +83,7 @@ def test_a_name_is_escaped_in_the_html_it_is_substituted_into() -> None:
 
 def add(pipeline: Pipeline, name: str, **fields: object) -> int:
     data = SubscriberIn.model_validate({"confirmed": True, "name": name, **fields})
-    return subscribers.add(pipeline.store, pipeline.registry, data).id
+    return records.add(pipeline.store, pipeline.registry, data).id
 
 
 def test_email_to_many_is_one_request_and_each_gets_their_own_links(
@@ -91,7 +93,7 @@ def test_email_to_many_is_one_request_and_each_gets_their_own_links(
         add(pipeline, f"Person {n}", email=f"p{n}@example.org", channels=["email"]): n
         for n in range(5)
     }
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"]),
     )
@@ -121,7 +123,7 @@ def test_the_fan_out_hands_on_the_public_post_first_then_key_accounts(
 ) -> None:
     for n in range(30):
         add(pipeline, f"s{n}", email=f"s{n}@example.org", channels=["email"], tier=n % 10 == 7)
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="API errors", severity=Severity.CRITICAL, components=["api"]),
     )

@@ -38,13 +38,14 @@ import pytest
 import redis
 from sqlalchemy import func, insert, select
 
-from dispatcher import delivery_ops, incidents
+from dispatcher.delivery import operations
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.tasks import connect
+from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Store, Subscriber, utcnow
-from dispatcher.worker import connect
 from tests.conftest import need_service
 from tests.test_ratelimit import max_in_window
 
@@ -222,7 +223,7 @@ def add_subscribers(store: Store, count: int, channels: list[list[str]]) -> None
 
 
 def open_incident(pipeline: Pipeline) -> int:
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="Login failures", severity=Severity.CRITICAL, components=["auth"]),
     )
@@ -305,7 +306,7 @@ def test_a_worker_killed_mid_fan_out_loses_nothing_and_counts_what_it_may_have_d
 
     counts = statuses(deploy.pipeline.store)
     result = tally(deploy.pipeline.store, sandbox)
-    figures = delivery_ops.stats(deploy.pipeline.store)
+    figures = operations.stats(deploy.pipeline.store)
     print(
         f"\nkill -9: {total} deliveries, killed at {at_kill} received; {dict(counts)}; "
         f"duplicates {result.duplicates}, unknowns {result.unknowns}, "
@@ -398,10 +399,10 @@ def test_a_failing_provider_opens_the_breaker_and_everything_goes_once_it_recove
         counts = statuses(deploy.pipeline.store)
         per_subscriber = Counter(subscriber_of(message) for message in sandbox.messages())
         with deploy.pipeline.store.session() as session:
-            circuit = delivery_ops.circuits(session)["sms:+15005550006"]
+            circuit = operations.circuits(session)["sms:+15005550006"]
         log = sandbox.request_log("sms")
         answers = Counter(status for _, status in log)
-        figures = delivery_ops.stats(deploy.pipeline.store)
+        figures = operations.stats(deploy.pipeline.store)
         injected = sandbox.stats()["failures_injected"]
         print(
             f"\nprovider faults: {total} subscribers, {dict(counts)}; sms requests {len(log)} "

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from dispatcher import doctor
+from dispatcher.ops import doctor
 from dispatcher.settings import Settings
 from dispatcher.store import make_engine
 from dispatcher.web.app import create_app

@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from channels.sandbox_seams import SANDBOX_CREDENTIAL
-from dispatcher import preferences, subscribers
+from channels.transport import SANDBOX_CREDENTIAL
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.models import SubscriberIn, SuppressionReason
-from dispatcher.pipeline import Pipeline
+from dispatcher.subscribers import preferences, records
 from dispatcher.web.inbound import Keyword, keyword
 
 URL = "/webhooks/twilio/inbound"
@@ -34,13 +34,13 @@ def text(client: TestClient, body: str, *, token: str = SANDBOX_CREDENTIAL) -> t
 def opt_outs(client: TestClient, subscriber_id: int) -> dict[str, SuppressionReason]:
     pipeline = pipeline_of(client)
     with pipeline.store.session() as session:
-        return subscribers.opt_outs(session, preferences.get(pipeline.store, subscriber_id))
+        return records.opt_outs(session, preferences.get(pipeline.store, subscriber_id))
 
 
 def add(client: TestClient, *, confirmed: bool = True) -> int:
     pipeline = pipeline_of(client)
     data = SubscriberIn(name="Ada", phone=NUMBER, channels=["sms"], confirmed=confirmed)
-    return subscribers.add(pipeline.store, pipeline.registry, data).id
+    return records.add(pipeline.store, pipeline.registry, data).id
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from channels.base import Message
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.logs import (
     RedactingFilter,
     log_attempt,
@@ -22,8 +23,7 @@ from dispatcher.logs import (
     setup_logging,
 )
 from dispatcher.models import DeliveryStatus, FailureReason
-from dispatcher.registry import ChannelRegistry
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 
 

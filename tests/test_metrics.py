@@ -18,16 +18,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from channels.base import Message, reason_for_status
-from dispatcher import incidents, metrics, reports, subscribers
-from dispatcher.breaker import BreakerState, Circuit, MemoryCircuits
 from dispatcher.cli.incident import follow_progress
-from dispatcher.incidents import Posted
+from dispatcher.delivery.breaker import BreakerState, Circuit, MemoryCircuits
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.incidents import lifecycle, reports
+from dispatcher.incidents.lifecycle import Posted
 from dispatcher.models import DeliveryStatus, FailureReason, IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.registry import ChannelRegistry
-from dispatcher.sandbox import Sandbox
+from dispatcher.ops import metrics
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Update, utcnow
+from dispatcher.subscribers import records
 from tests.conftest import WEBHOOK_TOKEN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
@@ -51,7 +53,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 def add_subscribers(pipeline: Pipeline, count: int) -> None:
     for n in range(count):
-        subscribers.add(
+        records.add(
             pipeline.store,
             pipeline.registry,
             SubscriberIn(
@@ -67,7 +69,7 @@ def add_subscribers(pipeline: Pipeline, count: int) -> None:
 def open_incident(pipeline: Pipeline, accepted_ago_s: float = 0) -> Posted:
     """Open an incident whose update was accepted `accepted_ago_s` seconds ago (so the latency
     histogram's buckets are known without waiting)."""
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="Login failures", severity=Severity.CRITICAL, components=["auth"]),
     )

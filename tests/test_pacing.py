@@ -9,12 +9,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher import incidents, reports, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, utcnow
+from dispatcher.subscribers import records
 
 
 @pytest.fixture
@@ -27,10 +28,10 @@ def paced(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Pipeli
 
 def add(pipeline: Pipeline, **fields: object) -> None:
     data = SubscriberIn.model_validate({"confirmed": True, **fields})
-    subscribers.add(pipeline.store, pipeline.registry, data)
+    records.add(pipeline.store, pipeline.registry, data)
 
 
-def announce(pipeline: Pipeline, posted: incidents.Posted) -> int:
+def announce(pipeline: Pipeline, posted: lifecycle.Posted) -> int:
     pipeline.queue.fan_out(posted.update_id)
     pipeline.drain()
     return posted.incident_id
@@ -38,7 +39,7 @@ def announce(pipeline: Pipeline, posted: incidents.Posted) -> int:
 
 def open_incident(pipeline: Pipeline, severity: Severity = Severity.MAJOR) -> int:
     data = IncidentIn(title="Search is down", severity=severity, components=["search"])
-    return announce(pipeline, incidents.open_incident(pipeline.store, data))
+    return announce(pipeline, lifecycle.open_incident(pipeline.store, data))
 
 
 def deliveries(pipeline: Pipeline, incident_id: int) -> list[tuple[str, str, str, str]]:
@@ -59,8 +60,8 @@ def test_sms_carries_opening_and_end_and_the_rest_goes_by_email(
     add(paced, name="both", phone="+14155550100", email="b@example.org", channels=["sms", "email"])
     add(paced, name="sms only", phone="+14155550101", channels=["sms"])
     incident_id = open_incident(paced)
-    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "x"))
-    announce(paced, incidents.resolve(paced.store, incident_id, "fixed"))
+    announce(paced, lifecycle.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "x"))
+    announce(paced, lifecycle.resolve(paced.store, incident_id, "fixed"))
 
     told = deliveries(paced, incident_id)
     assert ("identified", "both", "email", "sent") in told
@@ -74,9 +75,9 @@ def test_sms_carries_opening_and_end_and_the_rest_goes_by_email(
 
 def test_the_public_post_carries_changes_of_state_only(paced: Pipeline, sandbox: Sandbox) -> None:
     incident_id = open_incident(paced)
-    same = incidents.post_update(paced.store, incident_id, IncidentState.INVESTIGATING, "more")
+    same = lifecycle.post_update(paced.store, incident_id, IncidentState.INVESTIGATING, "more")
     announce(paced, same)
-    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "y"))
+    announce(paced, lifecycle.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "y"))
     assert [t[0] for t in deliveries(paced, incident_id) if t[2] == "social"] == [
         "investigating",
         "identified",
@@ -89,7 +90,7 @@ def test_a_second_message_within_the_window_waits(paced: Pipeline, sandbox: Sand
     incident_id = open_incident(paced)
     assert [t[3] for t in deliveries(paced, incident_id)] == ["sent", "sent"], "opening: at once"
     before = utcnow()
-    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "z"))
+    announce(paced, lifecycle.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "z"))
     waiting = [t for t in deliveries(paced, incident_id) if t[0] == "identified" and t[1] == "a"]
     assert waiting == [("identified", "a", "email", "queued")]
     latest_due = max(due_times(paced).values())
@@ -153,8 +154,8 @@ def test_held_updates_fold_into_the_latest_state_when_quiet_hours_end(
         quiet_end=end,
     )
     incident_id = open_incident(paced, Severity.MINOR)
-    announce(paced, incidents.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "x"))
-    announce(paced, incidents.resolve(paced.store, incident_id, "Fixed at 03:05."))
+    announce(paced, lifecycle.post_update(paced.store, incident_id, IncidentState.IDENTIFIED, "x"))
+    announce(paced, lifecycle.resolve(paced.store, incident_id, "Fixed at 03:05."))
     assert sandbox.messages("email") == []
 
     with paced.store.session() as session:  # the quiet hours are over
@@ -179,10 +180,10 @@ def test_internal_notes_and_promises(paced: Pipeline, sandbox: Sandbox) -> None:
     add(paced, name="customer", email="c@example.org", channels=["email"])
     promise = utcnow() + timedelta(minutes=30)
     with paced.store.session() as session:
-        posted = incidents.create(
+        posted = lifecycle.create(
             session,
             IncidentIn(title="Search is down", severity=Severity.MAJOR, components=["search"]),
-            extras=incidents.Extras(next_update_at=promise, internal_note="DB failover at 10:02"),
+            extras=lifecycle.Extras(next_update_at=promise, internal_note="DB failover at 10:02"),
         )
     announce(paced, posted)
     bodies = {m["to"]: m["body"] for m in sandbox.messages("email")}

@@ -11,24 +11,25 @@ import json
 import pytest
 from sqlalchemy import select, update
 
-from dispatcher import incidents, reports, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import Delivery, Subscriber, utcnow
+from dispatcher.subscribers import records
 
 DEAD_PHONE = "+14155550123"
 
 
 def add(pipeline: Pipeline, **fields: object) -> int:
     data = SubscriberIn.model_validate({"confirmed": True, **fields})
-    return subscribers.add(pipeline.store, pipeline.registry, data).id
+    return records.add(pipeline.store, pipeline.registry, data).id
 
 
 def open_incident(
     pipeline: Pipeline, severity: Severity = Severity.MAJOR, components: tuple[str, ...] = ("api",)
-) -> incidents.Posted:
-    posted = incidents.open_incident(
+) -> lifecycle.Posted:
+    posted = lifecycle.open_incident(
         pipeline.store,
         IncidentIn(title="API errors", severity=severity, components=list(components)),
     )
@@ -195,7 +196,7 @@ def test_an_update_never_enqueued_is_found_by_the_sweep(
 ) -> None:
     add(pipeline, name="a", email="a@example.org", channels=["email"])
     # The process "died" after the commit and before the enqueue.
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MINOR, components=["api"])
     )
     assert pipeline.sweep(stale_s=0).updates == 1
@@ -206,7 +207,7 @@ def test_an_update_never_enqueued_is_found_by_the_sweep(
 
 def test_an_expired_lease_is_sent_again_by_the_sweep(pipeline: Pipeline, sandbox: Sandbox) -> None:
     add(pipeline, name="a", email="a@example.org", channels=["email"])
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MINOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)
@@ -224,7 +225,7 @@ def test_an_opt_out_after_queueing_is_honoured_at_send_time(
     pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     subscriber_id = add(pipeline, name="a", email="a@example.org", channels=["email"])
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MINOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)
@@ -257,7 +258,7 @@ def test_webhook_carries_the_incident_and_a_verifiable_signature(
 def test_resolve_tells_everyone_and_closes(pipeline: Pipeline, sandbox: Sandbox) -> None:
     add(pipeline, name="a", email="a@example.org", channels=["email"])
     posted = open_incident(pipeline)
-    resolved = incidents.resolve(pipeline.store, posted.incident_id, "Fixed.")
+    resolved = lifecycle.resolve(pipeline.store, posted.incident_id, "Fixed.")
     pipeline.queue.fan_out(resolved.update_id)
     pipeline.drain()
     found, updates = reports.incident(pipeline.store, posted.incident_id)
@@ -265,13 +266,13 @@ def test_resolve_tells_everyone_and_closes(pipeline: Pipeline, sandbox: Sandbox)
     assert [u.state for u in updates] == ["investigating", "resolved"]
     subjects = [m["subject"] for m in sandbox.messages("email")]
     assert len(subjects) == 2 and "resolved" in subjects[1].lower()
-    with pytest.raises(incidents.IncidentError, match="resolved"):
-        incidents.post_update(pipeline.store, posted.incident_id, IncidentState.MONITORING, "x")
+    with pytest.raises(lifecycle.IncidentError, match="resolved"):
+        lifecycle.post_update(pipeline.store, posted.incident_id, IncidentState.MONITORING, "x")
 
 
 def test_unknown_incident_is_a_clear_error(pipeline: Pipeline) -> None:
-    with pytest.raises(incidents.IncidentNotFound, match="no incident with id 42"):
-        incidents.resolve(pipeline.store, 42, None)
+    with pytest.raises(lifecycle.IncidentNotFound, match="no incident with id 42"):
+        lifecycle.resolve(pipeline.store, 42, None)
 
 
 def test_a_webhook_answering_410_is_suppressed_and_not_tried_again(

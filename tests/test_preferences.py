@@ -20,8 +20,9 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from dispatcher import incidents, preferences, subscribers
 from dispatcher.cli import app as cli
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle
 from dispatcher.links import LinkPurpose
 from dispatcher.models import (
     DeliveryStatus,
@@ -30,11 +31,11 @@ from dispatcher.models import (
     SubscriberIn,
     SuppressionReason,
 )
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import AuditEvent, Delivery, Subscriber
-from dispatcher.suppressions import suppress
+from dispatcher.subscribers import preferences, records
+from dispatcher.subscribers.suppressions import suppress
 from dispatcher.web.app import create_app
 
 COMPONENTS = ["api", "checkout", "search"]
@@ -64,7 +65,7 @@ def add(pipeline: Pipeline, **fields: object) -> Subscriber:
             **fields,
         }
     )
-    return subscribers.add(pipeline.store, pipeline.registry, data)
+    return records.add(pipeline.store, pipeline.registry, data)
 
 
 def path(pipeline: Pipeline, purpose: LinkPurpose, subscriber_id: int) -> str:
@@ -268,7 +269,7 @@ def test_one_click_unsubscribe_get_asks_and_post_unsubscribes(web: TestClient) -
     assert "You are unsubscribed" in response.text
     assert web.post(url).status_code == 200, "a second click is harmless"
     with pipeline.store.session() as session:
-        assert subscribers.opt_outs(session, preferences.get(pipeline.store, ada.id)) == {
+        assert records.opt_outs(session, preferences.get(pipeline.store, ada.id)) == {
             "email": SuppressionReason.UNSUBSCRIBED,
             "phone": SuppressionReason.UNSUBSCRIBED,
         }
@@ -287,7 +288,7 @@ def test_unsubscribe_all_and_back_lifts_only_the_persons_own_opt_outs(web: TestC
     again = preferences.get(pipeline.store, ada.id)
     assert again.unsubscribed_at is None
     with pipeline.store.session() as session:
-        assert subscribers.opt_outs(session, again) == {"phone": SuppressionReason.STOP}
+        assert records.opt_outs(session, again) == {"phone": SuppressionReason.STOP}
 
 
 def test_an_opt_out_survives_a_re_import_and_the_next_update_skips_it(
@@ -300,9 +301,9 @@ def test_an_opt_out_survives_a_re_import_and_the_next_update_skips_it(
     csv_file.write_text(
         "name,email,channels,confirmed\nAda,ada@example.org,email,yes\nBen,ben@example.org,email,yes\n"
     )
-    report = subscribers.import_csv(pipeline.store, pipeline.registry, csv_file)
+    report = records.import_csv(pipeline.store, pipeline.registry, csv_file)
     assert (report.imported, report.still_suppressed) == (2, 1)
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.queue.fan_out(posted.update_id)
@@ -314,7 +315,7 @@ def test_erasing_keeps_anonymous_delivery_statistics_only(
     pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     ada = add(pipeline, phone=None, channels=["email"])
-    posted = incidents.open_incident(
+    posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.queue.fan_out(posted.update_id)

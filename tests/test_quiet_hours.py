@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dispatcher.models import Severity
-from dispatcher.quiet_hours import QuietHours, QuietHoursError, may_send_at
+from dispatcher.policy.quiet_hours import QuietHours, QuietHoursError, may_send_at
 
 BERLIN = "Europe/Berlin"
 

@@ -10,18 +10,19 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from dispatcher import incidents, reports, subscribers
-from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.ratelimit import (
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
     SharedStateUnavailable,
     limiter_for,
 )
-from dispatcher.sandbox import Sandbox
+from dispatcher.incidents import lifecycle, reports
+from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import RateLimit, Settings
+from dispatcher.subscribers import records
 from tests.conftest import REDIS_URL, need_service
 
 
@@ -112,7 +113,7 @@ def test_the_embedded_default_paces_in_process() -> None:
 
 def _subscribers(pipeline: Pipeline, count: int) -> None:
     for n in range(count):
-        subscribers.add(
+        records.add(
             pipeline.store,
             pipeline.registry,
             SubscriberIn(name=f"s{n}", phone=f"+1415555{n:04d}", channels=["sms"], confirmed=True),
@@ -132,7 +133,7 @@ def test_a_batch_waits_briefly_for_tokens_and_puts_back_what_would_wait_long(
     pipeline = Pipeline(paced)
     try:
         _subscribers(pipeline, 20)
-        posted = incidents.open_incident(
+        posted = lifecycle.open_incident(
             pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
         )
         pipeline.fan_out(posted.update_id)

@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import select, update
 
 from channels.base import Outcome
-from dispatcher import delivery, receipts, reports
+from dispatcher.delivery import receipts, send
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.receipts import ReceiptStatus
+from dispatcher.incidents import reports
 from dispatcher.models import DeliveryStatus
-from dispatcher.pipeline import Pipeline
-from dispatcher.receipts import ReceiptStatus
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Receipt, Suppression, utcnow
 from tests.conftest import tell_one_subscriber
@@ -160,7 +161,7 @@ def test_a_receipt_that_beats_the_send_record_is_not_overwritten(pipeline: Pipel
     receipts.apply(pipeline.store, pipeline.registry, [_twilio(sms, "delivered", "early")])
     with pipeline.store.session() as session:  # and now the worker records its outcome
         row = session.get_one(Delivery, sms.id)
-        delivery._record_sent(row, Outcome(key=sms.id, provider_id="SM2"), pipeline.settings)
+        send._record_sent(row, Outcome(key=sms.id, provider_id="SM2"), pipeline.settings)
     with pipeline.store.session() as session:
         row = session.get_one(Delivery, sms.id)
         assert row.status is DeliveryStatus.DELIVERED and row.delivered_at is not None

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from channels.base import Limits
-from dispatcher import render as render_module
 from dispatcher.models import IncidentState
-from dispatcher.render import (
+from dispatcher.render import core as render_module
+from dispatcher.render.core import (
     IncidentView,
     RecipientView,
     Rendered,
@@ -24,8 +24,8 @@ from dispatcher.render import (
     render,
     sample,
 )
+from dispatcher.render.textfit import sms_encoding, sms_segments, tweet_length
 from dispatcher.settings import TEMPLATES_DIR
-from dispatcher.textfit import sms_encoding, sms_segments, tweet_length
 
 LIMITS = {
     "sms": Limits(max_sms_segments=10),

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import render as render_module
 from dispatcher.models import IncidentState
-from dispatcher.render import RecipientView, Rendered, clock, day, formatting, sample, window
+from dispatcher.render import core as render_module
+from dispatcher.render.core import RecipientView, Rendered, clock, day, formatting, sample, window
+from dispatcher.render.textfit import sms_encoding, sms_segments, tweet_length
 from dispatcher.settings import TEMPLATES_DIR
-from dispatcher.textfit import sms_encoding, sms_segments, tweet_length
 from tests.test_render import LIMITS, LONG, SUPPORT, run
 
 BERLIN = "Europe/Berlin"

@@ -12,8 +12,8 @@ import pytest
 
 from channels import aio
 from channels.base import Channel, Message
-from dispatcher.registry import ChannelRegistry
-from dispatcher.sandbox import Sandbox
+from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 
 CAP = 4

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
-from dispatcher import status
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import public
 from dispatcher.models import IncidentState, Severity
-from dispatcher.pipeline import Pipeline
 from dispatcher.settings import Settings
 from dispatcher.store import Incident, Store, Subscriber, Update, utcnow
 from dispatcher.web.app import create_app
@@ -204,10 +204,10 @@ def test_a_running_maintenance_puts_its_component_under_maintenance(pipeline: Pi
         started_at=NOW - timedelta(minutes=10),
         ends_at=NOW + timedelta(minutes=50),
     )
-    snap = status.snapshot(pipeline.store, pipeline.settings, now=NOW)
+    snap = public.snapshot(pipeline.store, pipeline.settings, now=NOW)
     (api,) = snap.components
-    assert api.level is status.Level.MAINTENANCE
-    assert snap.level is status.Level.MAINTENANCE
+    assert api.level is public.Level.MAINTENANCE
+    assert snap.level is public.Level.MAINTENANCE
     assert [m.title for m in snap.maintenance] == ["Database upgrade"]
     assert snap.open_incidents == ()
 
@@ -224,20 +224,20 @@ def test_history_marks_a_past_incident_on_its_day_and_component_only(pipeline: P
         resolved_at=datetime.combine(day, datetime.min.time(), NOW.tzinfo) + timedelta(hours=10),
     )
     settings = pipeline.settings.model_copy(update={"components": ["api"]})
-    snap = status.snapshot(pipeline.store, settings, now=NOW)
+    snap = public.snapshot(pipeline.store, settings, now=NOW)
     history = {h.name: h for h in snap.history}
     assert list(history) == ["api", "search"]  # configured first, then those seen
-    assert all(len(h.days) == status.HISTORY_DAYS for h in snap.history)
+    assert all(len(h.days) == public.HISTORY_DAYS for h in snap.history)
     assert history["search"].days[-1].date == NOW.date()
     levels = {d.date: d.level for d in history["search"].days}
-    assert levels[day] is status.Level.MAJOR_OUTAGE
-    assert {lvl for d, lvl in levels.items() if d != day} == {status.Level.OPERATIONAL}
-    assert {d.level for d in history["api"].days} == {status.Level.OPERATIONAL}
-    assert history["search"].clear_days == status.HISTORY_DAYS - 1
+    assert levels[day] is public.Level.MAJOR_OUTAGE
+    assert {lvl for d, lvl in levels.items() if d != day} == {public.Level.OPERATIONAL}
+    assert {d.level for d in history["api"].days} == {public.Level.OPERATIONAL}
+    assert history["search"].clear_days == public.HISTORY_DAYS - 1
     assert [i.title for i in snap.past_incidents] == ["Search slow"]
     assert {c.name: c.level for c in snap.components} == {
-        "api": status.Level.OPERATIONAL,
-        "search": status.Level.OPERATIONAL,
+        "api": public.Level.OPERATIONAL,
+        "search": public.Level.OPERATIONAL,
     }
 
 
@@ -265,8 +265,8 @@ def test_an_incident_spanning_midnight_marks_both_days(pipeline: Pipeline) -> No
         started_at=midnight - timedelta(hours=1),
         resolved_at=midnight + timedelta(hours=1),
     )
-    (history,) = status.snapshot(pipeline.store, pipeline.settings, now=NOW).history
-    marked = [d.date for d in history.days if d.level is status.Level.DEGRADED]
+    (history,) = public.snapshot(pipeline.store, pipeline.settings, now=NOW).history
+    marked = [d.date for d in history.days if d.level is public.Level.DEGRADED]
     assert marked == [(midnight - timedelta(hours=1)).date(), midnight.date()]
 
 
@@ -466,11 +466,11 @@ def counted(store: Store) -> Iterator[list[str]]:
 def test_each_read_costs_what_its_docstring_says(pipeline: Pipeline) -> None:
     ids = seed(pipeline.store)
     with counted(pipeline.store) as statements:
-        status.snapshot(pipeline.store, pipeline.settings)
+        public.snapshot(pipeline.store, pipeline.settings)
     assert len(statements) == 2
     with counted(pipeline.store) as statements:
-        status.incident(pipeline.store, ids["open"])
+        public.incident(pipeline.store, ids["open"])
     assert len(statements) == 1
     with counted(pipeline.store) as statements:
-        status.feed(pipeline.store)
+        public.feed(pipeline.store)
     assert len(statements) == 1

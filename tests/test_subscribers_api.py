@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from dispatcher import subscribers
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.models import SuppressionReason
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import AuditEvent
-from dispatcher.suppressions import suppress
+from dispatcher.subscribers import records
+from dispatcher.subscribers.suppressions import suppress
 from tests.conftest import API_TOKEN
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -71,7 +71,7 @@ def test_public_sign_up_is_validated_strictly(
     response = client.post("/api/subscribers", json=body)
     assert response.status_code == 422, response.text
     assert field in fields_in(response.json())
-    assert subscribers.list_all(pipeline_of(client).store) == []
+    assert records.list_all(pipeline_of(client).store) == []
 
 
 def test_public_sign_up_is_pending_and_never_duplicates(
@@ -82,7 +82,7 @@ def test_public_sign_up_is_pending_and_never_duplicates(
     again = client.post("/api/subscribers", json={**ADA, "name": "Someone else"})
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json(), "the answer does not tell a known address from a new one"
-    (ada,) = subscribers.list_all(pipeline.store)
+    (ada,) = records.list_all(pipeline.store)
     assert ada.email_confirmed_at is None and ada.phone_confirmed_at is None
     assert len(sandbox.messages("email")) == 2, "the pending confirmation is sent again"
     with pipeline.store.session() as session:
@@ -185,9 +185,9 @@ def test_delete_erases_the_subscriber_but_keeps_the_opt_out(client: TestClient) 
     assert client.delete(f"/api/subscribers/{ada['id']}", headers=AUTH).status_code == 404
     again = operator_add(client)
     with pipeline.store.session() as session:
-        row = subscribers.find_by_address(session, "ada@example.org", None)
+        row = records.find_by_address(session, "ada@example.org", None)
         assert row is not None and row.id == again["id"]
-        assert subscribers.opt_outs(session, row) == {"email": SuppressionReason.UNSUBSCRIBED}
+        assert records.opt_outs(session, row) == {"email": SuppressionReason.UNSUBSCRIBED}
 
 
 def test_export_json_and_csv_round_trips_through_import(client: TestClient, tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_export_json_and_csv_round_trips_through_import(client: TestClient, tmp_
     exported = tmp_path / "export.csv"
     exported.write_text(as_csv.text)
     pipeline = pipeline_of(client)
-    report = subscribers.import_csv(pipeline.store, pipeline.registry, exported)
+    report = records.import_csv(pipeline.store, pipeline.registry, exported)
     assert (report.imported, report.errors) == (2, [])
     assert (
         client.get("/api/subscribers/export", params={"format": "xml"}, headers=AUTH).status_code

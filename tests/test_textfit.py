@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.textfit import (
+from dispatcher.render.textfit import (
     ELLIPSIS,
     gsm_transliterate,
     shorten,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.pipeline import Pipeline
-from dispatcher.render import compile_templates
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.render.core import compile_templates
 from dispatcher.settings import Settings
 
 
@@ -35,7 +35,7 @@ def test_a_live_channel_without_credentials_is_named_and_the_rest_is_ready(
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.sqlite3'}", providers="live")
     pipeline = Pipeline(settings)
     try:
-        with caplog.at_level(logging.WARNING, logger="dispatcher.pipeline"):
+        with caplog.at_level(logging.WARNING, logger="dispatcher.delivery.pipeline"):
             pipeline.warm()
         assert "channel sms not ready: TWILIO_ACCOUNT_SID is not set" in caplog.text
         assert "email" in pipeline.registry._built

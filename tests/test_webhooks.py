@@ -18,12 +18,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from channels.webhook import sign
-from dispatcher import reports, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import reports
 from dispatcher.models import DeliveryStatus, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Incident, Update, utcnow
+from dispatcher.subscribers import records
 from dispatcher.web.app import create_app
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 
@@ -53,7 +54,7 @@ def app_client(web_settings: Settings, request: pytest.FixtureRequest) -> Any:
     with TestClient(create_app(publishing(web_settings, **overrides))) as running:
         pipeline: Pipeline = running.app.state.pipeline  # type: ignore[attr-defined]
         for n, email in enumerate(["ops@example.org", "customer@example.org"]):
-            subscribers.add(
+            records.add(
                 pipeline.store,
                 pipeline.registry,
                 SubscriberIn(

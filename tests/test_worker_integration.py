@@ -15,13 +15,14 @@ import pytest
 import redis
 
 from bench.population import populate
-from dispatcher import incidents, reports, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.tasks import connect
+from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox import Sandbox
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Update
-from dispatcher.worker import connect
+from dispatcher.subscribers import records
 from tests.conftest import REDIS_URL, need_service
 
 pytestmark = pytest.mark.redis
@@ -95,7 +96,7 @@ def test_workers_fan_out_over_redis_with_retries_and_fallbacks(
     pipeline = connect(broker_settings)
     try:
         for n in range(40):
-            subscribers.add(
+            records.add(
                 pipeline.store,
                 pipeline.registry,
                 SubscriberIn(
@@ -109,7 +110,7 @@ def test_workers_fan_out_over_redis_with_retries_and_fallbacks(
         sandbox.inject_recipient_failure("+14155550001")  # subscriber s1 falls back to email
         sandbox.inject_failures(5, "503", channel="sms")  # some SMS need a retry
 
-        posted = incidents.open_incident(
+        posted = lifecycle.open_incident(
             pipeline.store,
             IncidentIn(title="Login failures", severity=Severity.CRITICAL, components=["auth"]),
         )
@@ -140,7 +141,7 @@ def test_one_worker_process_sends_the_public_post_before_its_fan_out_ends(
     process = start_worker(broker_settings, tmp_path / "worker.log", 1)
     try:
         populate(pipeline.store, audience)
-        posted = incidents.open_incident(
+        posted = lifecycle.open_incident(
             pipeline.store,
             IncidentIn(title="API errors", severity=Severity.CRITICAL, components=["api"]),
         )

@@ -13,12 +13,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from dispatcher import subscribers
-from dispatcher.incidents import IncidentError
-from dispatcher.pipeline import Pipeline
-from dispatcher.registry import UnknownChannel
-from dispatcher.render import TemplateMissing
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.registry import UnknownChannel
+from dispatcher.incidents.lifecycle import IncidentError
+from dispatcher.render.core import TemplateMissing
 from dispatcher.settings import Settings, get_settings
+from dispatcher.subscribers import records
 
 console = Console()
 errors = Console(stderr=True)
@@ -46,8 +46,8 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except ValidationError as exc:
-            fail(subscribers.describe(exc))
-        except (IncidentError, subscribers.SubscriberError, UnknownChannel, TemplateMissing) as exc:
+            fail(records.describe(exc))
+        except (IncidentError, records.SubscriberError, UnknownChannel, TemplateMissing) as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
@@ -59,12 +59,14 @@ def settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
-        fail(f"configuration: {subscribers.describe(exc)}")
+        fail(f"configuration: {records.describe(exc)}")
 
 
 @contextmanager
 def open_pipeline(config: Settings | None = None) -> Iterator[Pipeline]:
-    from dispatcher.worker import connect  # Celery is only imported by commands that need it
+    from dispatcher.delivery.tasks import (
+        connect,  # Celery is only imported by commands that need it
+    )
 
     pipeline = connect(config or settings())
     try:

@@ -13,7 +13,6 @@ import typer
 from more_itertools import chunked
 from rich.table import Table
 
-from dispatcher import delivery_ops, reports
 from dispatcher.cli.common import (
     JsonOption,
     WaitOption,
@@ -24,6 +23,8 @@ from dispatcher.cli.common import (
     timestamp,
     user_errors,
 )
+from dispatcher.delivery import operations
+from dispatcher.incidents import reports
 from dispatcher.models import DeliveryStatus
 
 app = typer.Typer(
@@ -76,8 +77,8 @@ def delivery_retry(
         fail("--failed: retrying an incident's deliveries takes --failed (only failed ones are)")
     with open_pipeline() as pipeline:
         try:
-            ids = delivery_ops.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
-        except delivery_ops.DeliveryError as exc:
+            ids = operations.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
+        except operations.DeliveryError as exc:
             fail(str(exc))
         for chunk in chunked(ids, pipeline.settings.batch_size):
             pipeline.queue.send(list(chunk))
@@ -100,7 +101,7 @@ def delivery_stats(incident: IncidentOption = None, as_json: JsonOption = False)
     """Counts per channel and status, retries, fallbacks, possible duplicates, the oldest
     queued delivery's age, receipts and the providers' circuit breakers."""
     with open_pipeline() as pipeline:
-        figures = delivery_ops.stats(pipeline.store, incident)
+        figures = operations.stats(pipeline.store, incident)
     if as_json:
         print_json(figures.as_dict())
         return

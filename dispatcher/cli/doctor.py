@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from dispatcher import doctor as checks
 from dispatcher.cli.common import JsonOption, console, print_json, settings
+from dispatcher.ops import doctor as checks
 
 app = typer.Typer()
 

@@ -11,7 +11,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from dispatcher import incidents, reports
 from dispatcher.cli.common import (
     JsonOption,
     WaitOption,
@@ -21,10 +20,11 @@ from dispatcher.cli.common import (
     timestamp,
     user_errors,
 )
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.durations import parse_duration, parse_moment
-from dispatcher.incidents import Extras, IncidentError, Posted
+from dispatcher.incidents import lifecycle, reports
+from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
 from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
-from dispatcher.pipeline import Pipeline
 from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
@@ -87,7 +87,7 @@ def incident_open(
     extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
         with pipeline.store.session() as session:
-            posted = incidents.create(session, data, extras=extras)
+            posted = lifecycle.create(session, data, extras=extras)
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -106,7 +106,7 @@ def incident_update(
     """Post an update on an open incident."""
     extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
-        posted = incidents.post_update(pipeline.store, incident_id, state, message, extras)
+        posted = lifecycle.post_update(pipeline.store, incident_id, state, message, extras)
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -126,8 +126,8 @@ def incident_resolve(
     OUTAGE_FEEDBACK_URL, and a credit note when given)."""
     extras = _extras(None, None, internal_note)
     with open_pipeline() as pipeline:
-        text = incidents.with_follow_up(message, credit_note, pipeline.settings.feedback_url)
-        posted = incidents.resolve(pipeline.store, incident_id, text, extras)
+        text = lifecycle.with_follow_up(message, credit_note, pipeline.settings.feedback_url)
+        posted = lifecycle.resolve(pipeline.store, incident_id, text, extras)
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -143,7 +143,7 @@ def incident_postmortem(
     if not url.startswith(("https://", "http://")):
         raise IncidentError("--url: the review's address must be an http(s) URL")
     with open_pipeline() as pipeline:
-        _announce(pipeline, incidents.postmortem(pipeline.store, incident_id, url), wait, as_json)
+        _announce(pipeline, lifecycle.postmortem(pipeline.store, incident_id, url), wait, as_json)
 
 
 @app.command("approve")
@@ -157,7 +157,7 @@ def incident_approve(
 ) -> None:
     """Publish a draft a monitoring system opened: until then only the team was told."""
     with open_pipeline() as pipeline:
-        posted = incidents.approve(pipeline.store, incident_id, title=title, message=message)
+        posted = lifecycle.approve(pipeline.store, incident_id, title=title, message=message)
         _announce(pipeline, posted, wait, as_json)
 
 

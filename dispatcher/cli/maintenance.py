@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from dispatcher import incidents
 from dispatcher.cli.common import JsonOption, console, open_pipeline, print_json, user_errors
 from dispatcher.durations import parse_moment
-from dispatcher.incidents import IncidentError
+from dispatcher.incidents import lifecycle
+from dispatcher.incidents.lifecycle import IncidentError
 from dispatcher.models import IncidentIn, Severity
 
 app = typer.Typer(help="Schedule planned maintenance.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def schedule(
         raise IncidentError(f"--start/--end: {exc}") from None
     data = IncidentIn(title=title, severity=severity, components=component, message=message)
     with open_pipeline() as pipeline:
-        posted = incidents.schedule_maintenance(pipeline.store, data, starts_at, ends_at)
+        posted = lifecycle.schedule_maintenance(pipeline.store, data, starts_at, ends_at)
         pipeline.queue.fan_out(posted.update_id)
         pipeline.drain()
     if as_json:

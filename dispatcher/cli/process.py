@@ -22,7 +22,7 @@ def demo(
     ),
 ) -> None:
     """Open, update and resolve a sample incident on the embedded default and show who got what."""
-    from dispatcher.demo import run_demo
+    from dispatcher.ops.demo import run_demo
 
     run_demo(console, database)
 
@@ -49,7 +49,7 @@ def worker(
     if config.embedded:
         _embedded_worker(config)
         return
-    from dispatcher.worker import app as celery_app
+    from dispatcher.delivery.tasks import app as celery_app
 
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
     celery_app.worker_main([*argv, "--beat"] if beat else argv)
@@ -75,7 +75,7 @@ def sandbox(
     latency_ms: Annotated[float, typer.Option(help="Delay added to every provider request.")] = 0,
 ) -> None:
     """Run the local provider sandbox (Twilio, SendGrid, X shapes and a webhook receiver)."""
-    from dispatcher.sandbox import Sandbox
+    from dispatcher.sandbox.server import Sandbox
 
     console.print(f"provider sandbox on http://{host}:{port} (messages: /sandbox/messages)")
     try:

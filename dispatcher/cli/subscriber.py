@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dispatcher import confirmations, preferences, subscribers
 from dispatcher.cli.common import (
     JsonOption,
     console,
@@ -20,6 +19,7 @@ from dispatcher.cli.common import (
 from dispatcher.links import LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import Subscriber
+from dispatcher.subscribers import confirmations, preferences, records
 
 app = typer.Typer(
     help="Add, import, list and remove subscribers, and print their links.", no_args_is_help=True
@@ -86,12 +86,12 @@ def subscriber_add(
         tier=tier,
     )
     with open_pipeline() as pipeline:
-        subscriber = subscribers.add(pipeline.store, pipeline.registry, data)
+        subscriber = records.add(pipeline.store, pipeline.registry, data)
         requested = [] if data.confirmed else confirmations.request(pipeline, subscriber.id)
         with pipeline.store.session() as session:
-            opted_out = sorted(subscribers.opt_outs(session, subscriber))
+            opted_out = sorted(records.opt_outs(session, subscriber))
     if as_json:
-        print_json(subscribers.as_dict(subscriber, with_secret=True))
+        print_json(records.as_dict(subscriber, with_secret=True))
         return
     console.print(f"subscriber [bold]{subscriber.id}[/] added: {subscriber.name}")
     if subscriber.webhook_secret:
@@ -113,9 +113,9 @@ def subscriber_add(
 def subscriber_list(as_json: JsonOption = False) -> None:
     """List subscribers with their channels and filters."""
     with open_pipeline() as pipeline:
-        found = subscribers.list_all(pipeline.store)
+        found = records.list_all(pipeline.store)
     if as_json:
-        print_json([subscribers.as_dict(s) for s in found])
+        print_json([records.as_dict(s) for s in found])
         return
     table = Table("id", "name", "channels", "addresses", "components", "min", "confirmed")
     for s in found:
@@ -140,7 +140,7 @@ def subscriber_remove(subscriber_id: Annotated[int, typer.Argument(metavar="ID")
         try:
             preferences.erase(pipeline.store, subscriber_id, actor="operator")
         except preferences.SubscriberNotFound as exc:
-            raise subscribers.SubscriberError(str(exc)) from None
+            raise records.SubscriberError(str(exc)) from None
     console.print(f"subscriber {subscriber_id} removed")
 
 
@@ -155,12 +155,12 @@ def subscriber_link(
     """Print a subscriber's signed link (built on OUTAGE_PUBLIC_URL), e.g. to answer a support
     request. Anyone holding it can change that subscriber's preferences until it expires."""
     if purpose is LinkPurpose.CONFIRM:
-        raise subscribers.SubscriberError("purpose: confirmation links are sent, not printed")
+        raise records.SubscriberError("purpose: confirmation links are sent, not printed")
     with open_pipeline() as pipeline:
         try:
             preferences.get(pipeline.store, subscriber_id)
         except preferences.SubscriberNotFound as exc:
-            raise subscribers.SubscriberError(str(exc)) from None
+            raise records.SubscriberError(str(exc)) from None
         url = pipeline.links.url(purpose, subscriber_id)
     print(url)  # plain, unwrapped: rich would break a long link across lines
 
@@ -172,7 +172,7 @@ def subscriber_import(
 ) -> None:
     """Import subscribers from CSV: good rows are stored, bad rows reported by line number."""
     with open_pipeline() as pipeline:
-        report = subscribers.import_csv(pipeline.store, pipeline.registry, file)
+        report = records.import_csv(pipeline.store, pipeline.registry, file)
     console.print(f"imported {report.imported} subscribers")
     if report.still_suppressed:
         console.print(

@@ -21,6 +21,6 @@ def template_preview(
     message: Annotated[str | None, typer.Option(help="Operator text to render with.")] = None,
 ) -> None:
     """Render a channel's template with sample data, with its length figures."""
-    from dispatcher.preview import preview
+    from dispatcher.render.preview import preview
 
     console.print(preview(settings(), channel, state, locale, message), highlight=False)

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from dispatcher.pipeline import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings, get_settings
 from dispatcher.web import health, inbound, incidents_api, preferences, subscribers_api, webhooks
 from dispatcher.web import status as status_page
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from dispatcher.worker import connect
+        from dispatcher.delivery.tasks import connect
 
         pipeline = connect(config)
         app.state.pipeline = pipeline

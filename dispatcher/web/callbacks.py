@@ -8,8 +8,8 @@ check as the inbound-SMS webhook. SendGrid's ECDSA signature over "<timestamp><b
 with its EventWebhook helper and the public key in OUTAGE_SENDGRID_EVENT_PUBLIC_KEY (in sandbox
 mode, the sandbox's own published key). A bad or missing signature is 403 and nothing is stored.
 
-Verified events go to `dispatcher.receipts`, which applies each once (by the provider's event id)
-and may queue the update on the subscriber's next channel; that is sent at once.
+Verified events go to `dispatcher.delivery.receipts`, which applies each once (by the provider's
+event id) and may queue the update on the subscriber's next channel; that is sent at once.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from dispatcher import receipts
-from dispatcher.pipeline import Pipeline
-from dispatcher.sandbox_receipts import (
+from dispatcher.delivery import receipts
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.sandbox.receipts import (
     SANDBOX_EVENT_PUBLIC_KEY,
     SENDGRID_SIGNATURE,
     SENDGRID_TIMESTAMP,

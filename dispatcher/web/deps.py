@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from dispatcher.pipeline import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings
 
 

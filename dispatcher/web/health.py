@@ -2,8 +2,8 @@
 
 `/healthz` says only that the process answers (a liveness probe that checked the database would
 restart every web process when the database blips). `/readyz` runs the readiness checks of
-dispatcher/doctor.py under a deadline and names what is wrong. `/metrics` is the whole
-deployment's delivery metrics, read from the database (dispatcher/metrics.py), plus this
+dispatcher/ops/doctor.py under a deadline and names what is wrong. `/metrics` is the whole
+deployment's delivery metrics, read from the database (dispatcher/ops/metrics.py), plus this
 process's own counters.
 """
 
@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from dispatcher import doctor, metrics
+from dispatcher.ops import doctor, metrics
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.limits import BodyTooLarge
 

@@ -23,11 +23,11 @@ from fastapi.responses import Response
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from channels.sandbox_seams import SANDBOX_CREDENTIAL, credential
-from dispatcher import confirmations
+from channels.transport import SANDBOX_CREDENTIAL, credential
 from dispatcher.models import SuppressionReason
 from dispatcher.settings import Settings
-from dispatcher.suppressions import lift, suppress
+from dispatcher.subscribers import confirmations
+from dispatcher.subscribers.suppressions import lift, suppress
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.preferences import Form, FormDep
 

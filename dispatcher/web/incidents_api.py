@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher import incidents, reports
-from dispatcher.incidents import IncidentError, IncidentNotFound, Posted
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
+from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound, Posted
 from dispatcher.models import IncidentIn, IncidentState, Severity
-from dispatcher.pipeline import Pipeline
 from dispatcher.store import MAX_ID
 from dispatcher.web.deps import OperatorDep, PipelineDep, wake_runner
 
@@ -76,7 +76,7 @@ def _translate(exc: IncidentError) -> HTTPException:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_incident(request: Request, pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
     """Open an incident (investigating) and notify everyone it concerns."""
-    return _announce(request, pipeline, incidents.open_incident(pipeline.store, body))
+    return _announce(request, pipeline, lifecycle.open_incident(pipeline.store, body))
 
 
 @router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
@@ -86,9 +86,9 @@ def post_update(
     """Post an update; state `resolved` resolves the incident."""
     try:
         if body.state is IncidentState.RESOLVED:
-            posted = incidents.resolve(pipeline.store, incident_id, body.message)
+            posted = lifecycle.resolve(pipeline.store, incident_id, body.message)
         else:
-            posted = incidents.post_update(pipeline.store, incident_id, body.state, body.message)
+            posted = lifecycle.post_update(pipeline.store, incident_id, body.state, body.message)
     except IncidentError as exc:
         raise _translate(exc) from None
     return _announce(request, pipeline, posted)
@@ -100,7 +100,7 @@ def approve(
 ) -> PostedOut:
     """Publish a draft opened by a monitoring system, optionally reworded first."""
     try:
-        posted = incidents.approve(
+        posted = lifecycle.approve(
             pipeline.store, incident_id, title=body.title, message=body.message
         )
     except IncidentError as exc:

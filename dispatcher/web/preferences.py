@@ -32,14 +32,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
-from dispatcher import confirmations, preferences
-from dispatcher.confirmations import ConfirmationError
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkError, LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.render import environment
+from dispatcher.render.core import environment
 from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
-from dispatcher.subscribers import SubscriberError, as_input, opt_outs
+from dispatcher.subscribers import confirmations, preferences
+from dispatcher.subscribers.confirmations import ConfirmationError
+from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
 
 FORM_MAX_BYTES = 64 * 1024

@@ -2,12 +2,12 @@
 
 Server-rendered HTML (Jinja2, autoescaped, no JavaScript, no external assets) so the page works
 on any phone, in any reader, and when the company's CDN is what is down. Every route reads through
-`dispatcher.status`, which returns only public shapes (no drafts, no internal notes); this module
-only presents them. Costs: `/` and `/api/status` two queries, `/incidents/{id}` and
-`/feed.atom` one (see `dispatcher.status`).
+`dispatcher.incidents.public`, which returns only public shapes (no drafts, no internal notes);
+this module only presents them. Costs: `/` and `/api/status` two queries, `/incidents/{id}` and
+`/feed.atom` one (see `dispatcher.incidents.public`).
 
 The sign-up form posts here, to `/subscribe`, as a plain form (no JSON, so no script is needed);
-the handler makes the subscriber with `subscribers.add` and asks for the double opt-in with
+the handler makes the subscriber with `records.add` and asks for the double opt-in with
 `confirmations.request`, the same core the JSON sign-up API uses. Its answer is the same whether
 the address was new or already known, so the form does not tell strangers who subscribes.
 """
@@ -27,13 +27,13 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel, ValidationError
 
-from dispatcher import confirmations, subscribers
-from dispatcher import status as public
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import public as public
 from dispatcher.models import IncidentState, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
-from dispatcher.render import clock, day
+from dispatcher.render.core import clock, day
 from dispatcher.settings import TEMPLATES_DIR, Settings
 from dispatcher.store import utcnow
+from dispatcher.subscribers import confirmations, records
 from dispatcher.web.deps import PipelineDep, SettingsDep
 
 router = APIRouter(tags=["status"])
@@ -335,7 +335,7 @@ def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | 
     """The subscriber to send confirmations to (new, or already known by one of the addresses:
     the same answer either way, and the pending confirmation again), or the errors by field.
 
-    The same core call as `POST /api/subscribers` without a token (`subscribers.sign_up`), with
+    The same core call as `POST /api/subscribers` without a token (`records.sign_up`), with
     `SubscriberIn` so no operator-only field can be set from this form."""
     if not form.email and not form.phone:
         return {"form": "Give an email address, a phone number, or both."}
@@ -352,10 +352,10 @@ def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | 
             channels=channels or ["email"],
             components=form.components,
         )
-        return subscribers.sign_up(pipeline.store, pipeline.registry, data, offered)
+        return records.sign_up(pipeline.store, pipeline.registry, data, offered)
     except ValidationError as exc:
         return _field_errors(exc)
-    except subscribers.SubscriberError as exc:
+    except records.SubscriberError as exc:
         field, _, message = str(exc).partition(": ")
         return {field if field == "components" else "form": message if message else str(exc)}
 

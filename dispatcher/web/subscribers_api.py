@@ -29,11 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from dispatcher import confirmations, preferences, subscribers
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
 from dispatcher.store import Subscriber
-from dispatcher.subscribers import SubscriberError
+from dispatcher.subscribers import confirmations, preferences, records
+from dispatcher.subscribers.records import SubscriberError
 from dispatcher.web.deps import OperatorDep, PipelineDep, require_operator
 
 router = APIRouter(prefix="/api/subscribers", tags=["subscribers"])
@@ -117,7 +117,7 @@ def _from_subscriber_error(exc: SubscriberError) -> RequestValidationError:
 
 
 def _out(subscriber: Subscriber, *, with_secret: bool = False) -> SubscriberOut:
-    return SubscriberOut.model_validate(subscribers.as_dict(subscriber, with_secret=with_secret))
+    return SubscriberOut.model_validate(records.as_dict(subscriber, with_secret=with_secret))
 
 
 def _not_found(subscriber_id: int) -> HTTPException:
@@ -149,7 +149,7 @@ def sign_up(
         )
     offered = preferences.known_components(pipeline.store, pipeline.settings)
     try:
-        known_id = subscribers.sign_up(pipeline.store, pipeline.registry, body, offered)
+        known_id = records.sign_up(pipeline.store, pipeline.registry, body, offered)
     except SubscriberError as exc:
         raise _from_subscriber_error(exc) from None
     background.add_task(confirmations.request, pipeline, known_id)
@@ -160,7 +160,7 @@ def _operator_add(
     pipeline: Pipeline, background: BackgroundTasks, body: SubscriberIn, response: Response
 ) -> SubscriberOut:
     try:
-        added = subscribers.add(pipeline.store, pipeline.registry, body)
+        added = records.add(pipeline.store, pipeline.registry, body)
     except SubscriberError as exc:
         raise _from_subscriber_error(exc) from None
     if not body.confirmed:
@@ -176,7 +176,7 @@ def list_subscribers(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[SubscriberOut]:
     """Subscribers in id order, a page at a time."""
-    return [_out(s) for s in subscribers.list_all(pipeline.store, limit=limit, offset=offset)]
+    return [_out(s) for s in records.list_all(pipeline.store, limit=limit, offset=offset)]
 
 
 @router.get("/export", dependencies=[OperatorDep], response_model=None)
@@ -185,7 +185,7 @@ def export(
 ) -> Response:
     """Every subscriber with their preferences; the CSV imports back with `outage subscriber
     import` (export-only columns are ignored there)."""
-    rows = [_out(s) for s in subscribers.list_all(pipeline.store)]
+    rows = [_out(s) for s in records.list_all(pipeline.store)]
     stamp = f"subscribers-{datetime.now().date().isoformat()}"
     if fmt == "json":
         body = json.dumps([row.model_dump(mode="json", exclude={"webhook_secret"}) for row in rows])

@@ -19,10 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from channels.webhook import verify
-from dispatcher import correlate
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import correlate
 from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
 from dispatcher.ingest.events import AlertEvent, IngestMapping
-from dispatcher.pipeline import Pipeline
 from dispatcher.web.deps import PipelineDep, bearer_token, check_token, wake_runner
 from dispatcher.web.health import WebhookMetricsRoute
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from dispatcher import incidents, reports, subscribers
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
-from dispatcher.pipeline import Pipeline
 from dispatcher.settings import get_settings
+from dispatcher.subscribers import records
 
 DETAIL_CHARS = 30  # keeps the table within an 80-column terminal
 UNREACHABLE_PHONE = "+14155550123"  # the sandbox rejects it as a provider would a dead number
@@ -95,7 +96,7 @@ def _run(console: Console, pipeline: Pipeline) -> None:
     for data in SUBSCRIBERS:
         if data.webhook is not None:
             data = data.model_copy(update={"webhook": f"{sandbox.url}/hooks/chen"})
-        subscribers.add(pipeline.store, pipeline.registry, data)
+        records.add(pipeline.store, pipeline.registry, data)
     seeded = Table("subscriber", "channels (in order)", "follows", "threshold", title="subscribers")
     for data in SUBSCRIBERS:
         seeded.add_row(
@@ -109,13 +110,13 @@ def _run(console: Console, pipeline: Pipeline) -> None:
     sandbox.inject_failures(2, "503", channel="email")
     console.print("sandbox told to reject one phone number and to answer two email requests 503")
 
-    def announce(posted: incidents.Posted) -> int:
+    def announce(posted: lifecycle.Posted) -> int:
         pipeline.queue.fan_out(posted.update_id)
         pipeline.drain(wait_s=30)
         return posted.incident_id
 
     incident_id = announce(
-        incidents.open_incident(
+        lifecycle.open_incident(
             pipeline.store,
             IncidentIn(
                 title="Checkout errors",
@@ -126,7 +127,7 @@ def _run(console: Console, pipeline: Pipeline) -> None:
         )
     )
     announce(
-        incidents.post_update(
+        lifecycle.post_update(
             pipeline.store,
             incident_id,
             IncidentState.IDENTIFIED,
@@ -134,7 +135,7 @@ def _run(console: Console, pipeline: Pipeline) -> None:
         )
     )
     announce(
-        incidents.resolve(
+        lifecycle.resolve(
             pipeline.store,
             incident_id,
             "The rollback is complete and payments work normally again.",

@@ -23,10 +23,10 @@ from more_itertools import chunked
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dispatcher.audience import recipients
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import Audience, DeliveryStatus
-from dispatcher.pacing import Pacing, carries, update_kind
-from dispatcher.registry import ChannelRegistry
+from dispatcher.policy.audience import recipients
+from dispatcher.policy.pacing import Pacing, carries, update_kind
 from dispatcher.store import (
     PUBLIC_RECIPIENT,
     Delivery,

@@ -32,9 +32,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from channels.base import Channel, ChannelError
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import DeliveryStatus, FailureReason, IncidentState
-from dispatcher.registry import ChannelRegistry
-from dispatcher.render import RenderError, render, sample
+from dispatcher.render.core import RenderError, render, sample
 from dispatcher.settings import Settings
 from dispatcher.store import Base, Delivery, make_engine, utcnow
 
@@ -217,7 +217,7 @@ def check_workers(ctx: Context) -> list[Finding]:
     if ctx.settings.embedded:
         findings.append(ok("workers", "embedded: `outage serve` (or `outage worker`) sends"))
     elif "broker" not in ctx.failed:
-        from dispatcher.worker import make_celery
+        from dispatcher.delivery.tasks import make_celery
 
         replies = make_celery(ctx.settings).control.inspect(timeout=PROBE_TIMEOUT_S).ping()
         if replies:

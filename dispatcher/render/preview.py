@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import IncidentState
-from dispatcher.registry import ChannelRegistry
-from dispatcher.render import render, sample
+from dispatcher.render.core import render, sample
+from dispatcher.render.textfit import sms_encoding, sms_segments, tweet_length
 from dispatcher.settings import Settings
-from dispatcher.textfit import sms_encoding, sms_segments, tweet_length
 
 
 def preview(

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dispatcher import incidents
+from dispatcher.incidents import lifecycle
 from dispatcher.ingest.events import AlertEvent, AlertStatus
 from dispatcher.models import IncidentIn, Severity
 from dispatcher.settings import Settings
@@ -73,7 +73,7 @@ def settle(store: Store, settings: Settings) -> list[int]:
             .with_for_update(skip_locked=True)
         ).all()
         for incident in due:
-            update_ids.append(incidents.close(session, incident, RESOLVED_MESSAGE).update_id)
+            update_ids.append(lifecycle.close(session, incident, RESOLVED_MESSAGE).update_id)
     return update_ids
 
 
@@ -104,7 +104,7 @@ def _apply(
             update_ids.append(update_id)
         elif incident.resolved_at is not None:
             message = f"The problem has returned. {_message(firing) or ''}".strip()
-            update_ids.append(incidents.reopen(session, incident, message).update_id)
+            update_ids.append(lifecycle.reopen(session, incident, message).update_id)
             incident.resolve_pending_since = None
         else:
             incident.resolve_pending_since = None  # a blip before the resolve was announced
@@ -115,7 +115,7 @@ def _apply(
             incident.resolve_pending_since = now
         if settings.resolve_hold_s == 0:
             resolved_message = _message(events) or RESOLVED_MESSAGE
-            update_ids.append(incidents.close(session, incident, resolved_message).update_id)
+            update_ids.append(lifecycle.close(session, incident, resolved_message).update_id)
 
     if incident is not None:
         _link_alerts(session, source, group_key, incident.id)
@@ -176,7 +176,7 @@ def _open(
         components=list(dict.fromkeys(c for e in firing for c in e.components)),
         message=_message(firing),
     )
-    posted = incidents.create(
+    posted = lifecycle.create(
         session,
         data,
         source=source,
@@ -196,7 +196,7 @@ def _widen(session: Session, incident: Incident, new_alerts: list[AlertEvent]) -
     message = _message(new_alerts)
     if added:
         message = f"Also affecting {', '.join(added)}. {message or ''}".strip()
-    return incidents.add_update(session, incident, incident.state, message).update_id
+    return lifecycle.add_update(session, incident, incident.state, message).update_id
 
 
 def _link_alerts(session: Session, source: str, group_key: str, incident_id: int) -> None:

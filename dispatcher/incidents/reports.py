@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from dispatcher.incidents import IncidentNotFound
+from dispatcher.incidents.lifecycle import IncidentNotFound
 from dispatcher.models import DeliveryStatus
 from dispatcher.store import MAX_ID, PUBLIC_RECIPIENT, Delivery, Incident, Store, Subscriber, Update
 

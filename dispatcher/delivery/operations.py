@@ -16,8 +16,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from dispatcher import audit
-from dispatcher.breaker import AUDIT_PREFIX
-from dispatcher.incidents import IncidentNotFound
+from dispatcher.delivery.breaker import AUDIT_PREFIX
+from dispatcher.incidents.lifecycle import IncidentNotFound
 from dispatcher.models import DeliveryStatus
 from dispatcher.store import AuditEvent, Delivery, Incident, Receipt, Store, Update, utcnow
 

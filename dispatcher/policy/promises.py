@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dispatcher import incidents
-from dispatcher.incidents import Extras
+from dispatcher.incidents import lifecycle
+from dispatcher.incidents.lifecycle import Extras
 from dispatcher.models import Audience, IncidentState
 from dispatcher.settings import Settings
 from dispatcher.store import Incident, Store, Update, utcnow
@@ -50,7 +50,7 @@ def _promises(store: Store, settings: Settings, now: datetime) -> list[int]:
                 )
                 extras = Extras(next_update_at=now + interval)
                 posted.append(
-                    incidents.add_update(
+                    lifecycle.add_update(
                         session, incident, incident.state, message, extras
                     ).update_id
                 )
@@ -63,7 +63,7 @@ def _promises(store: Store, settings: Settings, now: datetime) -> list[int]:
                     f"{clock(deadline)}. Post one with `outage incident update {incident.id}`."
                 )
                 posted.append(
-                    incidents.add_update(
+                    lifecycle.add_update(
                         session, incident, incident.state, message, audience=Audience.INTERNAL
                     ).update_id
                 )
@@ -113,10 +113,10 @@ def _maintenance(store: Store, settings: Settings, now: datetime) -> list[int]:
             try:
                 with session.begin_nested():
                     if milestone == "completed":  # closing it takes it out of this query
-                        posted.append(incidents.close(session, incident, message).update_id)
+                        posted.append(lifecycle.close(session, incident, message).update_id)
                     else:
                         posted.append(
-                            incidents.add_update(
+                            lifecycle.add_update(
                                 session,
                                 incident,
                                 IncidentState.SCHEDULED,

@@ -29,9 +29,9 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dispatcher.delivery import fall_back
+from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.delivery.send import fall_back
 from dispatcher.models import DeliveryStatus, SuppressionReason
-from dispatcher.registry import ChannelRegistry
 from dispatcher.store import (
     Delivery,
     Receipt,
@@ -40,7 +40,7 @@ from dispatcher.store import (
     insert_ignoring_duplicates,
     utcnow,
 )
-from dispatcher.suppressions import suppress
+from dispatcher.subscribers.suppressions import suppress
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,16 @@ from more_itertools import chunked
 from pydantic import SecretStr
 from sqlalchemy import and_, func, or_, select
 
-from dispatcher import cadence, correlate, delivery, fanout, receipts, render
-from dispatcher.guards import Guards
+from dispatcher.delivery import fanout, receipts, send
+from dispatcher.delivery.guards import Guards
+from dispatcher.delivery.queue import EmbeddedQueue, Queue
+from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.incidents import correlate
 from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
-from dispatcher.queue import EmbeddedQueue, Queue
-from dispatcher.registry import ChannelRegistry
-from dispatcher.sandbox import Sandbox
+from dispatcher.policy import promises
+from dispatcher.render import core
+from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Store, Update, utcnow
 
@@ -64,7 +67,7 @@ class Pipeline:
         a worker's first message waited ~0.5 s for them (the Twilio SDK alone imports its REST
         API in 70 ms). A template that does not compile or an adapter that cannot be built (a
         live credential missing) is reported here, and fails its sends as before."""
-        for name, error in render.compile_templates().items():
+        for name, error in core.compile_templates().items():
             log.error("template %s does not compile: %s", name, error)
         for name in self.registry.names:
             try:
@@ -85,8 +88,8 @@ class Pipeline:
         for batch in batches:
             self.queue.send(batch)
 
-    def send(self, delivery_ids: list[int]) -> delivery.SendResult:
-        result = delivery.send_batch(
+    def send(self, delivery_ids: list[int]) -> send.SendResult:
+        result = send.send_batch(
             self.store, self.registry, self.settings, self.links, delivery_ids, guards=self.guards
         )
         if result.fallbacks:
@@ -102,7 +105,7 @@ class Pipeline:
         subscriber's next channel."""
         for update_id in [
             *correlate.settle(self.store, self.settings),
-            *cadence.due_updates(self.store, self.settings),
+            *promises.due_updates(self.store, self.settings),
         ]:
             self.queue.fan_out(update_id)
         overdue = receipts.expire(self.store, self.registry, self.guards.usable)
@@ -154,7 +157,7 @@ class Pipeline:
     def _run_jobs(self, queue: EmbeddedQueue, lanes: ThreadPoolExecutor) -> None:
         """Send every queued batch, SEND_LANES at a time, until no job is left (a batch's
         fallbacks and retries are queued by it as it ends)."""
-        sending: deque[Future[delivery.SendResult]] = deque()
+        sending: deque[Future[send.SendResult]] = deque()
         while queue.jobs or sending:
             if not queue.jobs:
                 sending.popleft().result()  # its fallbacks may be new jobs

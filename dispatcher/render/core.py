@@ -40,14 +40,14 @@ from markupsafe import escape
 
 from channels.base import Limits
 from dispatcher.models import IncidentState, Severity
-from dispatcher.settings import TEMPLATES_DIR
-from dispatcher.textfit import (
+from dispatcher.render.textfit import (
     TWEET_MAX_WEIGHT,
     gsm_transliterate,
     shorten,
     sms_segments,
     tweet_length,
 )
+from dispatcher.settings import TEMPLATES_DIR
 
 DEFAULT_LOCALE: Final = "en"
 WORDING_BLOCKS: Final[tuple[str, ...]] = ("label", "lead", "impact", "message", "next", "closing")

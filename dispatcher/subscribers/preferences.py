@@ -29,8 +29,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import SubscriberIn, SuppressionReason
-from dispatcher.registry import ChannelRegistry
 from dispatcher.settings import TEMPLATES_DIR, Settings
 from dispatcher.store import (
     ADDRESS_COLUMNS,
@@ -42,8 +42,8 @@ from dispatcher.store import (
     Suppression,
     utcnow,
 )
-from dispatcher.subscribers import as_input, check_channels
-from dispatcher.suppressions import suppress
+from dispatcher.subscribers.records import as_input, check_channels
+from dispatcher.subscribers.suppressions import suppress
 
 # Names of the languages we may have templates for; a language without a name shows its code.
 LANGUAGE_NAMES = {

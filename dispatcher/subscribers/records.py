@@ -20,8 +20,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
+from dispatcher.delivery.registry import ChannelRegistry, UnknownChannel
 from dispatcher.models import SubscriberIn, SuppressionReason
-from dispatcher.registry import ChannelRegistry, UnknownChannel
 from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, utcnow
 
 # What a channel's address field is called in messages to people (not the CLI's --flags).

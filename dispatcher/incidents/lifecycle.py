@@ -159,7 +159,7 @@ def schedule_maintenance(
     store: Store, data: IncidentIn, starts_at: datetime, ends_at: datetime
 ) -> Posted:
     """Announce planned maintenance now; the sweep sends the reminders ahead of it, and the
-    notices at its start and end (dispatcher/cadence.py)."""
+    notices at its start and end (dispatcher/policy/promises.py)."""
     if ends_at <= starts_at:
         raise IncidentError("end: the maintenance must end after it starts")
     if ends_at <= utcnow():

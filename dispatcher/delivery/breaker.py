@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import redis
 
 from dispatcher import audit
-from dispatcher.ratelimit import SharedStateUnavailable
+from dispatcher.delivery.ratelimit import SharedStateUnavailable
 from dispatcher.store import Store
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twilio.request_validator import RequestValidator
 
 if TYPE_CHECKING:
-    from dispatcher.sandbox import Sandbox
+    from dispatcher.sandbox.server import Sandbox
 
 TWILIO_SIGNATURE = "X-Twilio-Signature"
 TWILIO_IDEMPOTENCY = "I-Twilio-Idempotency-Token"

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from dispatcher.pipeline import Pipeline
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dispatcher.models import Cadence, DeliveryStatus, IncidentState, Severity, UpdateKind
-from dispatcher.quiet_hours import may_send_at
+from dispatcher.policy.quiet_hours import may_send_at
 from dispatcher.store import Delivery, Incident, Update
 
 CARRIED: dict[Cadence, frozenset[UpdateKind]] = {

@@ -63,11 +63,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from dispatcher.breaker import BreakerState, Circuits, RedisCircuits
-from dispatcher.guards import account_key
+from dispatcher.delivery.breaker import BreakerState, Circuits, RedisCircuits
+from dispatcher.delivery.guards import account_key
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.ratelimit import SharedStateUnavailable, uses_redis
 from dispatcher.models import DeliveryStatus, FailureReason
-from dispatcher.pipeline import Pipeline
-from dispatcher.ratelimit import SharedStateUnavailable, uses_redis
 from dispatcher.store import Delivery, Store, Update, utcnow
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ BreakerStates = Callable[[], Mapping[str, BreakerState]]
 
 def circuit_reader(circuits: Circuits, keys: Mapping[str, str]) -> BreakerStates:
     """Breaker state per channel, read through the breaker's public `Circuits.get`; `keys` maps
-    each breaker channel to its circuit key (dispatcher.guards.account_key)."""
+    each breaker channel to its circuit key (dispatcher.delivery.guards.account_key)."""
 
     def read() -> dict[str, BreakerState]:
         return {channel: circuits.get(key).state for channel, key in keys.items()}
@@ -399,7 +399,7 @@ REDIS_TIMEOUT_S = 0.5  # a scrape must not hang on a Redis that does not answer
 
 def breaker_states_for(pipeline: Pipeline) -> BreakerStates:
     """Where the circuits of `settings.breaker_channels` are read from: the Pipeline's own
-    breaker (dispatcher/guards.py), which is this process's on the embedded default and the
+    breaker (dispatcher/delivery/guards.py), which is this process's on the embedded default and the
     Redis hashes every worker shares otherwise. With Redis, read through a client of our own with
     a shorter timeout, so a hung Redis cannot stall a scrape."""
     settings = pipeline.settings

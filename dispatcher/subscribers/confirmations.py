@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session
 
 from channels.base import Message
 from dispatcher.audit import record
+from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.links import LinkError, LinkPurpose
-from dispatcher.pipeline import Pipeline
-from dispatcher.registry import ChannelRegistry
-from dispatcher.render import DEFAULT_LOCALE, RecipientView, environment, language_of
+from dispatcher.render.core import DEFAULT_LOCALE, RecipientView, environment, language_of
+from dispatcher.render.textfit import gsm_transliterate
 from dispatcher.store import ADDRESS_COLUMNS, CONFIRMATION_COLUMNS, Store, Subscriber, utcnow
-from dispatcher.subscribers import opt_outs
-from dispatcher.suppressions import suppress
-from dispatcher.textfit import gsm_transliterate
+from dispatcher.subscribers.records import opt_outs
+from dispatcher.subscribers.suppressions import suppress
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Protocol
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import Audience, DeliveryStatus, Severity
-from dispatcher.registry import ChannelRegistry
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
@@ -24,7 +24,7 @@ from dispatcher.store import (
     Subscriber,
     Update,
 )
-from dispatcher.suppressions import Address, all_suppressed
+from dispatcher.subscribers.suppressions import Address, all_suppressed
 
 STREAM_CHUNK = 1000
 

@@ -2,7 +2,7 @@
 
 Why it exists: the demo, the tests and the benchmarks must exercise the *real* provider SDKs (their
 URL building, auth, error parsing) without an account or the network. The adapters point the SDKs
-here (see `channels/sandbox_seams.py`); the sandbox answers in each provider's own shapes, records
+here (see `channels/transport.py`); the sandbox answers in each provider's own shapes, records
 every accepted message, and lets a test or an operator inject the failures that matter to us:
 rate limits, server errors, timeouts and recipients that fail for good.
 
@@ -353,12 +353,12 @@ class Sandbox:
         """POST a signed delivery receipt for the latest message to `to`, as the provider would:
         for "sms" a Twilio status callback to the message's StatusCallback, for "email" a
         SendGrid event (`status` is its event name) to `url`. The receiver's HTTP status."""
-        from dispatcher import sandbox_receipts
+        from dispatcher.sandbox import receipts
 
         if channel == "sms":
-            return sandbox_receipts.twilio_status(self, to, status, error_code=error_code).post()
+            return receipts.twilio_status(self, to, status, error_code=error_code).post()
         if channel == "email" and url:
-            return sandbox_receipts.sendgrid_event(self, url, to, status).post()
+            return receipts.sendgrid_event(self, url, to, status).post()
         raise ValueError('receipts are for channel "sms", or "email" with a "url"')
 
     def set_latency(self, ms: float) -> None:

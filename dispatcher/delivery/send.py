@@ -7,9 +7,10 @@ lease that expires and the row is sent again: we err towards a duplicate rather 
 never told, and count it (`lease_expiries`, incremented by the claim that takes the row back).
 
 A channel's share of a batch goes out in chunks, each cleared first by the provider's guards
-(dispatcher/guards.py): its circuit breaker, then its account's rate bucket. What they refuse is
-put back without counting as a try: due later when paced, and while the circuit is open either
-sent on the subscriber's next working channel (recorded as a fallback) or held until the probe.
+(dispatcher/delivery/guards.py): its circuit breaker, then its account's rate bucket. What they
+refuse is put back without counting as a try: due later when paced, and while the circuit is open
+either sent on the subscriber's next working channel (recorded as a fallback) or held until the
+probe.
 
 Just before sending, a message is dropped when a newer update of the same incident is on its way
 to (or has reached) the same person: coalesced updates and those held by quiet hours go out as
@@ -18,7 +19,7 @@ the latest state once, never as a replay of stale ones (SUPERSEDED).
 What happens after a failure is decided here from the adapter's classification alone: transient
 goes back to the queue with a growing delay until `delivery_attempts` sends, then falls back;
 permanent falls back at once to the subscriber's next channel, recording both rows. `fall_back`
-is also what a provider's "undelivered" receipt uses (dispatcher/receipts.py).
+is also what a provider's "undelivered" receipt uses (dispatcher/delivery/receipts.py).
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
-from dispatcher.audience import Preferences, address_of, next_channel
-from dispatcher.guards import Budget, Gate, Guards
+from dispatcher.delivery.guards import Budget, Gate, Guards
+from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.links import LinkPurpose, Links
 from dispatcher.logs import log_attempt
 from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
-from dispatcher.registry import ChannelRegistry
-from dispatcher.render import (
+from dispatcher.policy.audience import Preferences, address_of, next_channel
+from dispatcher.render.core import (
     IncidentView,
     RecipientView,
     RenderError,
@@ -62,7 +63,7 @@ from dispatcher.store import (
     insert_ignoring_duplicates,
     utcnow,
 )
-from dispatcher.suppressions import Address, suppress, suppressed
+from dispatcher.subscribers.suppressions import Address, suppress, suppressed
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class _Context:
     links: Links
     guards: Guards
     # One rendering per (channel, update, language, zone, links) for the whole batch, shared by
-    # its recipients (dispatcher/render.py `render_shared`); None: render each on its own.
+    # its recipients (dispatcher/render/core.py `render_shared`); None: render each on its own.
     renders: dict[tuple[object, ...], Shared | RenderError | None] = field(default_factory=dict)
 
 

@@ -2,7 +2,8 @@
 
 Built once per process (the Pipeline) from the settings, shared through Redis when Redis is the
 broker and in-process otherwise, so the embedded default and a scaled deployment run the same
-code. `dispatcher/delivery.py` asks `gate()` before each chunk of a batch and `report()`s after.
+code. `dispatcher/delivery/send.py` asks `gate()` before each chunk of a batch and
+`report()`s after.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from channels.base import Outcome
-from dispatcher.breaker import (
+from dispatcher.delivery.breaker import (
     Breaker,
     BreakerState,
     Circuits,
@@ -21,14 +22,14 @@ from dispatcher.breaker import (
     Permit,
     RedisCircuits,
 )
-from dispatcher.models import FailureKind
-from dispatcher.ratelimit import (
+from dispatcher.delivery.ratelimit import (
     RateLimiter,
     SharedStateUnavailable,
     limiter_for,
     redis_client,
     uses_redis,
 )
+from dispatcher.models import FailureKind
 from dispatcher.settings import RateLimit, Settings
 from dispatcher.store import Store
 

@@ -1,0 +1,1 @@
+"""Incidents: their lifecycle, monitoring groups, and the views read of them."""

@@ -1,0 +1,1 @@
+"""Operating a dispatcher: the doctor's checks, metrics, and the demo."""

@@ -1,0 +1,1 @@
+"""Updates rendered into each channel's messages: views, templates, calendar, text fitting."""

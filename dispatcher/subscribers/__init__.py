@@ -1,0 +1,1 @@
+"""Subscribers: their records, preferences, confirmations and opt-outs."""
