@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 
 from bench.procstat import own_peak_rss_mb
 from bench.workers import Workers, outage_worker
+from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.delivery.tasks import connect, make_celery
+from dispatcher.delivery.tasks import make_celery
 from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity
 from dispatcher.settings import RateLimit, Settings

@@ -225,7 +225,7 @@ def test_preferences_changed_in_a_browser_decide_the_next_delivery(
         pipeline.store,
         IncidentIn(title="Checkout down", severity=Severity.CRITICAL, components=["Checkout"]),
     )
-    pipeline.queue.fan_out(posted.update_id)  # the app's embedded runner sends it
+    pipeline.announce(posted.update_id)  # the app's embedded runner sends it
     wait_for(lambda: sandbox.messages("email"), "the update was not delivered by email")
     (email,) = sandbox.messages("email")
     assert email["to"] == "ada@example.org"
@@ -236,7 +236,7 @@ def test_preferences_changed_in_a_browser_decide_the_next_delivery(
         pipeline.store,
         IncidentIn(title="Checkout slow", severity=Severity.MAJOR, components=["Checkout"]),
     )
-    pipeline.queue.fan_out(major.update_id)
+    pipeline.announce(major.update_id)
     wait_for(
         lambda: held_delivery(pipeline, major.update_id), "the major update was not fanned out"
     )

@@ -53,8 +53,7 @@ def open_with_promise(pipeline: Pipeline, in_minutes: float) -> int:
             INCIDENT,
             extras=Extras(next_update_at=utcnow() + timedelta(minutes=in_minutes)),
         )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain()
+    pipeline.announce(posted.update_id, wait_s=0)
     return posted.incident_id
 
 
@@ -92,8 +91,7 @@ def test_maintenance_is_announced_reminded_started_and_completed(
 ) -> None:
     start, end = utcnow() + timedelta(hours=3), utcnow() + timedelta(hours=4)
     posted = lifecycle.schedule_maintenance(people.store, INCIDENT, start, end)
-    people.queue.fan_out(posted.update_id)
-    people.drain()
+    people.announce(posted.update_id, wait_s=0)
     sweep(people)
     assert len(inbox(sandbox, "customer")) == 1, "no reminder due yet"
 
@@ -131,16 +129,14 @@ def test_the_review_goes_to_those_who_were_told_once(people: Pipeline, sandbox: 
     incident_id = open_with_promise(people, in_minutes=60)
     with pytest.raises(lifecycle.IncidentError, match="still open"):
         lifecycle.postmortem(people.store, incident_id, "https://example.org/review")
-    people.queue.fan_out(lifecycle.resolve(people.store, incident_id, "fixed").update_id)
-    people.drain()
+    people.announce(lifecycle.resolve(people.store, incident_id, "fixed").update_id, wait_s=0)
     records.add(  # subscribed after it was over: was never told of it
         people.store,
         people.registry,
         SubscriberIn(name="late", email="late@example.org", channels=["email"], confirmed=True),
     )
     posted = lifecycle.postmortem(people.store, incident_id, "https://example.org/review")
-    people.queue.fan_out(posted.update_id)
-    people.drain()
+    people.announce(posted.update_id, wait_s=0)
     assert "https://example.org/review" in inbox(sandbox, "customer")[-1]
     assert all("example.org/review" not in body for body in inbox(sandbox, "late"))
     assert all("example.org/review" not in m["body"] for m in sandbox.messages("social"))

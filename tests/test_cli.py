@@ -183,7 +183,7 @@ def test_delivery_list_shows_fallbacks(env: Path, sandbox: Sandbox) -> None:
 
 
 def test_approve_publishes_a_draft_and_refuses_a_public_incident(env: Path) -> None:
-    from dispatcher.delivery.tasks import connect
+    from dispatcher.delivery.bootstrap import connect
     from dispatcher.incidents import correlate
     from dispatcher.ingest.events import AlertEvent, AlertStatus
     from dispatcher.settings import get_settings

@@ -40,8 +40,7 @@ def announce(pipeline: Pipeline) -> None:
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
+    pipeline.announce(posted.update_id, wait_s=5)
 
 
 def test_sign_up_then_confirm_by_link_then_updates_arrive(

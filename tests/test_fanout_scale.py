@@ -97,8 +97,7 @@ def test_email_to_many_is_one_request_and_each_gets_their_own_links(
         pipeline.store,
         IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"]),
     )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain()
+    pipeline.announce(posted.update_id, wait_s=0)
 
     assert sandbox.stats()["requests"]["email"] == 1
     emails = sandbox.messages("email")

@@ -39,8 +39,8 @@ import redis
 from sqlalchemy import func, insert, select
 
 from dispatcher.delivery import operations
+from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.delivery.tasks import connect
 from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity
 from dispatcher.sandbox.server import Sandbox
@@ -293,7 +293,7 @@ def test_a_worker_killed_mid_fan_out_loses_nothing_and_counts_what_it_may_have_d
     add_subscribers(deploy.pipeline.store, total, [["sms"], ["sms"], ["sms"], ["email"]])
     started = time.monotonic()
     first = deploy.start_worker()
-    deploy.pipeline.queue.fan_out(open_incident(deploy.pipeline))
+    deploy.pipeline.announce(open_incident(deploy.pipeline))
 
     def received() -> int:
         return sum(sandbox.stats()["recorded"].values())
@@ -383,7 +383,7 @@ def test_a_failing_provider_opens_the_breaker_and_everything_goes_once_it_recove
         add_subscribers(deploy.pipeline.store, total, [["sms"], ["sms", "email"]])
         started = time.monotonic()
         deploy.start_worker()
-        deploy.pipeline.queue.fan_out(open_incident(deploy.pipeline))
+        deploy.pipeline.announce(open_incident(deploy.pipeline))
         wait_until("sending under way", lambda: len(sandbox.messages("sms")) >= 50, 30, deploy)
         # Then the provider fails for 3 s: rate limited, then erroring, then hanging.
         sandbox.inject_outage("429", for_s=1.0, channel="sms", retry_after_s=0.5)

@@ -90,8 +90,7 @@ def test_metric_values_after_a_fan_out_with_a_retry_and_a_fallback(
     sandbox.inject_recipient_failure("+14155550001")  # s1's SMS fails for good: falls back
     sandbox.inject_failures(2, "503", channel="email")  # the one email needs two retries
     posted = open_incident(pipeline, accepted_ago_s=90)
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
+    pipeline.announce(posted.update_id, wait_s=5)
 
     registry = registry_of(pipeline)
     assert value(registry, "outage_database_up") == 1
@@ -125,8 +124,7 @@ def test_failure_reasons_of_a_fan_out(pipeline: Pipeline, sandbox: Sandbox) -> N
     # and its next send succeeds; the reason stays on the row.
     sandbox.inject_failures(3, "503", channel="email")
     posted = open_incident(pipeline)
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
+    pipeline.announce(posted.update_id, wait_s=5)
 
     registry = registry_of(pipeline)
     assert value(registry, "outage_delivery_errors", channel="sms", reason="rejected") == 1

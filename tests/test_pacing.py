@@ -32,8 +32,7 @@ def add(pipeline: Pipeline, **fields: object) -> None:
 
 
 def announce(pipeline: Pipeline, posted: lifecycle.Posted) -> int:
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain()
+    pipeline.announce(posted.update_id, wait_s=0)
     return posted.incident_id
 
 

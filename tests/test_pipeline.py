@@ -33,8 +33,7 @@ def open_incident(
         pipeline.store,
         IncidentIn(title="API errors", severity=severity, components=list(components)),
     )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
+    pipeline.announce(posted.update_id, wait_s=5)
     return posted
 
 
@@ -259,8 +258,7 @@ def test_resolve_tells_everyone_and_closes(pipeline: Pipeline, sandbox: Sandbox)
     add(pipeline, name="a", email="a@example.org", channels=["email"])
     posted = open_incident(pipeline)
     resolved = lifecycle.resolve(pipeline.store, posted.incident_id, "Fixed.")
-    pipeline.queue.fan_out(resolved.update_id)
-    pipeline.drain()
+    pipeline.announce(resolved.update_id, wait_s=0)
     found, updates = reports.incident(pipeline.store, posted.incident_id)
     assert found.state == IncidentState.RESOLVED and found.resolved_at is not None
     assert [u.state for u in updates] == ["investigating", "resolved"]

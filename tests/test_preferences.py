@@ -306,8 +306,7 @@ def test_an_opt_out_survives_a_re_import_and_the_next_update_skips_it(
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
+    pipeline.announce(posted.update_id, wait_s=5)
     assert [m["to"] for m in sandbox.messages("email")] == ["ben@example.org"]
 
 
@@ -318,8 +317,7 @@ def test_erasing_keeps_anonymous_delivery_statistics_only(
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=5)
+    pipeline.announce(posted.update_id, wait_s=5)
     preferences.erase(pipeline.store, ada.id, actor="operator")
     with pipeline.store.session() as session:
         assert session.get(Subscriber, ada.id) is None

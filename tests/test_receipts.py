@@ -76,7 +76,7 @@ def test_undelivered_goes_to_the_next_channel_once(pipeline: Pipeline, sandbox: 
     again = receipts.apply(pipeline.store, pipeline.registry, [event])  # Twilio sent it twice
 
     assert (first.applied, len(first.fallbacks), again.duplicates, again.fallbacks) == (1, 1, 1, [])
-    pipeline.queue.send(first.fallbacks)
+    pipeline.enqueue(first.fallbacks)
     pipeline.drain()
     lines = {line.channel: line for line in reports.deliveries(pipeline.store, incident_id)}
     assert lines["sms"].status == DeliveryStatus.FELL_BACK

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from bench.population import populate
+from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.delivery.tasks import connect
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
 from dispatcher.sandbox.server import Sandbox
@@ -114,7 +114,7 @@ def test_workers_fan_out_over_redis_with_retries_and_fallbacks(
             pipeline.store,
             IncidentIn(title="Login failures", severity=Severity.CRITICAL, components=["auth"]),
         )
-        pipeline.queue.fan_out(posted.update_id)
+        pipeline.announce(posted.update_id)
 
         wait_until_settled(pipeline, posted.incident_id, expected=42, limit_s=60)
         lines = reports.deliveries(pipeline.store, posted.incident_id)
@@ -145,7 +145,7 @@ def test_one_worker_process_sends_the_public_post_before_its_fan_out_ends(
             pipeline.store,
             IncidentIn(title="API errors", severity=Severity.CRITICAL, components=["api"]),
         )
-        pipeline.queue.fan_out(posted.update_id)
+        pipeline.announce(posted.update_id)
         wait_until_settled(pipeline, posted.incident_id, expected=audience + 1, limit_s=120)
         with pipeline.store.session() as session:
             fanned_out_at = session.get_one(Update, posted.update_id).fanned_out_at

@@ -64,9 +64,7 @@ def settings() -> Settings:
 
 @contextmanager
 def open_pipeline(config: Settings | None = None) -> Iterator[Pipeline]:
-    from dispatcher.delivery.tasks import (
-        connect,  # Celery is only imported by commands that need it
-    )
+    from dispatcher.delivery.bootstrap import connect
 
     pipeline = connect(config or settings())
     try:

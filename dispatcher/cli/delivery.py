@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from more_itertools import chunked
 from rich.table import Table
 
 from dispatcher.cli.common import (
@@ -80,9 +79,7 @@ def delivery_retry(
             ids = operations.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
         except operations.DeliveryError as exc:
             fail(str(exc))
-        for chunk in chunked(ids, pipeline.settings.batch_size):
-            pipeline.queue.send(list(chunk))
-        pipeline.drain(wait_s=wait)
+        pipeline.enqueue(ids, wait_s=wait)
         lines = reports.deliveries(pipeline.store, incident) if incident is not None else []
     if as_json:
         print_json({"retried": ids})

@@ -31,8 +31,7 @@ app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_i
 
 
 def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) -> None:
-    pipeline.queue.fan_out(posted.update_id)
-    pipeline.drain(wait_s=wait)
+    pipeline.announce(posted.update_id, wait_s=wait)
     if as_json:
         print_json({"incident_id": posted.incident_id, "update_id": posted.update_id})
         return

@@ -37,8 +37,7 @@ def schedule(
     data = IncidentIn(title=title, severity=severity, components=component, message=message)
     with open_pipeline() as pipeline:
         posted = lifecycle.schedule_maintenance(pipeline.store, data, starts_at, ends_at)
-        pipeline.queue.fan_out(posted.update_id)
-        pipeline.drain()
+        pipeline.announce(posted.update_id, wait_s=0)
     if as_json:
         print_json({"incident_id": posted.incident_id, "update_id": posted.update_id})
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -56,14 +55,12 @@ def worker(
 
 
 def _embedded_worker(config: Settings) -> None:
+    from dispatcher.delivery.runner import Runner
+
     console.print("embedded worker: sending due deliveries from the database (Ctrl-C stops)")
     with open_pipeline(config) as pipeline:
-        pipeline.warm()
         try:
-            while True:
-                pipeline.sweep(stale_s=0)
-                pipeline.drain()
-                time.sleep(1.0)
+            Runner(pipeline).run()
         except KeyboardInterrupt:
             console.print("stopped")
 

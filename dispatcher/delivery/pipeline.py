@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +26,6 @@ from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
 from dispatcher.policy import promises
 from dispatcher.render import core
-from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Store, Update, utcnow
 
@@ -44,14 +44,16 @@ class SweepReport:
 
 
 class Pipeline:
-    """Built once per process; `close()` releases connections and stops an in-process sandbox."""
+    """Built once per process (`dispatcher.delivery.bootstrap.connect`); `close()` releases
+    connections and runs what the bootstrap asked to run at the end (stopping its sandbox)."""
 
-    def __init__(self, settings: Settings, queue: Queue | None = None) -> None:
-        self.sandbox: Sandbox | None = None
-        if settings.providers == "sandbox" and settings.sandbox_url is None:
-            # The embedded default: a sandbox of our own, so nothing leaves this machine.
-            self.sandbox = Sandbox()
-            settings = settings.model_copy(update={"sandbox_url": self.sandbox.start()})
+    def __init__(
+        self,
+        settings: Settings,
+        queue: Queue | None = None,
+        *,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.store = Store(settings.database_url)
         secret_key = settings.secret_key or SecretStr(self.store.instance_secret("links"))
         self.settings = settings.model_copy(update={"secret_key": secret_key})
@@ -61,6 +63,7 @@ class Pipeline:
         # broker): built once per process, like the adapters.
         self.guards = Guards.from_settings(self.settings, self.store)
         self.queue: Queue = queue if queue is not None else EmbeddedQueue()
+        self._on_close = on_close
 
     def warm(self) -> None:
         """Build every adapter and compile every template now, before the first incident: cold,
@@ -74,6 +77,26 @@ class Pipeline:
                 self.registry.get(name)
             except ValueError as exc:
                 log.warning("channel %s not ready: %s", name, exc)
+
+    def announce(self, *update_ids: int, wait_s: float | None = None) -> None:
+        """What every entry point does once it has committed updates (the CLI, the incidents
+        API, monitoring webhooks, the demo, the sweep's own updates): hand their fan-outs to
+        the queue, which wakes whoever sends (a Celery worker, or the embedded runner).
+
+        `wait_s`: in a process that runs no runner (a CLI command on the embedded default),
+        send them here and now, waiting up to this long for retries that come due."""
+        for update_id in update_ids:
+            self.queue.fan_out(update_id)
+        if wait_s is not None:
+            self.drain(wait_s=wait_s)
+
+    def enqueue(self, delivery_ids: Sequence[int], *, wait_s: float | None = None) -> None:
+        """Hand existing delivery rows to the queue in batches (an operator's retry, a receipt's
+        fallback); `wait_s` as for `announce`."""
+        for chunk in chunked(delivery_ids, self.settings.batch_size):
+            self.queue.send(list(chunk))
+        if wait_s is not None:
+            self.drain(wait_s=wait_s)
 
     def fan_out(self, update_id: int, *, send_first: bool = False) -> None:
         """Write the update's deliveries, handing their batches to the queue as they fill.
@@ -103,11 +126,10 @@ class Pipeline:
         by now: updates never fanned out, deliveries due for longer than `stale_s`, and
         deliveries whose worker's lease expired. Deliveries whose receipt is overdue go to the
         subscriber's next channel."""
-        for update_id in [
+        self.announce(
             *correlate.settle(self.store, self.settings),
             *promises.due_updates(self.store, self.settings),
-        ]:
-            self.queue.fan_out(update_id)
+        )
         overdue = receipts.expire(self.store, self.registry, self.guards.usable)
         if overdue:  # no delivery receipt in time: the next channel
             self.queue.send(overdue)
@@ -127,14 +149,12 @@ class Pipeline:
                 )
                 .order_by(Delivery.priority.desc(), Delivery.id)
             ).all()
-        for update_id in update_ids:
-            self.queue.fan_out(update_id)
+        self.announce(*update_ids)
         by_channel: dict[str, list[int]] = {}
         for delivery_id, channel in rows:
             by_channel.setdefault(channel, []).append(delivery_id)
         for ids in by_channel.values():
-            for chunk in chunked(ids, self.settings.batch_size):
-                self.queue.send(list(chunk))
+            self.enqueue(ids)
         if update_ids or rows:
             log.info("sweep re-enqueued %d updates, %d deliveries", len(update_ids), len(rows))
         return SweepReport(updates=len(update_ids), deliveries=len(rows))
@@ -192,5 +212,5 @@ class Pipeline:
         self.registry.close()
         self.guards.close()
         self.store.close()
-        if self.sandbox is not None:
-            self.sandbox.stop()
+        if self._on_close is not None:
+            self._on_close()

@@ -6,6 +6,7 @@ do. Losing a message here delays work until the sweep finds it; doubling one is 
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import Literal, Protocol
 
@@ -24,15 +25,20 @@ class EmbeddedQueue:
     """Jobs held in memory and run by the same process (see Pipeline.drain).
 
     Delayed sends are not held here: their rows carry `due_at`, and the sweep that `drain` and
-    the embedded worker run picks them up when due, so a retry survives the process exiting.
+    the embedded runner run picks them up when due, so a retry survives the process exiting.
+    `ready` is set by every job put here: the embedded runner (dispatcher/delivery/runner.py)
+    waits on it between passes, so a request's job is sent at once, not at the next poll.
     """
 
     def __init__(self) -> None:
         self.jobs: deque[Job] = deque()
+        self.ready = threading.Event()
 
     def fan_out(self, update_id: int) -> None:
         self.jobs.append(("fan_out", update_id))
+        self.ready.set()
 
     def send(self, delivery_ids: list[int], delay_s: float = 0.0) -> None:
         if delay_s <= 0:
             self.jobs.append(("send", delivery_ids))
+            self.ready.set()

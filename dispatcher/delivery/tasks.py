@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings, get_settings
 
@@ -63,7 +64,7 @@ class CeleryQueue:
 @cache
 def pipeline() -> Pipeline:
     """One Pipeline per worker process, built on its first task (after the fork)."""
-    return Pipeline(get_settings(), CeleryQueue(app))
+    return connect(get_settings(), CeleryQueue(app))
 
 
 @app.task(name="outage.fan_out")
@@ -91,11 +92,3 @@ def _warm(**_: Any) -> None:
 def _sweep_at_start(**_: Any) -> None:
     """Recover what a crashed predecessor left behind, without waiting for beat."""
     app.send_task("outage.sweep")
-
-
-def connect(settings: Settings) -> Pipeline:
-    """The Pipeline for a CLI or web process: in-process jobs on the embedded default, the
-    broker otherwise."""
-    if settings.embedded:
-        return Pipeline(settings)
-    return Pipeline(settings, CeleryQueue(make_celery(settings)))

@@ -8,15 +8,20 @@ fallback rather than only the happy path.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from dispatcher.delivery.bootstrap import connect, own_sandbox
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
 from dispatcher.settings import get_settings
 from dispatcher.subscribers import records
+
+if TYPE_CHECKING:
+    from dispatcher.sandbox.server import Sandbox
 
 DETAIL_CHARS = 30  # keeps the table within an 80-column terminal
 UNREACHABLE_PHONE = "+14155550123"  # the sandbox rejects it as a provider would a dead number
@@ -82,16 +87,17 @@ def run_demo(console: Console, database: Path) -> None:
             "coalesce_window_s": 0,
         }
     )
-    pipeline = Pipeline(settings)
+    settings, sandbox = own_sandbox(settings)
+    assert sandbox is not None  # the demo always runs its own
+    pipeline = connect(settings)
     try:
-        _run(console, pipeline)
+        _run(console, pipeline, sandbox)
     finally:
         pipeline.close()
+        sandbox.stop()
 
 
-def _run(console: Console, pipeline: Pipeline) -> None:
-    sandbox = pipeline.sandbox
-    assert sandbox is not None  # the demo always runs its own
+def _run(console: Console, pipeline: Pipeline, sandbox: Sandbox) -> None:
     console.rule("[bold]outage-dispatcher demo[/] (embedded: SQLite, in-process sandbox)")
     for data in SUBSCRIBERS:
         if data.webhook is not None:
@@ -111,8 +117,7 @@ def _run(console: Console, pipeline: Pipeline) -> None:
     console.print("sandbox told to reject one phone number and to answer two email requests 503")
 
     def announce(posted: lifecycle.Posted) -> int:
-        pipeline.queue.fan_out(posted.update_id)
-        pipeline.drain(wait_s=30)
+        pipeline.announce(posted.update_id, wait_s=30)
         return posted.incident_id
 
     incident_id = announce(

@@ -1,61 +1,25 @@
 """The FastAPI application served by `outage serve`: one router module per concern.
 
-On the embedded default there is no worker process, so the app runs one itself: a thread that
-sends what the requests queued and what the sweep finds due. Requests return as soon as their
+On the embedded default there is no worker process, so the app runs the embedded runner itself
+(dispatcher/delivery/runner.py, in a thread): it sends what the requests queued and what the
+sweep finds due. Requests return as soon as their
 rows are stored; they never wait for a provider.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.bootstrap import connect
+from dispatcher.delivery.runner import Runner
 from dispatcher.settings import Settings, get_settings
 from dispatcher.web import health, inbound, incidents_api, preferences, subscribers_api, webhooks
 from dispatcher.web import status as status_page
 from dispatcher.web.callbacks import router as callbacks_router
 from dispatcher.web.limits import BodySizeLimit
-
-log = logging.getLogger(__name__)
-
-EMBEDDED_POLL_S = 1.0
-
-
-class EmbeddedRunner:
-    """The embedded default's worker, inside the web process."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="embedded-runner", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.wake.set()
-        self.thread.join(timeout=10)
-
-    def _run(self) -> None:
-        try:
-            self.pipeline.warm()
-        except Exception:  # readiness is an optimisation: sending works without it
-            log.exception("embedded runner: warming up failed")
-        while not self.stopping.is_set():
-            try:
-                self.pipeline.sweep(stale_s=0)
-                self.pipeline.drain()
-            except Exception:  # the loop must outlive one bad batch; the rows stay queued
-                log.exception("embedded runner: a pass failed; retrying")
-            self.wake.wait(EMBEDDED_POLL_S)
-            self.wake.clear()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,11 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from dispatcher.delivery.tasks import connect
-
         pipeline = connect(config)
         app.state.pipeline = pipeline
-        runner = EmbeddedRunner(pipeline) if config.embedded else None
+        runner = Runner(pipeline) if config.embedded else None
         app.state.runner = runner
         if runner is not None:
             runner.start()

@@ -33,7 +33,7 @@ from dispatcher.sandbox.receipts import (
     TWILIO_IDEMPOTENCY,
 )
 from dispatcher.settings import Settings
-from dispatcher.web.deps import PipelineDep, wake_runner
+from dispatcher.web.deps import PipelineDep
 from dispatcher.web.inbound import _verify as verify_twilio
 from dispatcher.web.preferences import FormDep
 
@@ -53,7 +53,7 @@ def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Res
         request.query_params.get("delivery_id"),
         request.headers.get(TWILIO_IDEMPOTENCY),
     )
-    _apply(request, pipeline, [event])
+    _apply(pipeline, [event])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -66,15 +66,13 @@ async def sendgrid_events(request: Request, pipeline: PipelineDep) -> Response:
         events = receipts.sendgrid_events(json.loads(body))
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
-    await run_in_threadpool(_apply, request, pipeline, events)
+    await run_in_threadpool(_apply, pipeline, events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _apply(request: Request, pipeline: Pipeline, events: list[receipts.ProviderEvent]) -> None:
+def _apply(pipeline: Pipeline, events: list[receipts.ProviderEvent]) -> None:
     applied = receipts.apply(pipeline.store, pipeline.registry, events, pipeline.guards.usable)
-    if applied.fallbacks:
-        pipeline.queue.send(applied.fallbacks)
-        wake_runner(request)
+    pipeline.enqueue(applied.fallbacks)
 
 
 async def _read_capped(request: Request) -> bytes:

@@ -28,14 +28,6 @@ PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def wake_runner(request: Request) -> None:
-    """On the embedded default, start sending what this request queued without waiting for the
-    runner's next poll; with a broker the workers are already listening."""
-    runner = getattr(request.app.state, "runner", None)
-    if runner is not None:
-        runner.wake.set()
-
-
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -13,7 +13,7 @@ from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound, Posted
 from dispatcher.models import IncidentIn, IncidentState, Severity
 from dispatcher.store import MAX_ID
-from dispatcher.web.deps import OperatorDep, PipelineDep, wake_runner
+from dispatcher.web.deps import OperatorDep, PipelineDep
 
 IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the incident's id")]
 
@@ -60,9 +60,8 @@ class IncidentOut(BaseModel):
     deliveries: dict[str, dict[str, int]] = {}
 
 
-def _announce(request: Request, pipeline: Pipeline, posted: Posted) -> PostedOut:
-    pipeline.queue.fan_out(posted.update_id)
-    wake_runner(request)
+def _announce(pipeline: Pipeline, posted: Posted) -> PostedOut:
+    pipeline.announce(posted.update_id)
     return PostedOut(incident_id=posted.incident_id, update_id=posted.update_id)
 
 
@@ -76,7 +75,7 @@ def _translate(exc: IncidentError) -> HTTPException:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_incident(request: Request, pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
     """Open an incident (investigating) and notify everyone it concerns."""
-    return _announce(request, pipeline, lifecycle.open_incident(pipeline.store, body))
+    return _announce(pipeline, lifecycle.open_incident(pipeline.store, body))
 
 
 @router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
@@ -91,7 +90,7 @@ def post_update(
             posted = lifecycle.post_update(pipeline.store, incident_id, body.state, body.message)
     except IncidentError as exc:
         raise _translate(exc) from None
-    return _announce(request, pipeline, posted)
+    return _announce(pipeline, posted)
 
 
 @router.post("/{incident_id}/approve")
@@ -105,7 +104,7 @@ def approve(
         )
     except IncidentError as exc:
         raise _translate(exc) from None
-    return _announce(request, pipeline, posted)
+    return _announce(pipeline, posted)
 
 
 @router.get("")

@@ -23,7 +23,7 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import correlate
 from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
 from dispatcher.ingest.events import AlertEvent, IngestMapping
-from dispatcher.web.deps import PipelineDep, bearer_token, check_token, wake_runner
+from dispatcher.web.deps import PipelineDep, bearer_token, check_token
 from dispatcher.web.health import WebhookMetricsRoute
 
 SIGNATURE_HEADER = "x-outage-signature"
@@ -106,9 +106,7 @@ def _receive(name: str) -> Callable[..., Any]:
         result = await run_in_threadpool(
             correlate.ingest, pipeline.store, pipeline.settings, events
         )
-        for update_id in result.update_ids:
-            pipeline.queue.fan_out(update_id)
-        wake_runner(request)
+        pipeline.announce(*result.update_ids)
         return Accepted(
             incidents=result.incident_ids, updates=len(result.update_ids), changed=result.changed
         )
