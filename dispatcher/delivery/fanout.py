@@ -152,7 +152,12 @@ def _rows(
     ):
         key = str(recipient.subscriber_id)
         due = pacing.due_at(
-            key, recipient.channel, recipient.quiet_start, recipient.quiet_end, recipient.timezone
+            key,
+            recipient.channel,
+            recipient.quiet_start,
+            recipient.quiet_end,
+            recipient.timezone,
+            internal=recipient.internal,
         )
         yield _row(
             update_row.id,

@@ -56,6 +56,7 @@ class Recipient:
     quiet_start: str | None
     quiet_end: str | None
     timezone: str
+    internal: bool  # the team: never held by coalescing or the hourly cap
 
 
 def address_of(subscriber: object, address_field: str | None) -> str | None:
@@ -167,6 +168,7 @@ def recipients(
                 row.quiet_start,
                 row.quiet_end,
                 row.timezone,
+                row.internal,
             )
 
 

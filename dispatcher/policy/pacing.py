@@ -6,11 +6,17 @@ message for an older update is dropped once a newer one exists for the same pers
 - **cadence per channel**: SMS carries an incident's opening and its end, email every update,
   the public post every change of state (configurable), so a pocket does not buzz for "still
   investigating";
-- **coalescing**: a second message about the same incident within `coalesce_window_s` waits for
-  the window to end; whatever is newest then is sent, once (a digest of the latest state);
+- **coalescing**: a second message about the same incident within `coalesce_window_s` of the
+  last one *sent* to that person waits for the window to end; whatever is newest then is sent,
+  once (a digest of the latest state). A message still queued does not start a window: counted
+  from it, a person told nothing yet would wait for a message that never went;
 - **hourly cap** per person and channel, and **quiet hours**: non-critical messages wait, and
-  are folded into one when they end. Critical incidents and resolutions are never held by the
-  cap; critical ones go through quiet hours too.
+  are folded into one when they end.
+
+What is never held: a resolution goes to everyone at once (neither coalescing nor the cap hold
+it; only quiet hours, for a non-critical incident), a critical incident is held by none of the
+three, and the team (internal subscribers: drafts to approve, reminders of promises, internal
+notes) is never held by coalescing or the cap, since a late draft or reminder defeats its point.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ CARRIED: dict[Cadence, frozenset[UpdateKind]] = {
     Cadence.OPEN_AND_RESOLVE: frozenset({UpdateKind.OPENED, UpdateKind.RESOLVED}),
 }
 
-# Messages that must not wait for anything but quiet hours (and critical ones not even those).
+# What counts as told: handed to the provider.
 COUNTED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.SENDING)
 
 
@@ -66,7 +72,7 @@ class Pacing:
     kind: UpdateKind
     coalesce_window: timedelta
     hourly_cap: int
-    last_told: dict[str, datetime]  # recipient -> last message about this incident
+    last_told: dict[str, datetime]  # recipient -> last message sent about this incident
     sent_last_hour: dict[tuple[str, str], tuple[int, datetime]]  # (recipient, channel) -> n, first
 
     @classmethod
@@ -80,18 +86,20 @@ class Pacing:
         coalesce_window_s: float,
         hourly_cap: int,
     ) -> Pacing:
-        told_at = func.coalesce(Delivery.sent_at, Delivery.due_at)
-        last_told: dict[str, datetime] = dict(
-            session.execute(
-                select(Delivery.recipient, func.max(told_at))
+        last_told: dict[str, datetime] = {
+            recipient: last
+            for recipient, last in session.execute(
+                select(Delivery.recipient, func.max(Delivery.sent_at))
                 .join(Update, Delivery.update_id == Update.id)
                 .where(
                     Update.incident_id == incident.id,
-                    Delivery.status.in_([*COUNTED_STATUSES, DeliveryStatus.QUEUED]),
+                    Delivery.status.in_(COUNTED_STATUSES),
+                    Delivery.sent_at.is_not(None),
                 )
                 .group_by(Delivery.recipient)
-            ).all()
-        )
+            )
+            if last is not None
+        }
         hour_ago = now - timedelta(hours=1)
         sent_last_hour = {
             (recipient, channel): (count, first or now)
@@ -123,14 +131,16 @@ class Pacing:
         quiet_start: str | None,
         quiet_end: str | None,
         timezone: str,
+        *,
+        internal: bool = False,
     ) -> datetime:
         """The earliest moment this message may go to this person on this channel."""
         due = self.now
+        paced = not internal and self.kind is not UpdateKind.RESOLVED
         last = self.last_told.get(recipient)
-        if last is not None and self.kind is not UpdateKind.OPENED:
+        if paced and last is not None and self.kind is not UpdateKind.OPENED:
             due = max(due, last + self.coalesce_window)
-        urgent = self.severity is Severity.CRITICAL or self.kind is UpdateKind.RESOLVED
         count, first = self.sent_last_hour.get((recipient, channel), (0, self.now))
-        if not urgent and count >= self.hourly_cap:
+        if paced and self.severity is not Severity.CRITICAL and count >= self.hourly_cap:
             due = max(due, first + timedelta(hours=1))
         return may_send_at(quiet_start, quiet_end, timezone, due, self.severity)
