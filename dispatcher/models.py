@@ -72,6 +72,24 @@ class DeliveryStatus(StrEnum):
         return self not in (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 
+class MessageKind(StrEnum):
+    """What a delivery carries: every outgoing message is a delivery row, sent by one engine."""
+
+    UPDATE = "update"  # an incident update (`update_id` names it)
+    CONFIRMATION = "confirmation"  # "is this your address?": the double opt-in, no update
+
+
+class WaitReason(StrEnum):
+    """Why a queued delivery is due later than it was made: what an operator is told waits."""
+
+    COALESCING = "coalescing"  # a message about this incident reached them moments ago
+    QUIET_HOURS = "quiet_hours"  # the subscriber's quiet hours (non-critical incidents)
+    HOURLY_CAP = "hourly_cap"  # this person had their hourly share of messages on this channel
+    RETRY = "retry"  # a transient failure: tried again after a backoff
+    BREAKER = "breaker"  # the provider's circuit is open: held until it is probed
+    RATE_LIMIT = "rate_limit"  # the provider account's rate bucket: paced
+
+
 class Cadence(StrEnum):
     """Which of an incident's updates a channel carries (see dispatcher/policy/pacing.py)."""
 

@@ -39,8 +39,10 @@ from dispatcher.models import (
     DeliveryStatus,
     FailureReason,
     IncidentState,
+    MessageKind,
     Severity,
     SuppressionReason,
+    WaitReason,
 )
 
 MAX_ID = 2**63 - 1  # ids are 64-bit: anything larger names no row (and would overflow a bind)
@@ -93,6 +95,8 @@ class Base(DeclarativeBase):
         SuppressionReason: _enum_column(SuppressionReason),
         Audience: _enum_column(Audience),
         FailureReason: _enum_column(FailureReason),
+        MessageKind: _enum_column(MessageKind),
+        WaitReason: _enum_column(WaitReason),
     }
 
 
@@ -223,7 +227,11 @@ class Delivery(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    update_id: Mapped[int] = mapped_column(ForeignKey("updates.id"), index=True)
+    kind: Mapped[MessageKind] = mapped_column(
+        default=MessageKind.UPDATE, server_default=MessageKind.UPDATE.value
+    )
+    # The update it carries; None for a message that belongs to no update (a confirmation).
+    update_id: Mapped[int | None] = mapped_column(ForeignKey("updates.id"), index=True)
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
     )
@@ -239,6 +247,7 @@ class Delivery(Base):
     provider_id: Mapped[str | None] = mapped_column(String(128), index=True)
     fallback_of: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
     due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    wait_reason: Mapped[WaitReason | None]  # why due_at is later than it was made, if it is
     lease_until: Mapped[datetime | None]
     # Claimed again after a lease expired: the provider may have accepted it the first time.
     lease_expiries: Mapped[int] = mapped_column(default=0)
@@ -269,6 +278,17 @@ class Receipt(Base):
         String(16)
     )  # ours: dispatcher.delivery.receipts.ReceiptStatus
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Heartbeat(Base):
+    """A runner's last pass (the embedded runner, a Celery worker's sweep): how `outage doctor`
+    tells "nothing is running" from "the queue is just empty"."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid of the runner
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # embedded, celery
 
 
 class InstanceSecret(Base):

@@ -17,7 +17,7 @@ class DeliveryLine:
     """One delivery as an operator inspects it."""
 
     id: int
-    update_id: int
+    update_id: int | None  # None: a confirmation
     update_state: str
     subscriber: str
     channel: str
