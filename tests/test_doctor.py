@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from dispatcher.cli import app
 from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.runner import Runner
 from dispatcher.incidents import lifecycle
-from dispatcher.models import IncidentIn, Severity, SubscriberIn
+from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
 from dispatcher.ops import doctor
 from dispatcher.ops.doctor import Context, Finding, Status
 from dispatcher.sandbox.server import Sandbox
@@ -193,10 +194,45 @@ def test_a_queue_that_is_not_draining(healthy: Settings) -> None:
             session.execute(update(Delivery).values(due_at=utcnow() - timedelta(minutes=10)))
     finally:
         pipeline.close()
-    queue = run(healthy)["queue"]
+    findings = run(healthy)
+    queue = findings["queue"]
     assert queue.status is Status.FAIL
     assert queue.detail.startswith("2 deliveries due for more than 60 s are still queued")
-    assert "outage worker --beat" in str(queue.fix)
+    assert "nothing is running to send them: run `outage worker`" in str(queue.fix)
+    assert findings["workers"].status is Status.WARN
+    assert "no embedded runner is running and 2 deliveries are queued" in findings["workers"].detail
+
+
+def test_a_running_runner_and_a_row_stuck_past_its_lease(healthy: Settings) -> None:
+    """A runner's pass leaves a heartbeat the doctor reads; a row claimed by a worker that
+    vanished (still `sending`, its lease over) is named, not hidden behind "queued 0"."""
+    pipeline = Pipeline(healthy)
+    try:
+        Runner(pipeline).run_pass()
+        records.add(
+            pipeline.store,
+            pipeline.registry,
+            SubscriberIn(name="Ada", email="ada@example.org", channels=["email"], confirmed=True),
+        )
+        posted = lifecycle.open_incident(
+            pipeline.store,
+            IncidentIn(title="Down", severity=Severity.MAJOR, components=["api"]),
+        )
+        pipeline.fan_out(posted.update_id)
+        with pipeline.store.session() as session:
+            session.execute(
+                update(Delivery).values(
+                    status=DeliveryStatus.SENDING, lease_until=utcnow() - timedelta(seconds=1)
+                )
+            )
+        findings = run(healthy)
+    finally:
+        pipeline.close()
+    assert findings["workers"].status is Status.OK
+    assert findings["workers"].detail.startswith("embedded runner running: ")
+    assert findings["queue"].status is Status.FAIL
+    assert "2 left in sending past their lease" in findings["queue"].detail
+    assert "outage worker --beat" in str(findings["queue"].fix)
 
 
 @pytest.mark.redis

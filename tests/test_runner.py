@@ -34,7 +34,7 @@ def test_a_failing_pass_is_survived_and_logged_once(
     with caplog.at_level(logging.INFO, logger=RUNNER_LOGGER):
         assert [runner.run_pass() for _ in range(5)] == [False] * 5
         assert len(_failures(caplog)) == 1, "one traceback for five identical failures"
-        assert _failures(caplog)[0].exc_info is not None
+        assert "no such table" in caplog.text or "does not exist" in caplog.text, "says why"
         Base.metadata.create_all(pipeline.store.engine)
         records.add(
             pipeline.store,

@@ -15,7 +15,9 @@ from rich.console import Console
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import UnknownChannel
+from dispatcher.incidents import reports
 from dispatcher.incidents.lifecycle import IncidentError
+from dispatcher.incidents.reports import Waiting
 from dispatcher.render.core import TemplateMissing
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
@@ -71,6 +73,44 @@ def open_pipeline(config: Settings | None = None) -> Iterator[Pipeline]:
         yield pipeline
     finally:
         pipeline.close()
+
+
+REASONS = {
+    "due": "due now",
+    "coalescing": "coalescing: they heard of this incident moments ago",
+    "quiet_hours": "quiet hours",
+    "hourly_cap": "their hourly cap",
+    "retry": "a retry after a provider failure",
+    "breaker": "the provider's circuit breaker",
+    "rate_limit": "the provider's rate limit",
+}
+
+
+def waiting_report(pipeline: Pipeline, incident_id: int | None) -> list[Waiting]:
+    """What this command leaves queued, printed in a line each (how many, until when, why) and
+    what will send them; returned for `--json` (`waiting: [{count, until, reason}]`)."""
+    held = reports.waiting(pipeline.store, incident_id)
+    if not held:
+        return held
+    total = sum(item.count for item in held)
+    for item in held:
+        console.print(
+            f"{item.count} waiting until {timestamp(item.until)} ({REASONS[item.reason]})",
+            highlight=False,
+        )
+    if pipeline.settings.embedded:
+        with pipeline.store.session() as session:
+            running = reports.runners_alive(session)
+        sender = (
+            f"the running runner ({', '.join(running)}) sends them"
+            if running
+            else "nothing is running to send them: run `outage worker`, or keep `outage serve` "
+            "running"
+        )
+    else:
+        sender = "the workers (`outage worker`) send them"
+    console.print(f"{total} message(s) wait; {sender}", highlight=False)
+    return held
 
 
 def print_json(data: Any) -> None:

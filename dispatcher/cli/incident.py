@@ -19,6 +19,7 @@ from dispatcher.cli.common import (
     print_json,
     timestamp,
     user_errors,
+    waiting_report,
 )
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.durations import parse_duration, parse_moment
@@ -33,13 +34,21 @@ app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_i
 def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) -> None:
     pipeline.announce(posted.update_id, wait_s=wait)
     if as_json:
-        print_json({"incident_id": posted.incident_id, "update_id": posted.update_id})
+        held = reports.waiting(pipeline.store, posted.incident_id)
+        print_json(
+            {
+                "incident_id": posted.incident_id,
+                "update_id": posted.update_id,
+                "waiting": [item.as_dict() for item in held],
+            }
+        )
         return
     console.print(f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted")
     if pipeline.settings.embedded:
         _print_summary(pipeline, posted.incident_id)
     else:
         console.print("fan-out queued for the workers")
+    waiting_report(pipeline, posted.incident_id)
 
 
 NextUpdateOption = Annotated[

@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dispatcher.delivery.registry import ChannelRegistry
-from dispatcher.models import Audience, DeliveryStatus
+from dispatcher.models import Audience, DeliveryStatus, WaitReason
 from dispatcher.policy.audience import recipients
 from dispatcher.policy.pacing import Pacing, carries, update_kind
 from dispatcher.store import (
@@ -151,7 +151,7 @@ def _rows(
         session, incident, registry, channel_carries, Audience(update_row.audience)
     ):
         key = str(recipient.subscriber_id)
-        due = pacing.due_at(
+        due, reason = pacing.due_at(
             key,
             recipient.channel,
             recipient.quiet_start,
@@ -166,6 +166,7 @@ def _rows(
             key,
             recipient.priority,
             due,
+            reason,
         )
 
 
@@ -176,6 +177,7 @@ def _row(
     recipient: str,
     priority: int,
     due: datetime,
+    reason: WaitReason | None = None,
 ) -> dict[str, Any]:
     now = utcnow()
     return {
@@ -186,6 +188,7 @@ def _row(
         "status": DeliveryStatus.QUEUED,
         "priority": priority,
         "due_at": due,
+        "wait_reason": reason,
         "created_at": now,
         "updated_at": now,
     }

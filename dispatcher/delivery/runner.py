@@ -12,10 +12,15 @@ Between passes it waits for the queue to say it has work (`EmbeddedQueue.ready`,
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+
+from sqlalchemy import delete
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.queue import EmbeddedQueue
+from dispatcher.store import Heartbeat, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ class Runner:
         self.stopping = threading.Event()
         self.failures = 0  # passes failed in a row
         self._last_error: tuple[str, str] | None = None
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.thread: threading.Thread | None = None
 
     def run_pass(self) -> bool:
@@ -41,6 +47,7 @@ class Runner:
         try:
             self.pipeline.sweep(stale_s=0)
             self.pipeline.drain()
+            self._beat()
         except Exception as exc:  # the loop must outlive one bad pass; the rows stay queued
             self.failures += 1
             # A database error's text carries the statement's parameters (times change every
@@ -56,16 +63,33 @@ class Runner:
         self._last_error = None
         return True
 
+    def _beat(self) -> None:
+        """Say this runner is alive (`outage doctor`, and commands that leave messages waiting,
+        read it): one row per runner, rewritten each pass."""
+        with self.pipeline.store.session() as session:
+            session.merge(Heartbeat(name=self.name, at=utcnow(), kind="embedded"))
+
     def run(self) -> None:
         """Warm up, then run passes until `stop()` (or KeyboardInterrupt in the caller)."""
         try:
             self.pipeline.warm()
         except Exception:  # readiness is an optimisation: sending works without it
             log.exception("embedded runner: warming up failed")
-        while not self.stopping.is_set():
-            self.queue.ready.clear()  # before the pass: work queued during it wakes the next
-            self.run_pass()
-            self.queue.ready.wait(self.poll_s)
+        try:
+            while not self.stopping.is_set():
+                self.queue.ready.clear()  # before the pass: work queued during it wakes the next
+                self.run_pass()
+                self.queue.ready.wait(self.poll_s)
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        """No longer running: say so at once rather than when the heartbeat grows old."""
+        try:
+            with self.pipeline.store.session() as session:
+                session.execute(delete(Heartbeat).where(Heartbeat.name == self.name))
+        except Exception:  # the database may be what stopped us; the heartbeat ages out
+            log.warning("embedded runner: could not clear its heartbeat", exc_info=True)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name="embedded-runner", daemon=True)

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from dispatcher.incidents.lifecycle import IncidentNotFound
-from dispatcher.models import DeliveryStatus
-from dispatcher.store import MAX_ID, PUBLIC_RECIPIENT, Delivery, Incident, Store, Subscriber, Update
+from dispatcher.models import DeliveryStatus, WaitReason
+from dispatcher.store import (
+    MAX_ID,
+    PUBLIC_RECIPIENT,
+    Delivery,
+    Heartbeat,
+    Incident,
+    Store,
+    Subscriber,
+    Update,
+    utcnow,
+)
+
+# How recent a runner's last pass must be for it to count as running (it passes every second).
+RUNNER_ALIVE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -100,3 +115,52 @@ def deliveries(
         )
         for row, state, name in rows
     ]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Queued deliveries held for one reason: how many, until when, and why."""
+
+    count: int
+    until: datetime
+    reason: str  # a WaitReason's value, or "due" (due now, waiting for a runner)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"count": self.count, "until": self.until, "reason": self.reason}
+
+
+def waiting(store: Store, incident_id: int | None = None) -> list[Waiting]:
+    """What is still queued (of one incident, or of everything), grouped by why it waits,
+    soonest first: what a command that leaves messages behind tells the operator."""
+    query = select(Delivery.wait_reason, func.count(), func.max(Delivery.due_at)).where(
+        Delivery.status == DeliveryStatus.QUEUED
+    )
+    if incident_id is not None:
+        query = query.join(Update, Delivery.update_id == Update.id).where(
+            Update.incident_id == incident_id
+        )
+    now = utcnow()
+    with store.session() as session:
+        rows = session.execute(query.group_by(Delivery.wait_reason)).all()
+    found = [
+        Waiting(count, _aware(until) or now, WaitReason(reason).value if reason else "due")
+        for reason, count, until in rows
+    ]
+    return sorted(found, key=lambda held: held.until)
+
+
+def runners_alive(session: Session) -> list[str]:
+    """The embedded runners that passed within RUNNER_ALIVE_S (`outage serve`, `outage worker`
+    without a broker), by host:pid."""
+    since = utcnow().timestamp() - RUNNER_ALIVE_S
+    beats = session.scalars(select(Heartbeat)).all()
+    return sorted(beat.name for beat in beats if beat.at.timestamp() >= since)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """max() over SQLite bypasses the column type: a naive UTC datetime (or None)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=utcnow().tzinfo)
+    return moment

@@ -30,9 +30,11 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from channels.base import Channel, ChannelError
 from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.incidents.reports import runners_alive
 from dispatcher.models import DeliveryStatus, FailureReason, IncidentState
 from dispatcher.render.core import RenderError, render, sample
 from dispatcher.settings import Settings
@@ -210,16 +212,49 @@ def check_broker(ctx: Context) -> list[Finding]:
     return [ok("broker", f"{where} answers")]
 
 
+OVERDUE_S = 60.0  # a due delivery still queued after this long is overdue
+
+
 def check_workers(ctx: Context) -> list[Finding]:
-    """A worker answers a ping, and the queue drains: no due delivery has waited past twice the
-    sweep's staleness (what the sweep would have re-sent by then)."""
+    """Something is running to send, and the queue drains. On the embedded default that is a
+    runner whose heartbeat is recent (`outage serve`, `outage worker`); with a broker a worker
+    that answers a ping. Overdue means queued and due for more than a minute, or claimed and
+    left in `sending` past its lease, with nothing running (or, while something runs, for
+    longer than the sweep would have taken to send it again)."""
     findings: list[Finding] = []
+    running: list[str] = []
+    database_ok = "database" not in ctx.failed and "schema" not in ctx.failed
     if ctx.settings.embedded:
-        findings.append(ok("workers", "embedded: `outage serve` (or `outage worker`) sends"))
+        queued = 0
+        if database_ok:
+            with Session(ctx.engine) as session:
+                running = runners_alive(session)
+                queued = (
+                    session.scalar(
+                        select(func.count()).where(Delivery.status == DeliveryStatus.QUEUED)
+                    )
+                    or 0
+                )
+        if running:
+            findings.append(ok("workers", f"embedded runner running: {', '.join(running)}"))
+        elif queued:
+            findings.append(
+                warn(
+                    "workers",
+                    f"no embedded runner is running and {queued} deliveries are queued: they "
+                    "wait until one runs",
+                    "keep `outage serve` running, or run `outage worker`",
+                )
+            )
+        else:
+            findings.append(
+                ok("workers", "nothing is queued; `outage serve` or `outage worker` sends")
+            )
     elif "broker" not in ctx.failed:
         from dispatcher.delivery.tasks import make_celery
 
         replies = make_celery(ctx.settings).control.inspect(timeout=PROBE_TIMEOUT_S).ping()
+        running = list(replies or {})
         if replies:
             findings.append(
                 ok("workers", f"{len(replies)} worker(s) answered: {', '.join(replies)}")
@@ -233,26 +268,35 @@ def check_workers(ctx: Context) -> list[Finding]:
                     "with the same OUTAGE_BROKER_URL and OUTAGE_DATABASE_URL",
                 )
             )
-    if "database" in ctx.failed or "schema" in ctx.failed:
+    if not database_ok:
         return findings
-    limit_s = max(2 * ctx.settings.sweep_stale_s, 60.0)
+    limit_s = max(2 * ctx.settings.sweep_stale_s, OVERDUE_S) if running else OVERDUE_S
+    now = utcnow()
     with ctx.engine.connect() as connection:
         waiting, oldest = connection.execute(
             select(func.count(), func.min(Delivery.due_at)).where(
                 Delivery.status == DeliveryStatus.QUEUED,
-                Delivery.due_at <= utcnow() - timedelta(seconds=limit_s),
+                Delivery.due_at <= now - timedelta(seconds=limit_s),
             )
         ).one()
-    if waiting:
-        findings.append(
-            fail(
-                "queue",
-                f"{waiting} deliveries due for more than {limit_s:g} s are still queued "
-                f"(the oldest since {oldest:%Y-%m-%d %H:%M:%S} UTC)",
-                "the workers are not consuming: check their logs, and that beat runs the sweep "
-                "(`outage worker --beat` on one worker)",
+        stuck = connection.execute(
+            select(func.count()).where(
+                Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now
             )
+        ).scalar_one()
+    if waiting or stuck:
+        parts = [f"{waiting} deliveries due for more than {limit_s:g} s are still queued"]
+        if oldest is not None:
+            parts[0] += f" (the oldest since {oldest:%Y-%m-%d %H:%M:%S} UTC)"
+        if stuck:
+            parts.append(f"{stuck} left in sending past their lease")
+        fix = (
+            "check the workers' logs, and that the sweep runs (`outage worker --beat` on one)"
+            if running
+            else "nothing is running to send them: run `outage worker`, or keep `outage serve` "
+            "running"
         )
+        findings.append(fail("queue", "; ".join(parts), fix))
     else:
         findings.append(ok("queue", f"no delivery waiting past {limit_s:g} s"))
     return findings

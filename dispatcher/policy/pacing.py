@@ -28,7 +28,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dispatcher.models import Cadence, DeliveryStatus, IncidentState, Severity, UpdateKind
+from dispatcher.models import (
+    Cadence,
+    DeliveryStatus,
+    IncidentState,
+    Severity,
+    UpdateKind,
+    WaitReason,
+)
 from dispatcher.policy.quiet_hours import may_send_at
 from dispatcher.store import Delivery, Incident, Update
 
@@ -133,14 +140,20 @@ class Pacing:
         timezone: str,
         *,
         internal: bool = False,
-    ) -> datetime:
-        """The earliest moment this message may go to this person on this channel."""
-        due = self.now
+    ) -> tuple[datetime, WaitReason | None]:
+        """The earliest moment this message may go to this person on this channel, and the
+        rule that holds it until then (None: it may go now)."""
+        due, reason = self.now, None
         paced = not internal and self.kind is not UpdateKind.RESOLVED
         last = self.last_told.get(recipient)
-        if paced and last is not None and self.kind is not UpdateKind.OPENED:
-            due = max(due, last + self.coalesce_window)
+        coalesced = paced and last is not None and self.kind is not UpdateKind.OPENED
+        if coalesced and last is not None and last + self.coalesce_window > due:
+            due, reason = last + self.coalesce_window, WaitReason.COALESCING
         count, first = self.sent_last_hour.get((recipient, channel), (0, self.now))
-        if paced and self.severity is not Severity.CRITICAL and count >= self.hourly_cap:
-            due = max(due, first + timedelta(hours=1))
-        return may_send_at(quiet_start, quiet_end, timezone, due, self.severity)
+        capped = paced and self.severity is not Severity.CRITICAL and count >= self.hourly_cap
+        if capped and first + timedelta(hours=1) > due:
+            due, reason = first + timedelta(hours=1), WaitReason.HOURLY_CAP
+        quiet = may_send_at(quiet_start, quiet_end, timezone, due, self.severity)
+        if quiet > due:
+            return quiet, WaitReason.QUIET_HOURS
+        return due, reason
