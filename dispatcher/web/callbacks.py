@@ -24,6 +24,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sendgrid.helpers.eventwebhook import EventWebhook
 
+from channels import email_events, sms_events
+from channels.events import ProviderEvent
 from dispatcher.delivery import receipts
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.sandbox.receipts import (
@@ -48,7 +50,7 @@ MAX_EVENTS_BYTES = 5 * 1024 * 1024  # SendGrid batches events; a POST is well un
 def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Response:
     """A Twilio status callback: delivered, undelivered, failed, … for one message."""
     verify_twilio(request, pipeline.settings, form)
-    event = receipts.twilio_event(
+    event = sms_events.parse_status_callback(
         form.as_dict(),
         request.query_params.get("delivery_id"),
         request.headers.get(TWILIO_IDEMPOTENCY),
@@ -63,14 +65,14 @@ async def sendgrid_events(request: Request, pipeline: PipelineDep) -> Response:
     body = await _read_capped(request)
     _verify_sendgrid(request, pipeline.settings, body)
     try:
-        events = receipts.sendgrid_events(json.loads(body))
+        events = email_events.parse_events(json.loads(body))
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     await run_in_threadpool(_apply, request, pipeline, events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _apply(request: Request, pipeline: Pipeline, events: list[receipts.ProviderEvent]) -> None:
+def _apply(request: Request, pipeline: Pipeline, events: list[ProviderEvent]) -> None:
     applied = receipts.apply(pipeline.store, pipeline.registry, events, pipeline.guards.usable)
     if applied.fallbacks:
         pipeline.queue.send(applied.fallbacks)

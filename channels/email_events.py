@@ -1,0 +1,58 @@
+"""What SendGrid tells us about email, beside its adapter: event-webhook words in ours.
+
+SendGrid POSTs batches of events as one JSON array (dispatcher/web/callbacks.py reads the
+request); `parse_events` turns it into `ProviderEvent`s. What each status then does to the
+delivery is dispatcher/delivery/receipts.py's, the same for every provider.
+"""
+
+from __future__ import annotations
+
+from channels.email import EmailChannel
+from channels.events import ProviderEvent, delivery_id
+from dispatcher.models import ReceiptStatus
+
+PROVIDER = "sendgrid"
+
+# SendGrid's event webhook `event` values, any other is UNKNOWN; "blocked" is a bounce whose
+# `type` is "blocked" (a soft, temporary refusal), told apart from a hard bounce by `parse_events`.
+EVENTS: dict[str, ReceiptStatus] = {
+    "processed": ReceiptStatus.PENDING,
+    "deferred": ReceiptStatus.PENDING,
+    "delivered": ReceiptStatus.DELIVERED,
+    "open": ReceiptStatus.DELIVERED,
+    "click": ReceiptStatus.DELIVERED,
+    "bounce": ReceiptStatus.BOUNCED,
+    "blocked": ReceiptStatus.UNDELIVERED,
+    "dropped": ReceiptStatus.UNDELIVERED,
+    "spamreport": ReceiptStatus.COMPLAINED,
+    "unsubscribe": ReceiptStatus.UNSUBSCRIBED,
+    "group_unsubscribe": ReceiptStatus.UNSUBSCRIBED,
+}
+
+
+def parse_events(document: object) -> list[ProviderEvent]:
+    """The events of one event-webhook POST (a JSON array); ValueError if malformed. Our
+    delivery id comes back in the `custom_args` the adapter set on each personalization."""
+    if not isinstance(document, list) or not all(isinstance(e, dict) for e in document):
+        raise ValueError("expected a JSON array of event objects")
+    events = []
+    for item in document:
+        event = str(item.get("event") or "").lower()
+        if event == "bounce" and str(item.get("type") or "").lower() == "blocked":
+            event = "blocked"
+        message_id = str(item.get("sg_message_id") or "").split(".")[0] or None
+        fallback_id = f"{message_id}:{event}:{item.get('email')}:{item.get('timestamp')}"
+        events.append(
+            ProviderEvent(
+                provider=PROVIDER,
+                channel=EmailChannel.name,
+                event_id=str(item.get("sg_event_id") or fallback_id)[:128],
+                event=event,
+                status=EVENTS.get(event, ReceiptStatus.UNKNOWN),
+                delivery_id=delivery_id(item.get("delivery_id")),
+                provider_id=None,  # the X-Message-Id names the whole request, not this message
+                address=item.get("email") if isinstance(item.get("email"), str) else None,
+                detail=str(item["status"]) if item.get("status") else None,
+            )
+        )
+    return events
