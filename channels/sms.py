@@ -46,6 +46,12 @@ TWILIO_UNSUBSCRIBED = 21610  # "Attempt to send to unsubscribed recipient"
 SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32  # a dummy shaped like a real SID: "AC", 32 hex digits
 
 
+def auth_token(settings: Settings) -> str:
+    """The account's auth token: what the adapter authenticates with and what Twilio signs its
+    webhooks with (in sandbox mode the harmless dummy, which the sandbox signs with too)."""
+    return credential(settings, "twilio_auth_token", "TWILIO_AUTH_TOKEN", SANDBOX_CREDENTIAL)
+
+
 class SmsChannel(Channel):
     """One Twilio `messages.create_async` per message; the base sends a batch concurrently."""
 
@@ -82,7 +88,7 @@ class SmsChannel(Channel):
         account_sid = credential(
             settings, "twilio_account_sid", "TWILIO_ACCOUNT_SID", SANDBOX_TWILIO_ACCOUNT_SID
         )
-        token = credential(settings, "twilio_auth_token", "TWILIO_AUTH_TOKEN", SANDBOX_CREDENTIAL)
+        token = auth_token(settings)
         http = TwilioSeamClient(base, settings.provider_timeout_s, settings.send_concurrency)
         client = Client(account_sid, token, http_client=http)
         callback = f"{settings.public_url.rstrip('/')}/callbacks/twilio/status"

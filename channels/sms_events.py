@@ -1,20 +1,29 @@
-"""What Twilio tells us about SMS, beside its adapter: status-callback words in ours.
+"""What Twilio tells us about SMS, beside its adapter: status-callback words in ours, the
+keywords people text to our number, and the signature every Twilio webhook carries.
 
 Twilio POSTs a status callback to the URL the adapter gave with each message
 (dispatcher/web/callbacks.py reads the request); `parse_status_callback` turns its form into a
 `ProviderEvent`. What that status then does to the delivery is dispatcher/delivery/receipts.py's,
-the same for every provider.
+the same for every provider. Texts to our number arrive on dispatcher/web/inbound.py, which asks
+`keyword` what they mean. Both routes accept a request only when `verify` says Twilio signed it.
+
+Keywords are matched on the whole message, trimmed and case-insensitive, as carriers do: "stop
+the alerts" is not a STOP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
+
+from twilio.request_validator import RequestValidator
 
 from channels.events import ProviderEvent, delivery_id
 from channels.sms import SmsChannel
 from dispatcher.models import ReceiptStatus
 
 PROVIDER = "twilio"
+SIGNATURE_HEADER = "X-Twilio-Signature"
 
 # Twilio's MessageStatus values (Messaging API, status callbacks); any other is UNKNOWN.
 STATUSES: dict[str, ReceiptStatus] = {
@@ -49,3 +58,33 @@ def parse_status_callback(
         address=form.get("To") or None,
         detail=form.get("ErrorCode") or None,
     )
+
+
+def verify(auth_token: str, url: str, params: Mapping[str, str], signature: str) -> bool:
+    """Whether `signature` (the X-Twilio-Signature header) is Twilio's for exactly these form
+    parameters POSTed to `url`, the full URL Twilio was given, query included (Twilio signs
+    it whole), under the account's auth token. Twilio's own RequestValidator computes it."""
+    return bool(signature) and bool(RequestValidator(auth_token).validate(url, params, signature))
+
+
+class Keyword(StrEnum):
+    """What an inbound text asks for."""
+
+    OPT_OUT = "opt_out"  # STOP and its synonyms: send nothing more to this number
+    OPT_IN = "opt_in"  # START, UNSTOP, YES: send again, and confirm a waiting subscription
+    OTHER = "other"  # anything else: ignored (people reply "thanks")
+
+
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES"})
+
+
+def keyword(body: str) -> Keyword:
+    """The whole message as a keyword: trimmed, case and inner spaces ignored ("Stop all"),
+    a trailing full stop or exclamation mark forgiven."""
+    word = "".join(body.split()).upper().rstrip(".!")
+    if word in OPT_OUT_WORDS:
+        return Keyword.OPT_OUT
+    if word in OPT_IN_WORDS:
+        return Keyword.OPT_IN
+    return Keyword.OTHER

@@ -35,8 +35,7 @@ from dispatcher.sandbox.receipts import (
     TWILIO_IDEMPOTENCY,
 )
 from dispatcher.settings import Settings
-from dispatcher.web.deps import PipelineDep, wake_runner
-from dispatcher.web.inbound import _verify as verify_twilio
+from dispatcher.web.deps import PipelineDep, check_twilio_signature, wake_runner
 from dispatcher.web.preferences import FormDep
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ MAX_EVENTS_BYTES = 5 * 1024 * 1024  # SendGrid batches events; a POST is well un
 @router.post("/twilio/status", status_code=status.HTTP_204_NO_CONTENT)
 def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Response:
     """A Twilio status callback: delivered, undelivered, failed, … for one message."""
-    verify_twilio(request, pipeline.settings, form)
+    check_twilio_signature(request, pipeline.settings, form.as_dict())
     event = sms_events.parse_status_callback(
         form.as_dict(),
         request.query_params.get("delivery_id"),
