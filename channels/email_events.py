@@ -1,15 +1,25 @@
-"""What SendGrid tells us about email, beside its adapter: event-webhook words in ours.
+"""What SendGrid tells us about email, beside its adapter: event-webhook words in ours, and the
+signature on each POST of them.
 
 SendGrid POSTs batches of events as one JSON array (dispatcher/web/callbacks.py reads the
-request); `parse_events` turns it into `ProviderEvent`s. What each status then does to the
-delivery is dispatcher/delivery/receipts.py's, the same for every provider.
+request), signed with its ECDSA key over "<timestamp><body>": the route accepts it only when
+`verify` says so, and `parse_events` turns it into `ProviderEvent`s. What each status then does
+to the delivery is dispatcher/delivery/receipts.py's, the same for every provider.
 """
 
 from __future__ import annotations
 
+import binascii
+import logging
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from sendgrid.helpers.eventwebhook import EventWebhook
+
 from channels.email import EmailChannel
 from channels.events import ProviderEvent, delivery_id
 from dispatcher.models import ReceiptStatus
+
+log = logging.getLogger(__name__)
 
 PROVIDER = "sendgrid"
 
@@ -28,6 +38,22 @@ EVENTS: dict[str, ReceiptStatus] = {
     "unsubscribe": ReceiptStatus.UNSUBSCRIBED,
     "group_unsubscribe": ReceiptStatus.UNSUBSCRIBED,
 }
+
+
+def verify(public_key: str, body: bytes, signature: str, timestamp: str) -> bool:
+    """Whether SendGrid's key (`public_key`, base64 as SendGrid shows it) signed `timestamp` and
+    `body` with `signature` (the X-Twilio-Email-Event-Webhook-Signature and -Timestamp headers),
+    as SendGrid's own EventWebhook helper checks it. A malformed signature, a body that is not
+    UTF-8 or an unusable key is False, not an exception: each means "do not trust this"."""
+    if not (signature and timestamp):
+        return False
+    try:
+        return bool(
+            EventWebhook(public_key).verify_signature(body.decode("utf-8"), signature, timestamp)
+        )
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm):
+        log.warning("SendGrid event signature could not be checked", exc_info=False)
+        return False
 
 
 def parse_events(document: object) -> list[ProviderEvent]:
