@@ -3,8 +3,8 @@
 
 A provider's events module knows its payloads, its words (a dict to `ReceiptStatus` with UNKNOWN
 for a word it does not know, as anymail's `event_types`) and its signature check; the core knows
-what each status does to a delivery, whichever provider said it. Neither side names the other's
-details: the core never asks which provider an event came from.
+what each status does to a delivery, whichever provider said it: it keeps `provider` for the
+record, and never decides anything by it.
 """
 
 from __future__ import annotations
