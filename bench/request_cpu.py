@@ -30,7 +30,8 @@ from twilio.rest import Client  # noqa: E402
 
 from bench.sandbox_proc import SandboxProcess  # noqa: E402
 from channels.base import Message  # noqa: E402
-from channels.transport import SANDBOX_TWILIO_ACCOUNT_SID, rebase  # noqa: E402
+from channels.sms import SANDBOX_TWILIO_ACCOUNT_SID  # noqa: E402
+from channels.transport import rebase  # noqa: E402
 from channels.webhook import sign  # noqa: E402
 from dispatcher.delivery.registry import ChannelRegistry  # noqa: E402
 from dispatcher.settings import Settings  # noqa: E402

@@ -4,16 +4,26 @@ Twilio says whether to retry through the HTTP status (429 and 5xx: yes; 400 with
 "invalid number" or 21610 "unsubscribed": no), so classification is the shared status table.
 Beware: a 500 or a read timeout on a send is ambiguous (the SMS may have gone out); Twilio has no
 idempotency key for messages, so a retry can duplicate a text. We accept that for outage notices.
+
+The SDK hard-codes Twilio's host; its one seam is the HTTP client object, filled here by
+`TwilioSeamClient` (in sandbox mode rebased on the sandbox), which also keeps the last response's
+headers, where `Retry-After` lives.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Self
+from urllib.parse import urlencode
 
 import aiohttp
+from multidict import CIMultiDict
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from channels import aio
@@ -28,17 +38,18 @@ from channels.base import (
     error_for_status,
     parse_retry_after,
 )
-from channels.transport import (
-    SANDBOX_CREDENTIAL,
-    SANDBOX_TWILIO_ACCOUNT_SID,
-    TwilioSeamClient,
-    credential,
-    sandbox_base,
-)
+from channels.transport import SANDBOX_CREDENTIAL, credential, rebase, sandbox_base
 from dispatcher.models import FailureReason, SuppressionReason
 from dispatcher.settings import Settings
 
 TWILIO_UNSUBSCRIBED = 21610  # "Attempt to send to unsubscribed recipient"
+SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32  # a dummy shaped like a real SID: "AC", 32 hex digits
+
+
+def auth_token(settings: Settings) -> str:
+    """The account's auth token: what the adapter authenticates with and what Twilio signs its
+    webhooks with (in sandbox mode the harmless dummy, which the sandbox signs with too)."""
+    return credential(settings, "twilio_auth_token", "TWILIO_AUTH_TOKEN", SANDBOX_CREDENTIAL)
 
 
 class SmsChannel(Channel):
@@ -77,7 +88,7 @@ class SmsChannel(Channel):
         account_sid = credential(
             settings, "twilio_account_sid", "TWILIO_ACCOUNT_SID", SANDBOX_TWILIO_ACCOUNT_SID
         )
-        token = credential(settings, "twilio_auth_token", "TWILIO_AUTH_TOKEN", SANDBOX_CREDENTIAL)
+        token = auth_token(settings)
         http = TwilioSeamClient(base, settings.provider_timeout_s, settings.send_concurrency)
         client = Client(account_sid, token, http_client=http)
         callback = f"{settings.public_url.rstrip('/')}/callbacks/twilio/status"
@@ -145,3 +156,64 @@ class SmsChannel(Channel):
 
     def close(self) -> None:
         self._http.close()
+
+
+class TwilioSeamClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """Twilio's asynchronous HTTP client seam, on aiohttp, rebased on the sandbox when asked,
+    remembering the response headers (asynchronous for the SDK's `*_async` calls: see
+    channels/aio.py for why).
+
+    Why not the SDK's own `AsyncTwilioHttpClient`: it makes its session outside any loop, passes
+    aiohttp a float timeout and a deprecated `auth=`, and logs every request at INFO. Twilio's
+    exceptions carry no headers, so the adapter asks `last_header("Retry-After")` after a
+    failure; the headers are kept per asyncio task (a context variable), since one client
+    serves a whole batch sent concurrently.
+    """
+
+    def __init__(self, base_url: str | None, timeout: float, pool_size: int) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), True, timeout)
+        self._base_url = base_url
+        self._session = aio.LoopSession(pool_size, timeout)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        _last_headers.set(None)
+        sent = dict(headers or {})
+        if data is not None:  # the form encoded here: aiohttp's FormData costs more than the rest
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        if auth is not None:
+            sent["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
+        # A call's own timeout, else ours (aiohttp would read `timeout=None` as "none").
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout else self._session.timeout
+        async with self._session.get().request(
+            method.upper(),
+            rebase(url, self._base_url),
+            params=params,
+            data=urlencode(data, doseq=True) if data is not None else None,
+            headers=sent,
+            allow_redirects=allow_redirects,
+            timeout=limit,
+        ) as response:
+            text = await response.text()
+        _last_headers.set(CIMultiDict(response.headers))
+        return TwilioResponse(response.status, text, response.headers)
+
+    def last_header(self, name: str) -> str | None:
+        """A header of the last response this task received, e.g. Retry-After."""
+        headers = _last_headers.get()
+        return headers.get(name) if headers is not None else None
+
+    def close(self) -> None:
+        self._session.close()
+
+
+_last_headers: ContextVar[CIMultiDict[str] | None] = ContextVar("twilio_headers", default=None)

@@ -1,11 +1,13 @@
-"""Where an adapter chooses between the real provider and the local sandbox, in one place.
+"""Where an adapter chooses between the real provider and the local sandbox: what every
+adapter shares.
 
 The provider SDKs hard-code their hosts; each offers one seam (see the team note
 `provider-seams.md`): Twilio an HTTP client object, SendGrid a `host=` argument, tweepy a
-replaceable `requests.Session`. The classes here fill those seams. They are installed in live mode
-too, because they also do what the SDKs do not: default timeouts, a connection pool as large as our
-concurrency, and (for Twilio) the last response's headers, where `Retry-After` lives. Twilio's
-seam is asynchronous (the SDK's `*_async` calls over aiohttp): see channels/aio.py for why.
+replaceable `requests.Session`. Here are the pieces every seam is made of: the sandbox's base URL
+(`sandbox_base`), a URL moved onto it (`rebase`), and `SeamSession` for an SDK that takes a
+`requests.Session`; a seam only one provider has lives beside its adapter (Twilio's HTTP client in
+channels/sms.py). Seams are installed in live mode too, because they also do what the SDKs do not:
+default timeouts and a connection pool as large as our concurrency.
 
 Credentials: in sandbox mode the adapters always use harmless dummies, so a real key found in the
 environment is never sent to a sandbox (which records request headers); in live mode a missing
@@ -14,26 +16,17 @@ credential is a `ValueError` that names the variable and never shows a value.
 
 from __future__ import annotations
 
-import logging
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
 import requests
-from multidict import CIMultiDict
 from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
-from twilio.http import AsyncHttpClient
-from twilio.http.response import Response as TwilioResponse
-
-from channels import aio
 
 if TYPE_CHECKING:
     from dispatcher.settings import Settings
 
 SANDBOX_CREDENTIAL = "sandbox-dummy-credential"
-SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
 
 
 def sandbox_base(settings: Settings) -> str | None:
@@ -76,66 +69,6 @@ def _pooled(session: requests.Session, pool_size: int) -> None:
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1))
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-
-
-class TwilioSeamClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type hints
-    """Twilio's asynchronous HTTP client seam, on aiohttp, rebased on the sandbox when asked,
-    remembering the response headers.
-
-    Why not the SDK's own `AsyncTwilioHttpClient`: it makes its session outside any loop, passes
-    aiohttp a float timeout and a deprecated `auth=`, and logs every request at INFO. Twilio's
-    exceptions carry no headers, so the adapter asks `last_header("Retry-After")` after a
-    failure; the headers are kept per asyncio task (a context variable), since one client
-    serves a whole batch sent concurrently.
-    """
-
-    def __init__(self, base_url: str | None, timeout: float, pool_size: int) -> None:
-        super().__init__(logging.getLogger("twilio.http_client"), True, timeout)
-        self._base_url = base_url
-        self._session = aio.LoopSession(pool_size, timeout)
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> TwilioResponse:
-        _last_headers.set(None)
-        sent = dict(headers or {})
-        if data is not None:  # the form encoded here: aiohttp's FormData costs more than the rest
-            sent["Content-Type"] = "application/x-www-form-urlencoded"
-        if auth is not None:
-            sent["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
-        # A call's own timeout, else ours (aiohttp would read `timeout=None` as "none").
-        limit = aiohttp.ClientTimeout(total=timeout) if timeout else self._session.timeout
-        async with self._session.get().request(
-            method.upper(),
-            rebase(url, self._base_url),
-            params=params,
-            data=urlencode(data, doseq=True) if data is not None else None,
-            headers=sent,
-            allow_redirects=allow_redirects,
-            timeout=limit,
-        ) as response:
-            text = await response.text()
-        _last_headers.set(CIMultiDict(response.headers))
-        return TwilioResponse(response.status, text, response.headers)
-
-    def last_header(self, name: str) -> str | None:
-        """A header of the last response this task received, e.g. Retry-After."""
-        headers = _last_headers.get()
-        return headers.get(name) if headers is not None else None
-
-    def close(self) -> None:
-        self._session.close()
-
-
-_last_headers: ContextVar[CIMultiDict[str] | None] = ContextVar("twilio_headers", default=None)
 
 
 class SeamSession(requests.Session):

@@ -90,6 +90,19 @@ class WaitReason(StrEnum):
     RATE_LIMIT = "rate_limit"  # the provider account's rate bucket: paced
 
 
+class ReceiptStatus(StrEnum):
+    """What a provider's later word about a message it accepted means to us (its delivery
+    receipt); each provider's events module maps its own words to these."""
+
+    DELIVERED = "delivered"  # it reached the recipient (or was opened, which says as much)
+    UNDELIVERED = "undelivered"  # the provider gave up on it: try the next channel
+    BOUNCED = "bounced"  # the address does not exist: suppress it, and try the next channel
+    COMPLAINED = "complained"  # the recipient marked it as spam: suppress the address
+    UNSUBSCRIBED = "unsubscribed"  # the recipient used the provider's unsubscribe: suppress
+    PENDING = "pending"  # still on its way (queued, sent to the carrier, deferred)
+    UNKNOWN = "unknown"  # a word we do not know: stored, nothing done
+
+
 class Cadence(StrEnum):
     """Which of an incident's updates a channel carries (see dispatcher/policy/pacing.py)."""
 

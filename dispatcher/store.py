@@ -274,9 +274,7 @@ class Receipt(Base):
     event_id: Mapped[str] = mapped_column(String(128))
     delivery_id: Mapped[int | None] = mapped_column(index=True)  # None: matched no delivery
     event: Mapped[str] = mapped_column(String(32))  # the provider's word, e.g. "undelivered"
-    status: Mapped[str] = mapped_column(
-        String(16)
-    )  # ours: dispatcher.delivery.receipts.ReceiptStatus
+    status: Mapped[str] = mapped_column(String(16))  # ours: dispatcher.models.ReceiptStatus
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -14,11 +14,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
 
+from channels import email_events, sms_events
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import reports
 from dispatcher.models import DeliveryStatus
@@ -159,6 +162,30 @@ def test_sendgrid_events_are_checked_against_the_configured_key(
 def test_malformed_but_signed_events_are_refused_as_unprocessable(client: TestClient) -> None:
     signed = receipts.signed_events(EVENTS_PATH, json.dumps({"event": "x"}).encode())
     assert post(client, signed) == 422
+
+
+def test_the_signature_checks_say_yes_only_to_what_the_provider_signed() -> None:
+    """The checks themselves, without HTTP: garbage is a no, never an exception."""
+    url = "https://status.example.com/callbacks/twilio/status?delivery_id=3"
+    form = {"MessageStatus": "sent"}
+    signature = RequestValidator("token").compute_signature(url, form)
+    assert sms_events.verify("token", url, form, signature)
+    assert not sms_events.verify("token", url, {"MessageStatus": "delivered"}, signature)
+    assert not sms_events.verify("token", url.replace("=3", "=4"), form, signature)
+    assert not sms_events.verify("another token", url, form, signature)
+    assert not sms_events.verify("token", url, form, "")
+
+    signing = ec.generate_private_key(ec.SECP256R1())
+    public = signing.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    key, body, stamp = base64.b64encode(public).decode(), b'[{"event":"delivered"}]', "1700000000"
+    sent = base64.b64encode(signing.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+    assert email_events.verify(key, body, sent, stamp)
+    assert not email_events.verify(key, body.replace(b"delivered", b"bounce"), sent, stamp)
+    assert not email_events.verify(key, body, sent, "1700000001")
+    assert not email_events.verify(key, b"\xff", sent, stamp)
+    assert not email_events.verify("not a key", body, sent, stamp)
+    assert not email_events.verify(key, body, "?!", stamp)
+    assert not email_events.verify(key, body, "", stamp)
 
 
 # -- end to end: the sandbox posts to a real server --------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from channels import sms_events
 from dispatcher.delivery import receipts, send
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle
@@ -105,7 +106,7 @@ def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
         rows = list(rows)
         for row in (row for row in rows if row.channel == "sms"):
             form = {"MessageSid": "SMearly", "MessageStatus": "delivered"}
-            event = receipts.twilio_event(form, str(row.id), f"early-{row.id}")
+            event = sms_events.parse_status_callback(form, str(row.id), f"early-{row.id}")
             assert receipts.apply(pipeline.store, pipeline.registry, [event]).applied == 1
         write(session, rows)
 

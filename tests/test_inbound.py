@@ -7,11 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
+from channels.sms_events import Keyword, keyword
 from channels.transport import SANDBOX_CREDENTIAL
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.models import SubscriberIn, SuppressionReason
 from dispatcher.subscribers import preferences, records
-from dispatcher.web.inbound import Keyword, keyword
 
 URL = "/webhooks/twilio/inbound"
 NUMBER = "+14155550100"

@@ -1,19 +1,20 @@
 """Delivery receipts: the providers' words mapped to ours, each event applied once, undelivered
 messages going to the next channel, and the receipt timeout. Events here are built by the
-module's own parsers from provider-shaped input; tests/test_callbacks.py goes through the
-signed HTTP routes."""
+providers' own parsers (channels/sms_events.py, email_events.py) from provider-shaped input;
+tests/test_callbacks.py goes through the signed HTTP routes."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select, update
 
+from channels import email_events, sms_events
 from channels.base import Outcome
+from channels.events import ProviderEvent
 from dispatcher.delivery import receipts, send
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.delivery.receipts import ReceiptStatus
 from dispatcher.incidents import reports
-from dispatcher.models import DeliveryStatus
+from dispatcher.models import DeliveryStatus, ReceiptStatus
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Receipt, Suppression, utcnow
@@ -21,16 +22,20 @@ from tests.conftest import tell_one_subscriber
 
 
 def test_provider_words_map_to_ours_with_unknown_as_the_fallback() -> None:
-    twilio = receipts.twilio_event({"MessageSid": "SM1", "MessageStatus": "undelivered"}, "7", None)
+    twilio = sms_events.parse_status_callback(
+        {"MessageSid": "SM1", "MessageStatus": "undelivered"}, "7", None
+    )
     assert (twilio.status, twilio.delivery_id, twilio.event_id) == (
         ReceiptStatus.UNDELIVERED,
         7,
         "SM1:undelivered",
     )
-    odd = receipts.twilio_event({"MessageSid": "SM1", "MessageStatus": "teleported"}, None, "t")
+    odd = sms_events.parse_status_callback(
+        {"MessageSid": "SM1", "MessageStatus": "teleported"}, None, "t"
+    )
     assert odd.status is ReceiptStatus.UNKNOWN and odd.event_id == "t"
 
-    events = receipts.sendgrid_events(
+    events = email_events.parse_events(
         [
             {"event": "delivered", "sg_event_id": "a", "delivery_id": "3"},
             {"event": "bounce", "type": "bounce", "sg_event_id": "b"},
@@ -48,7 +53,7 @@ def test_provider_words_map_to_ours_with_unknown_as_the_fallback() -> None:
     ]
     assert events[0].delivery_id == 3
     with pytest.raises(ValueError, match="JSON array"):
-        receipts.sendgrid_events({"event": "delivered"})
+        email_events.parse_events({"event": "delivered"})
 
 
 def _sent(pipeline: Pipeline, channels: list[str]) -> tuple[int, Delivery]:
@@ -63,9 +68,9 @@ def _sent_sms_with_email_next(pipeline: Pipeline) -> tuple[int, Delivery]:
     return _sent(pipeline, ["sms", "email"])
 
 
-def _twilio(sms: Delivery, status: str, token: str) -> receipts.ProviderEvent:
+def _twilio(sms: Delivery, status: str, token: str) -> ProviderEvent:
     form = {"MessageSid": str(sms.provider_id), "MessageStatus": status, "To": "+14155550100"}
-    return receipts.twilio_event(form, str(sms.id), token)
+    return sms_events.parse_status_callback(form, str(sms.id), token)
 
 
 def test_undelivered_goes_to_the_next_channel_once(pipeline: Pipeline, sandbox: Sandbox) -> None:
@@ -96,7 +101,9 @@ def test_a_confirmed_delivery_stops_the_chain(pipeline: Pipeline) -> None:
 
 
 def test_an_event_for_no_delivery_of_ours_is_kept_and_does_nothing(pipeline: Pipeline) -> None:
-    ghost = receipts.twilio_event({"MessageSid": "SMnope", "MessageStatus": "failed"}, None, "g")
+    ghost = sms_events.parse_status_callback(
+        {"MessageSid": "SMnope", "MessageStatus": "failed"}, None, "g"
+    )
     assert receipts.apply(pipeline.store, pipeline.registry, [ghost]).unmatched == 1
     with pipeline.store.session() as session:
         assert session.scalars(select(Receipt.delivery_id)).all() == [None]
@@ -104,7 +111,7 @@ def test_an_event_for_no_delivery_of_ours_is_kept_and_does_nothing(pipeline: Pip
 
 def test_a_hard_bounce_suppresses_the_address_and_falls_back(pipeline: Pipeline) -> None:
     _, email = _sent(pipeline, ["email", "sms"])
-    [bounce] = receipts.sendgrid_events(
+    [bounce] = email_events.parse_events(
         [
             {
                 "event": "bounce",

@@ -1,8 +1,10 @@
 """Delivery receipts: what a provider later says became of a message it accepted.
 
 "Sent" only means the provider took the message. Twilio's status callbacks and SendGrid's event
-webhook say what happened next; this module maps their words to ours through one table per
-provider (an unknown word is UNKNOWN: stored, nothing done; anymail's `event_types`) and acts:
+webhook say what happened next; each provider's events module, beside its adapter
+(channels/sms_events.py, channels/email_events.py), puts that in our words (`ProviderEvent`, an
+unknown word UNKNOWN: stored, nothing done; anymail's `event_types`). This module acts on them,
+the same whichever provider spoke:
 
     DELIVERED                  the delivery is confirmed; nothing more is tried for it
     UNDELIVERED, BOUNCED       the update goes to the subscriber's next channel (`fall_back`, the
@@ -22,16 +24,16 @@ the next channel once it passes with no word. The last channel stays "sent": not
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.events import ProviderEvent
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.delivery.send import fall_back
-from dispatcher.models import DeliveryStatus, SuppressionReason
+from dispatcher.models import DeliveryStatus, ReceiptStatus, SuppressionReason
 from dispatcher.store import (
     Delivery,
     Receipt,
@@ -44,79 +46,11 @@ from dispatcher.subscribers.suppressions import suppress
 
 log = logging.getLogger(__name__)
 
-
-class ReceiptStatus(StrEnum):
-    """What a provider's event means to us."""
-
-    DELIVERED = "delivered"  # it reached the recipient (or was opened, which says as much)
-    UNDELIVERED = "undelivered"  # the provider gave up on it: try the next channel
-    BOUNCED = "bounced"  # the address does not exist: suppress it, and try the next channel
-    COMPLAINED = "complained"  # the recipient marked it as spam: suppress the address
-    UNSUBSCRIBED = "unsubscribed"  # the recipient used the provider's unsubscribe: suppress
-    PENDING = "pending"  # still on its way (queued, sent to the carrier, deferred)
-    UNKNOWN = "unknown"  # a word we do not know: stored, nothing done
-
-
-# Twilio's MessageStatus values (Messaging API, status callbacks).
-TWILIO_STATUSES: dict[str, ReceiptStatus] = {
-    "accepted": ReceiptStatus.PENDING,
-    "scheduled": ReceiptStatus.PENDING,
-    "queued": ReceiptStatus.PENDING,
-    "sending": ReceiptStatus.PENDING,
-    "sent": ReceiptStatus.PENDING,  # handed to the carrier; "delivered" may follow
-    "delivered": ReceiptStatus.DELIVERED,
-    "read": ReceiptStatus.DELIVERED,
-    "undelivered": ReceiptStatus.UNDELIVERED,
-    "failed": ReceiptStatus.UNDELIVERED,
-    "canceled": ReceiptStatus.UNDELIVERED,
-}
-
-# SendGrid's event webhook `event` values; "blocked" is a bounce whose `type` is "blocked" (a
-# soft, temporary refusal), told apart from a hard bounce by `sendgrid_events`.
-SENDGRID_EVENTS: dict[str, ReceiptStatus] = {
-    "processed": ReceiptStatus.PENDING,
-    "deferred": ReceiptStatus.PENDING,
-    "delivered": ReceiptStatus.DELIVERED,
-    "open": ReceiptStatus.DELIVERED,
-    "click": ReceiptStatus.DELIVERED,
-    "bounce": ReceiptStatus.BOUNCED,
-    "blocked": ReceiptStatus.UNDELIVERED,
-    "dropped": ReceiptStatus.UNDELIVERED,
-    "spamreport": ReceiptStatus.COMPLAINED,
-    "unsubscribe": ReceiptStatus.UNSUBSCRIBED,
-    "group_unsubscribe": ReceiptStatus.UNSUBSCRIBED,
-}
-
-PROVIDERS: dict[str, tuple[str, dict[str, ReceiptStatus]]] = {
-    "twilio": ("sms", TWILIO_STATUSES),
-    "sendgrid": ("email", SENDGRID_EVENTS),
-}
 SUPPRESSING = {
     ReceiptStatus.BOUNCED: SuppressionReason.BOUNCE,
     ReceiptStatus.COMPLAINED: SuppressionReason.SPAM_REPORT,
     ReceiptStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
 }
-
-
-@dataclass(frozen=True)
-class ProviderEvent:
-    """One event as a provider reported it, already verified as coming from that provider."""
-
-    provider: str  # a key of PROVIDERS
-    event_id: str  # the provider's own id for this event: what makes applying it idempotent
-    event: str  # the provider's word, e.g. "undelivered"
-    delivery_id: int | None  # ours, when the provider echoes it (custom_args, callback URL)
-    provider_id: str | None = None  # the provider's message id
-    address: str | None = None  # the recipient the provider names (used only to suppress)
-    detail: str | None = None  # an error code, for the record; never an address
-
-    @property
-    def channel(self) -> str:
-        return PROVIDERS[self.provider][0]
-
-    @property
-    def status(self) -> ReceiptStatus:
-        return PROVIDERS[self.provider][1].get(self.event, ReceiptStatus.UNKNOWN)
 
 
 @dataclass
@@ -127,55 +61,6 @@ class Applied:
     duplicates: int = 0  # seen before (same event id): nothing done
     unmatched: int = 0  # no delivery of ours: stored, nothing done
     fallbacks: list[int] = field(default_factory=list)
-
-
-def twilio_event(
-    form: Mapping[str, str], delivery_id: str | None, idempotency_token: str | None
-) -> ProviderEvent:
-    """A Twilio status callback's form fields; our delivery id rides in the callback URL."""
-    sid = form.get("MessageSid") or form.get("SmsSid") or ""
-    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
-    return ProviderEvent(
-        provider="twilio",
-        event_id=(idempotency_token or f"{sid}:{status}")[:128],
-        event=status,
-        delivery_id=_int(delivery_id),
-        provider_id=sid or None,
-        address=form.get("To") or None,
-        detail=form.get("ErrorCode") or None,
-    )
-
-
-def sendgrid_events(document: object) -> list[ProviderEvent]:
-    """The events of one SendGrid event-webhook POST (a JSON array); ValueError if malformed."""
-    if not isinstance(document, list) or not all(isinstance(e, dict) for e in document):
-        raise ValueError("expected a JSON array of event objects")
-    events = []
-    for item in document:
-        event = str(item.get("event") or "").lower()
-        if event == "bounce" and str(item.get("type") or "").lower() == "blocked":
-            event = "blocked"
-        message_id = str(item.get("sg_message_id") or "").split(".")[0] or None
-        fallback_id = f"{message_id}:{event}:{item.get('email')}:{item.get('timestamp')}"
-        events.append(
-            ProviderEvent(
-                provider="sendgrid",
-                event_id=str(item.get("sg_event_id") or fallback_id)[:128],
-                event=event,
-                delivery_id=_int(item.get("delivery_id")),
-                provider_id=message_id,
-                address=item.get("email") if isinstance(item.get("email"), str) else None,
-                detail=str(item["status"]) if item.get("status") else None,
-            )
-        )
-    return events
-
-
-def _int(value: object) -> int | None:
-    try:
-        return int(str(value)) if value is not None and str(value).strip() else None
-    except ValueError:
-        return None
 
 
 def _any_channel(_: str) -> bool:
@@ -239,7 +124,7 @@ def _find(session: Session, event: ProviderEvent) -> Delivery | None:
     if event.delivery_id is not None:
         found = session.get(Delivery, event.delivery_id)
         return found if found is not None and found.channel == event.channel else None
-    if event.provider_id is None or event.provider != "twilio":  # SendGrid ids cover a group
+    if event.provider_id is None:  # the provider has no id of one message (SendGrid's)
         return None
     return session.scalars(
         select(Delivery).where(

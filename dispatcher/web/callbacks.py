@@ -1,12 +1,14 @@
 """Delivery receipts from providers: `POST /callbacks/twilio/status` (Twilio status callbacks)
 and `POST /callbacks/sendgrid/events` (SendGrid's signed event webhook).
 
-Each request is verified before anything is stored. Twilio's signature is checked with its own
-RequestValidator against the auth token, over our public URL of this path with its query (the
-adapter's StatusCallback carries our delivery id there, and Twilio signs the whole URL); the same
-check as the inbound-SMS webhook. SendGrid's ECDSA signature over "<timestamp><body>" is checked
-with its EventWebhook helper and the public key in OUTAGE_SENDGRID_EVENT_PUBLIC_KEY (in sandbox
-mode, the sandbox's own published key). A bad or missing signature is 403 and nothing is stored.
+These routes only read HTTP: each provider's checks and words are beside its adapter
+(channels/sms_events.py, channels/email_events.py). Each request is verified before anything is
+stored. Twilio's signature is checked with its own RequestValidator against the auth token, over
+our public URL of this path with its query (the adapter's StatusCallback carries our delivery id
+there, and Twilio signs the whole URL); the same check as the inbound-SMS webhook. SendGrid's
+ECDSA signature over "<timestamp><body>" is checked with its EventWebhook helper and the public
+key in OUTAGE_SENDGRID_EVENT_PUBLIC_KEY (in sandbox mode, the sandbox's own published key). A
+bad or missing signature is 403 and nothing is stored.
 
 Verified events go to `dispatcher.delivery.receipts`, which applies each once (by the provider's
 event id) and may queue the update on the subscriber's next channel; that is sent at once.
@@ -14,16 +16,14 @@ event id) and may queue the update on the subscriber's next channel; that is sen
 
 from __future__ import annotations
 
-import binascii
 import json
-import logging
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sendgrid.helpers.eventwebhook import EventWebhook
 
+from channels import email_events, sms_events
+from channels.events import ProviderEvent
 from dispatcher.delivery import receipts
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.sandbox.receipts import (
@@ -33,11 +33,8 @@ from dispatcher.sandbox.receipts import (
     TWILIO_IDEMPOTENCY,
 )
 from dispatcher.settings import Settings
-from dispatcher.web.deps import PipelineDep
-from dispatcher.web.inbound import _verify as verify_twilio
+from dispatcher.web.deps import PipelineDep, check_twilio_signature
 from dispatcher.web.preferences import FormDep
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 
@@ -47,8 +44,8 @@ MAX_EVENTS_BYTES = 5 * 1024 * 1024  # SendGrid batches events; a POST is well un
 @router.post("/twilio/status", status_code=status.HTTP_204_NO_CONTENT)
 def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Response:
     """A Twilio status callback: delivered, undelivered, failed, … for one message."""
-    verify_twilio(request, pipeline.settings, form)
-    event = receipts.twilio_event(
+    check_twilio_signature(request, pipeline.settings, form.as_dict())
+    event = sms_events.parse_status_callback(
         form.as_dict(),
         request.query_params.get("delivery_id"),
         request.headers.get(TWILIO_IDEMPOTENCY),
@@ -61,16 +58,16 @@ def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Res
 async def sendgrid_events(request: Request, pipeline: PipelineDep) -> Response:
     """SendGrid's event webhook: a signed JSON array of events (delivered, bounce, dropped, …)."""
     body = await _read_capped(request)
-    _verify_sendgrid(request, pipeline.settings, body)
+    _check_sendgrid_signature(request, pipeline.settings, body)
     try:
-        events = receipts.sendgrid_events(json.loads(body))
+        events = email_events.parse_events(json.loads(body))
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
     await run_in_threadpool(_apply, pipeline, events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _apply(pipeline: Pipeline, events: list[receipts.ProviderEvent]) -> None:
+def _apply(pipeline: Pipeline, events: list[ProviderEvent]) -> None:
     applied = receipts.apply(pipeline.store, pipeline.registry, events, pipeline.guards.usable)
     pipeline.enqueue(applied.fallbacks)
 
@@ -84,7 +81,7 @@ async def _read_capped(request: Request) -> bytes:
     return bytes(body)
 
 
-def _verify_sendgrid(request: Request, settings: Settings, body: bytes) -> None:
+def _check_sendgrid_signature(request: Request, settings: Settings, body: bytes) -> None:
     """403 unless SendGrid's key signed this timestamp and body."""
     key = settings.sendgrid_event_public_key or (
         SANDBOX_EVENT_PUBLIC_KEY if settings.providers == "sandbox" else None
@@ -96,13 +93,5 @@ def _verify_sendgrid(request: Request, settings: Settings, body: bytes) -> None:
         )
     signature = request.headers.get(SENDGRID_SIGNATURE, "")
     timestamp = request.headers.get(SENDGRID_TIMESTAMP, "")
-    try:
-        valid = bool(signature and timestamp) and EventWebhook(key).verify_signature(
-            body.decode("utf-8"), signature, timestamp
-        )
-    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm):
-        # A malformed signature, a body that is not UTF-8, or an unusable configured key.
-        log.warning("SendGrid event signature could not be checked", exc_info=False)
-        valid = False
-    if not valid:
+    if not email_events.verify(key, body, signature, timestamp):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or wrong SendGrid signature")

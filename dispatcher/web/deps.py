@@ -1,4 +1,4 @@
-"""What route handlers share: the process's Pipeline, and the token checks.
+"""What route handlers share: the process's Pipeline, and the token and signature checks.
 
 Secrets are compared in constant time; a missing configuration refuses (401 with the reason),
 never accepts: a dispatcher started without a token must not take webhooks from anyone.
@@ -7,10 +7,12 @@ never accepts: a dispatcher started without a token must not take webhooks from 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from channels import sms, sms_events
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings
 
@@ -57,3 +59,19 @@ def require_operator(request: Request, settings: SettingsDep) -> None:
 
 
 OperatorDep = Depends(require_operator)
+
+
+def check_twilio_signature(request: Request, settings: Settings, params: Mapping[str, str]) -> None:
+    """403 unless Twilio signed exactly these form parameters for our public URL of this path
+    and query: behind a proxy the URL we see is not the one Twilio was given (and signed).
+    401 when the auth token is not configured."""
+    try:
+        token = sms.auth_token(settings)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=str(exc)) from None
+    url = settings.public_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get(sms_events.SIGNATURE_HEADER, "")
+    if not sms_events.verify(token, url, params, signature):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or wrong Twilio signature")
