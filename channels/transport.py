@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 
 SANDBOX_CREDENTIAL = "sandbox-dummy-credential"
 SANDBOX_TWILIO_ACCOUNT_SID = "AC" + "0" * 32
+# The public half of the sandbox's fixed SendGrid event-signing key (base64 DER): a callback in
+# sandbox mode verifies the sandbox's events with it. Public by design, it signs nothing real.
+SANDBOX_EVENT_PUBLIC_KEY = (
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAER1+9RBPsowaGda6Kwu7Jw5MAhlwIvjG1WCloSGVhBN6NPGl0Wx8V3p8W"
+    "pQeiUbQJIL0CPG5QSzpTKrV/5D1ITQ=="
+)
+
+# The providers' own header names on the callbacks they sign.
+TWILIO_SIGNATURE = "X-Twilio-Signature"
+TWILIO_IDEMPOTENCY = "I-Twilio-Idempotency-Token"
+SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 
 def sandbox_base(settings: Settings) -> str | None:

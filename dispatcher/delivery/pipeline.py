@@ -11,6 +11,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from more_itertools import chunked
 from pydantic import SecretStr
@@ -25,9 +26,11 @@ from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
 from dispatcher.policy import promises
 from dispatcher.render import core
-from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Store, Update, utcnow
+
+if TYPE_CHECKING:
+    from dispatcher.sandbox.server import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class Pipeline:
         self.sandbox: Sandbox | None = None
         if settings.providers == "sandbox" and settings.sandbox_url is None:
             # The embedded default: a sandbox of our own, so nothing leaves this machine.
+            from dispatcher.sandbox.server import Sandbox
+
             self.sandbox = Sandbox()
             settings = settings.model_copy(update={"sandbox_url": self.sandbox.start()})
         self.store = Store(settings.database_url)

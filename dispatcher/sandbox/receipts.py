@@ -5,7 +5,8 @@ Twilio signs a callback with the account's auth token (HMAC-SHA1 over the URL an
 fields, `X-Twilio-Signature`); the sandbox uses the token the adapter authenticated its send with,
 which in sandbox mode is always the harmless dummy. SendGrid signs each event POST with its ECDSA
 P-256 key over "<timestamp><body>"; the sandbox's key is fixed and public
-(`SANDBOX_EVENT_PUBLIC_KEY`), which the callback route trusts only in sandbox mode.
+(`channels.transport.SANDBOX_EVENT_PUBLIC_KEY`), which the callback route trusts only in
+sandbox mode.
 """
 
 from __future__ import annotations
@@ -22,24 +23,23 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twilio.request_validator import RequestValidator
+
+from channels.transport import (
+    SENDGRID_SIGNATURE,
+    SENDGRID_TIMESTAMP,
+    TWILIO_IDEMPOTENCY,
+    TWILIO_SIGNATURE,
+)
 
 if TYPE_CHECKING:
     from dispatcher.sandbox.server import Sandbox
 
-TWILIO_SIGNATURE = "X-Twilio-Signature"
-TWILIO_IDEMPOTENCY = "I-Twilio-Idempotency-Token"
-SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
-SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
-
 # A fixed key, so a dispatcher in sandbox mode knows it without configuration. Not a secret: it
-# only ever signs the sandbox's own events.
+# only ever signs the sandbox's own events. Its public half is `SANDBOX_EVENT_PUBLIC_KEY` in
+# channels/transport.py, where the product reads it.
 _SEED = int.from_bytes(hashlib.sha256(b"outage-dispatcher sandbox event webhook").digest())
 _EVENT_KEY = ec.derive_private_key(_SEED, ec.SECP256R1())
-SANDBOX_EVENT_PUBLIC_KEY = base64.b64encode(
-    _EVENT_KEY.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-).decode()
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from dispatcher.delivery import receipts
-from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.sandbox.receipts import (
+from channels.transport import (
     SANDBOX_EVENT_PUBLIC_KEY,
     SENDGRID_SIGNATURE,
     SENDGRID_TIMESTAMP,
     TWILIO_IDEMPOTENCY,
 )
+from dispatcher.delivery import receipts
+from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings
 from dispatcher.web.deps import PipelineDep, wake_runner
 from dispatcher.web.inbound import _verify as verify_twilio
