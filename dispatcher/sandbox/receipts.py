@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -31,9 +31,7 @@ from channels.transport import (
     TWILIO_IDEMPOTENCY,
     TWILIO_SIGNATURE,
 )
-
-if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
+from dispatcher.sandbox.state import SandboxState
 
 # A fixed key, so a dispatcher in sandbox mode knows it without configuration. Not a secret: it
 # only ever signs the sandbox's own events. Its public half is `SANDBOX_EVENT_PUBLIC_KEY` in
@@ -61,7 +59,7 @@ class SignedRequest:
         return response.status_code
 
 
-def _latest(sandbox: Sandbox, channel: str, to: str) -> dict[str, Any]:
+def _latest(sandbox: SandboxState, channel: str, to: str) -> dict[str, Any]:
     wanted = to.strip().lower()
     message: dict[str, Any]
     for message in reversed(sandbox.messages(channel)):
@@ -71,7 +69,7 @@ def _latest(sandbox: Sandbox, channel: str, to: str) -> dict[str, Any]:
 
 
 def twilio_status(
-    sandbox: Sandbox, to: str, status: str, *, error_code: int | None = None
+    sandbox: SandboxState, to: str, status: str, *, error_code: int | None = None
 ) -> SignedRequest:
     """The status callback Twilio would POST for the latest SMS to `to` (a number or a SID), to
     the `StatusCallback` URL the adapter gave with it."""
@@ -104,7 +102,7 @@ def twilio_status(
 
 
 def sendgrid_event(
-    sandbox: Sandbox, url: str, to: str, event: str, *, bounce_type: str = "bounce"
+    sandbox: SandboxState, url: str, to: str, event: str, *, bounce_type: str = "bounce"
 ) -> SignedRequest:
     """A signed event-webhook POST about the latest email to `to`, as SendGrid sends them:
     a JSON array whose events carry the send's `custom_args` (our delivery id) at top level."""
@@ -135,3 +133,21 @@ def signed_events(url: str, body: bytes, timestamp: str | None = None) -> Signed
         SENDGRID_TIMESTAMP: stamp,
     }
     return SignedRequest(url, headers, body)
+
+
+def emit(
+    sandbox: SandboxState,
+    channel: str,
+    to: str,
+    status: str,
+    url: str | None = None,
+    error_code: int | None = None,
+) -> int:
+    """POST a signed delivery receipt for the latest message to `to`, as the provider would:
+    for "sms" a Twilio status callback to the message's StatusCallback, for "email" a
+    SendGrid event (`status` is its event name) to `url`. The receiver's HTTP status."""
+    if channel == "sms":
+        return twilio_status(sandbox, to, status, error_code=error_code).post()
+    if channel == "email" and url:
+        return sendgrid_event(sandbox, url, to, status).post()
+    raise ValueError('receipts are for channel "sms", or "email" with a "url"')
