@@ -22,6 +22,9 @@ from dispatcher.models import ReceiptStatus
 log = logging.getLogger(__name__)
 
 PROVIDER = "sendgrid"
+# The headers SendGrid's signed event webhook carries its signature and timestamp in.
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 # SendGrid's event webhook `event` values, any other is UNKNOWN; "blocked" is a bounce whose
 # `type` is "blocked" (a soft, temporary refusal), told apart from a hard bounce by `parse_events`.

@@ -24,6 +24,7 @@ from dispatcher.models import ReceiptStatus
 
 PROVIDER = "twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"  # the same event, retried, carries the same
 
 # Twilio's MessageStatus values (Messaging API, status callbacks); any other is UNKNOWN.
 STATUSES: dict[str, ReceiptStatus] = {

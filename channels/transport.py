@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from dispatcher.settings import Settings
 
 SANDBOX_CREDENTIAL = "sandbox-dummy-credential"
+# The public half of the sandbox's fixed SendGrid event-signing key (base64 DER): a callback in
+# sandbox mode verifies the sandbox's events with it. Public by design, it signs nothing real.
+SANDBOX_EVENT_PUBLIC_KEY = (
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAER1+9RBPsowaGda6Kwu7Jw5MAhlwIvjG1WCloSGVhBN6NPGl0Wx8V3p8W"
+    "pQeiUbQJIL0CPG5QSzpTKrV/5D1ITQ=="
+)
 
 
 def sandbox_base(settings: Settings) -> str | None:

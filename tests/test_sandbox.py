@@ -16,7 +16,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dispatcher.sandbox.server import Sandbox, sms_segments, weighted_length
+from dispatcher.sandbox.server import Sandbox
+from dispatcher.sandbox.twilio import sms_segments
+from dispatcher.sandbox.x import weighted_length
 
 TWILIO_PATH = "/2010-04-01/Accounts/AC123/Messages.json"
 BASIC = "Basic " + base64.b64encode(b"AC123:token").decode()

@@ -5,7 +5,8 @@ Twilio signs a callback with the account's auth token (HMAC-SHA1 over the URL an
 fields, `X-Twilio-Signature`); the sandbox uses the token the adapter authenticated its send with,
 which in sandbox mode is always the harmless dummy. SendGrid signs each event POST with its ECDSA
 P-256 key over "<timestamp><body>"; the sandbox's key is fixed and public
-(`SANDBOX_EVENT_PUBLIC_KEY`), which the callback route trusts only in sandbox mode.
+(`channels.transport.SANDBOX_EVENT_PUBLIC_KEY`), which the callback route trusts only in
+sandbox mode.
 """
 
 from __future__ import annotations
@@ -16,30 +17,22 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twilio.request_validator import RequestValidator
 
-if TYPE_CHECKING:
-    from dispatcher.sandbox.server import Sandbox
-
-TWILIO_SIGNATURE = "X-Twilio-Signature"
-TWILIO_IDEMPOTENCY = "I-Twilio-Idempotency-Token"
-SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
-SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+from channels import email_events, sms_events
+from dispatcher.sandbox.state import SandboxState
 
 # A fixed key, so a dispatcher in sandbox mode knows it without configuration. Not a secret: it
-# only ever signs the sandbox's own events.
+# only ever signs the sandbox's own events. Its public half is `SANDBOX_EVENT_PUBLIC_KEY` in
+# channels/transport.py, where the product reads it.
 _SEED = int.from_bytes(hashlib.sha256(b"outage-dispatcher sandbox event webhook").digest())
 _EVENT_KEY = ec.derive_private_key(_SEED, ec.SECP256R1())
-SANDBOX_EVENT_PUBLIC_KEY = base64.b64encode(
-    _EVENT_KEY.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-).decode()
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ class SignedRequest:
         return response.status_code
 
 
-def _latest(sandbox: Sandbox, channel: str, to: str) -> dict[str, Any]:
+def _latest(sandbox: SandboxState, channel: str, to: str) -> dict[str, Any]:
     wanted = to.strip().lower()
     message: dict[str, Any]
     for message in reversed(sandbox.messages(channel)):
@@ -71,7 +64,7 @@ def _latest(sandbox: Sandbox, channel: str, to: str) -> dict[str, Any]:
 
 
 def twilio_status(
-    sandbox: Sandbox, to: str, status: str, *, error_code: int | None = None
+    sandbox: SandboxState, to: str, status: str, *, error_code: int | None = None
 ) -> SignedRequest:
     """The status callback Twilio would POST for the latest SMS to `to` (a number or a SID), to
     the `StatusCallback` URL the adapter gave with it."""
@@ -97,14 +90,14 @@ def twilio_status(
         form["ErrorCode"] = str(error_code)
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
-        TWILIO_SIGNATURE: RequestValidator(token).compute_signature(url, form),
-        TWILIO_IDEMPOTENCY: f"{message['provider_id']}-{status}-{uuid.uuid4().hex[:8]}",
+        sms_events.SIGNATURE_HEADER: RequestValidator(token).compute_signature(url, form),
+        sms_events.IDEMPOTENCY_HEADER: f"{message['provider_id']}-{status}-{uuid.uuid4().hex[:8]}",
     }
     return SignedRequest(url, headers, urlencode(form).encode())
 
 
 def sendgrid_event(
-    sandbox: Sandbox, url: str, to: str, event: str, *, bounce_type: str = "bounce"
+    sandbox: SandboxState, url: str, to: str, event: str, *, bounce_type: str = "bounce"
 ) -> SignedRequest:
     """A signed event-webhook POST about the latest email to `to`, as SendGrid sends them:
     a JSON array whose events carry the send's `custom_args` (our delivery id) at top level."""
@@ -131,7 +124,25 @@ def signed_events(url: str, body: bytes, timestamp: str | None = None) -> Signed
     signature = _EVENT_KEY.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     headers = {
         "Content-Type": "application/json",
-        SENDGRID_SIGNATURE: base64.b64encode(signature).decode(),
-        SENDGRID_TIMESTAMP: stamp,
+        email_events.SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+        email_events.TIMESTAMP_HEADER: stamp,
     }
     return SignedRequest(url, headers, body)
+
+
+def emit(
+    sandbox: SandboxState,
+    channel: str,
+    to: str,
+    status: str,
+    url: str | None = None,
+    error_code: int | None = None,
+) -> int:
+    """POST a signed delivery receipt for the latest message to `to`, as the provider would:
+    for "sms" a Twilio status callback to the message's StatusCallback, for "email" a
+    SendGrid event (`status` is its event name) to `url`. The receiver's HTTP status."""
+    if channel == "sms":
+        return twilio_status(sandbox, to, status, error_code=error_code).post()
+    if channel == "email" and url:
+        return sendgrid_event(sandbox, url, to, status).post()
+    raise ValueError('receipts are for channel "sms", or "email" with a "url"')

@@ -24,14 +24,9 @@ from fastapi.responses import Response
 
 from channels import email_events, sms_events
 from channels.events import ProviderEvent
+from channels.transport import SANDBOX_EVENT_PUBLIC_KEY
 from dispatcher.delivery import receipts
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.sandbox.receipts import (
-    SANDBOX_EVENT_PUBLIC_KEY,
-    SENDGRID_SIGNATURE,
-    SENDGRID_TIMESTAMP,
-    TWILIO_IDEMPOTENCY,
-)
 from dispatcher.settings import Settings
 from dispatcher.web.deps import PipelineDep, check_twilio_signature
 from dispatcher.web.preferences import FormDep
@@ -48,7 +43,7 @@ def twilio_status(request: Request, pipeline: PipelineDep, form: FormDep) -> Res
     event = sms_events.parse_status_callback(
         form.as_dict(),
         request.query_params.get("delivery_id"),
-        request.headers.get(TWILIO_IDEMPOTENCY),
+        request.headers.get(sms_events.IDEMPOTENCY_HEADER),
     )
     _apply(pipeline, [event])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -91,7 +86,7 @@ def _check_sendgrid_signature(request: Request, settings: Settings, body: bytes)
             status.HTTP_403_FORBIDDEN,
             detail="OUTAGE_SENDGRID_EVENT_PUBLIC_KEY is not set: signed events cannot be verified",
         )
-    signature = request.headers.get(SENDGRID_SIGNATURE, "")
-    timestamp = request.headers.get(SENDGRID_TIMESTAMP, "")
+    signature = request.headers.get(email_events.SIGNATURE_HEADER, "")
+    timestamp = request.headers.get(email_events.TIMESTAMP_HEADER, "")
     if not email_events.verify(key, body, signature, timestamp):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or wrong SendGrid signature")
