@@ -16,7 +16,7 @@ from rich.console import Console
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.incidents.lifecycle import IncidentError
-from dispatcher.render.core import TemplateMissing
+from dispatcher.render.templates import TemplateMissing
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
 
