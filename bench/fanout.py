@@ -107,7 +107,8 @@ def sample_texts(sandbox_url: str) -> dict[str, str]:
 
     from dispatcher.delivery.registry import ChannelRegistry
     from dispatcher.models import IncidentState, Severity
-    from dispatcher.render.core import IncidentView, RecipientView, UpdateView, render
+    from dispatcher.render.messages import render
+    from dispatcher.render.views import IncidentView, RecipientView, UpdateView
     from dispatcher.settings import Settings
 
     settings = Settings(sandbox_url=sandbox_url)
@@ -141,7 +142,7 @@ def run_naive(
 
     from bench import naive
     from dispatcher.models import IncidentState, Severity
-    from dispatcher.render.core import IncidentView, UpdateView
+    from dispatcher.render.views import IncidentView, UpdateView
 
     step = max(1, args.n // args.naive_sample)
     indices = list(range(0, args.n, step))

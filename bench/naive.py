@@ -23,7 +23,8 @@ from channels.base import Channel, Message
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.links import LinkPurpose, Links
 from dispatcher.models import IncidentState, Severity
-from dispatcher.render.core import IncidentView, RecipientView, UpdateView, render
+from dispatcher.render.messages import render
+from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
 
 BROKER_URL = os.environ.get("NAIVE_BROKER_URL", "redis://127.0.0.1:6379/14")

@@ -20,13 +20,9 @@ from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents import lifecycle
 from dispatcher.links import LinkPurpose
 from dispatcher.models import IncidentIn, IncidentState, Severity, SubscriberIn
-from dispatcher.render.core import (
-    IncidentView,
-    RecipientView,
-    UpdateView,
-    render,
-    render_shared,
-)
+from dispatcher.render.messages import render
+from dispatcher.render.shared import render_shared
+from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.subscribers import records

@@ -13,18 +13,12 @@ import pytest
 
 from channels.base import Limits
 from dispatcher.models import IncidentState
-from dispatcher.render import core as render_module
-from dispatcher.render.core import (
-    IncidentView,
-    RecipientView,
-    Rendered,
-    RenderError,
-    TemplateMissing,
-    UpdateView,
-    render,
-    sample,
-)
+from dispatcher.render import templates
+from dispatcher.render.messages import render
+from dispatcher.render.samples import sample
+from dispatcher.render.templates import RenderError, TemplateMissing
 from dispatcher.render.textfit import sms_encoding, sms_segments, tweet_length
+from dispatcher.render.views import IncidentView, RecipientView, Rendered, UpdateView
 from dispatcher.settings import TEMPLATES_DIR
 
 LIMITS = {
@@ -286,10 +280,10 @@ def templates_with_dutch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     (dutch / "investigating.text.j2").write_text(
         "{{ company }}: Wij onderzoeken {{ incident.title }}. {{ incident.url }}\n"
     )
-    monkeypatch.setattr(render_module, "TEMPLATES_DIR", root)
-    render_module.environment.cache_clear()
+    monkeypatch.setattr(templates, "TEMPLATES_DIR", root)
+    templates.environment.cache_clear()
     yield root
-    render_module.environment.cache_clear()
+    templates.environment.cache_clear()
 
 
 @pytest.mark.usefixtures("templates_with_dutch")

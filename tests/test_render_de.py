@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from dispatcher.models import IncidentState
-from dispatcher.render import core as render_module
-from dispatcher.render.core import RecipientView, Rendered, clock, day, formatting, sample, window
+from dispatcher.render import templates
+from dispatcher.render.calendar import clock, day, formatting, window
+from dispatcher.render.messages import render
+from dispatcher.render.samples import sample
 from dispatcher.render.textfit import sms_encoding, sms_segments, tweet_length
+from dispatcher.render.views import RecipientView, Rendered
 from dispatcher.settings import TEMPLATES_DIR
 from tests.test_render import LIMITS, LONG, SUPPORT, run
 
@@ -37,7 +40,7 @@ def german(recipient: RecipientView, zone: str = BERLIN) -> RecipientView:
 def run_de(channel: str, state: IncidentState, zone: str = BERLIN, **changes: object) -> Rendered:
     incident, update, recipient = sample(state)
     update = replace(update, **changes)  # type: ignore[arg-type]
-    return render_module.render(
+    return render(
         channel,
         LIMITS[channel],
         incident,
@@ -159,10 +162,10 @@ def german_sms_without_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     root = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, root)
     (root / "sms" / "de" / "resolved.text.j2").unlink()
-    monkeypatch.setattr(render_module, "TEMPLATES_DIR", root)
-    render_module.environment.cache_clear()
+    monkeypatch.setattr(templates, "TEMPLATES_DIR", root)
+    templates.environment.cache_clear()
     yield
-    render_module.environment.cache_clear()
+    templates.environment.cache_clear()
 
 
 @pytest.mark.usefixtures("german_sms_without_resolved")

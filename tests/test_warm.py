@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.render.core import compile_templates
+from dispatcher.render.templates import compile_templates
 from dispatcher.settings import Settings
 
 

@@ -18,7 +18,7 @@ from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.incidents import reports
 from dispatcher.incidents.lifecycle import IncidentError
 from dispatcher.incidents.reports import Waiting
-from dispatcher.render.core import TemplateMissing
+from dispatcher.render.templates import TemplateMissing
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
 

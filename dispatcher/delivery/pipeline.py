@@ -25,7 +25,7 @@ from dispatcher.incidents import correlate
 from dispatcher.links import Links
 from dispatcher.models import DeliveryStatus
 from dispatcher.policy import promises
-from dispatcher.render import core
+from dispatcher.render.templates import compile_templates
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Store, Update, utcnow
 
@@ -70,7 +70,7 @@ class Pipeline:
         a worker's first message waited ~0.5 s for them (the Twilio SDK alone imports its REST
         API in 70 ms). A template that does not compile or an adapter that cannot be built (a
         live credential missing) is reported here, and fails its sends as before."""
-        for name, error in core.compile_templates().items():
+        for name, error in compile_templates().items():
             log.error("template %s does not compile: %s", name, error)
         for name in self.registry.names:
             try:

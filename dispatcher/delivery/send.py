@@ -43,16 +43,10 @@ from dispatcher.links import LinkPurpose, Links
 from dispatcher.logs import log_attempt
 from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
 from dispatcher.policy.audience import Preferences, address_of, next_channel
-from dispatcher.render.core import (
-    IncidentView,
-    RecipientView,
-    RenderError,
-    Shared,
-    UpdateView,
-    render,
-    render_shared,
-    shared_key,
-)
+from dispatcher.render.messages import render
+from dispatcher.render.shared import Shared, render_shared, shared_key
+from dispatcher.render.templates import RenderError
+from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
 from dispatcher.store import (
     Delivery,
@@ -183,7 +177,7 @@ class _Context:
     links: Links
     guards: Guards
     # One rendering per (channel, update, language, zone, links) for the whole batch, shared by
-    # its recipients (dispatcher/render/core.py `render_shared`); None: render each on its own.
+    # its recipients (dispatcher/render/shared.py `render_shared`); None: render each on its own.
     renders: dict[tuple[object, ...], Shared | RenderError | None] = field(default_factory=dict)
 
 

@@ -36,7 +36,9 @@ from channels.base import Channel, ChannelError
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents.reports import runners_alive
 from dispatcher.models import DeliveryStatus, FailureReason, IncidentState
-from dispatcher.render.core import RenderError, render, sample
+from dispatcher.render.messages import render
+from dispatcher.render.samples import sample
+from dispatcher.render.templates import RenderError
 from dispatcher.settings import Settings
 from dispatcher.store import Base, Delivery, make_engine, utcnow
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import IncidentState
-from dispatcher.render.core import render, sample
+from dispatcher.render.messages import render
+from dispatcher.render.samples import sample
 from dispatcher.render.textfit import sms_encoding, sms_segments, tweet_length
 from dispatcher.settings import Settings
 

@@ -30,8 +30,9 @@ from dispatcher.audit import record
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.links import LinkError, LinkPurpose
-from dispatcher.render.core import DEFAULT_LOCALE, RecipientView, environment, language_of
+from dispatcher.render.templates import DEFAULT_LOCALE, environment, language_of
 from dispatcher.render.textfit import gsm_transliterate
+from dispatcher.render.views import RecipientView
 from dispatcher.store import ADDRESS_COLUMNS, CONFIRMATION_COLUMNS, Store, Subscriber, utcnow
 from dispatcher.subscribers.records import opt_outs
 from dispatcher.subscribers.suppressions import suppress

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkError, LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.render.core import environment
+from dispatcher.render.templates import environment
 from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
 from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.confirmations import ConfirmationError

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import public as public
 from dispatcher.models import IncidentState, Severity, SubscriberIn
-from dispatcher.render.core import clock, day
+from dispatcher.render.calendar import clock, day
 from dispatcher.settings import TEMPLATES_DIR, Settings
 from dispatcher.store import utcnow
 from dispatcher.subscribers import confirmations, records

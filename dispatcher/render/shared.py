@@ -1,0 +1,154 @@
+"""One rendering shared by many recipients, with each recipient's own values filled in after.
+
+Rendering Jinja for each of 100,000 recipients dominated a large fan-out, yet only a few
+things in a message are the recipient's own: their name and their two signed links (dates
+also follow their language and zone, which stay in the key). So a message is rendered once
+per (channel, update, language, zone) with placeholders where those go, and each recipient's
+values are substituted into it: by us for most channels, by the provider itself for email
+(SendGrid's per-personalization `substitutions`, so one request carries 1,000 recipients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Final
+
+from markupsafe import escape
+
+from channels.base import Limits
+from dispatcher.render.fitting import channel_text
+from dispatcher.render.messages import render
+from dispatcher.render.templates import language_of
+from dispatcher.render.views import IncidentView, RecipientView, Rendered, UpdateView
+
+PLACEHOLDERS: Final[Mapping[str, str]] = {
+    "name": "%outage_name%",
+    "manage_url": "%outage_manage_url%",
+    "unsubscribe_url": "%outage_unsubscribe_url%",
+}
+_HTML_SUFFIX: Final = "html%"  # "%outage_name%" in the html part becomes "%outage_name_html%"
+
+
+@dataclass(frozen=True)
+class Shared:
+    """A message rendered once with placeholders; `personal()` fills in one recipient's values,
+    `substitutions()` gives them as a provider's substitution map (keys in `rendered`)."""
+
+    rendered: Rendered
+    adapt: Callable[[str], str]  # what the channel does to a name (GSM look-alikes, escapes)
+
+    def substitutions(self, recipient: RecipientView | None) -> dict[str, str]:
+        if recipient is None:
+            return {}
+        name = self.adapt(recipient.name)
+        values = {
+            "name": name,
+            "manage_url": recipient.manage_url,
+            "unsubscribe_url": recipient.unsubscribe_url,
+        }
+        found: dict[str, str] = {}
+        for field_name, value in values.items():
+            if value is None:
+                continue
+            key = PLACEHOLDERS[field_name]
+            # Text parts have their runs of spaces folded (as `render` does); html keeps them.
+            found[key] = " ".join(value.split()) if value is name else value
+            if self.rendered.html is not None:
+                found[_html_key(key)] = str(escape(value))
+        return found
+
+    def personal(self, recipient: RecipientView | None) -> Rendered:
+        """What `render` would have produced for this recipient."""
+        substitutions = self.substitutions(recipient)
+        if not substitutions:
+            return self.rendered
+
+        def fill(text: str) -> str:
+            for key, value in substitutions.items():
+                text = text.replace(key, value)
+            return text
+
+        rendered = self.rendered
+        return Rendered(
+            text=fill(rendered.text),
+            subject=fill(rendered.subject) if rendered.subject is not None else None,
+            html=fill(rendered.html) if rendered.html is not None else None,
+            payload=(
+                {key: _filled(value, fill) for key, value in rendered.payload.items()}
+                if rendered.payload is not None
+                else None
+            ),
+        )
+
+
+def render_shared(
+    channel: str,
+    limits: Limits,
+    incident: IncidentView,
+    update: UpdateView,
+    recipient: RecipientView | None,
+    *,
+    company_name: str,
+    support_url: str | None,
+    sms_max_segments: int,
+) -> Shared | None:
+    """`render` for everyone who shares `recipient`'s language and zone (and which links they
+    have); None when that cannot be shared: a channel fitted to a length whose text shows a
+    recipient's own value, which could then fit for one recipient and not another."""
+    stand_in = recipient
+    if recipient is not None:
+        stand_in = replace(
+            recipient,
+            name=PLACEHOLDERS["name"],
+            manage_url=PLACEHOLDERS["manage_url"] if recipient.manage_url else None,
+            unsubscribe_url=PLACEHOLDERS["unsubscribe_url"] if recipient.unsubscribe_url else None,
+        )
+    rendered = render(
+        channel,
+        limits,
+        incident,
+        update,
+        stand_in,
+        company_name=company_name,
+        support_url=support_url,
+        sms_max_segments=sms_max_segments,
+    )
+    fitted = any(
+        value is not None
+        for value in (limits.max_sms_segments, limits.max_weighted_chars, limits.max_text_chars)
+    )
+    if fitted and any(key in rendered.text for key in PLACEHOLDERS.values()):
+        return None
+    if rendered.html is not None:
+        html = rendered.html
+        for key in PLACEHOLDERS.values():
+            html = html.replace(key, _html_key(key))
+        rendered = replace(rendered, html=html)
+    return Shared(rendered, channel_text(channel, limits))
+
+
+def shared_key(recipient: RecipientView | None) -> tuple[object, ...]:
+    """What, of a recipient, a shared render depends on (with the channel and the update)."""
+    if recipient is None:
+        return (None,)
+    return (
+        language_of(recipient),
+        recipient.timezone,
+        recipient.manage_url is None,
+        recipient.unsubscribe_url is None,
+    )
+
+
+def _html_key(key: str) -> str:
+    return key[:-1] + "_" + _HTML_SUFFIX
+
+
+def _filled(value: object, fill: Callable[[str], str]) -> object:
+    if isinstance(value, str):
+        return fill(value)
+    if isinstance(value, dict):
+        return {key: _filled(item, fill) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_filled(item, fill) for item in value]
+    return value

@@ -1,0 +1,62 @@
+"""What templates read: an incident, its update and a recipient, and the message they become.
+
+Plain frozen values rather than the store's rows: a template cannot reach the database through
+them, the fitting loop shortens a title or a message with `dataclasses.replace` without touching
+the incident itself, and a preview or a check (`samples.py`) builds them without a store. Every
+other render module works on these shapes; this one imports none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from dispatcher.models import IncidentState, Severity
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """An incident as templates see it. For a scheduled maintenance `started_at` is the planned
+    start (and the update's `eta` its planned end)."""
+
+    id: int
+    title: str
+    severity: Severity
+    state: IncidentState
+    components: tuple[str, ...]
+    started_at: datetime
+    resolved_at: datetime | None
+    url: str  # the incident's status page link, in every message
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """The update being announced; `message` is the operator's free text, if any."""
+
+    id: int
+    state: IncidentState
+    message: str | None
+    created_at: datetime
+    next_update_at: datetime | None = None
+    eta: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecipientView:
+    """Whom a message is for; the renderer receives None for a broadcast (the social post)."""
+
+    name: str
+    locale: str
+    manage_url: str | None = None
+    unsubscribe_url: str | None = None
+    timezone: str = "UTC"  # IANA name; times in messages are shown in it (unknown names: UTC)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for a channel: text always; subject/html for email; payload for webhooks."""
+
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    payload: dict[str, object] | None = None
