@@ -1,4 +1,4 @@
-"""Recording a chunk's outcomes (dispatcher/delivery/send.py `_write`): every row gets exactly its
+"""Recording a chunk's outcomes (dispatcher/delivery/rows.py `write`): every row gets exactly its
 own outcome when one chunk mixes them, and a receipt recorded while the outcome is being written
 still wins over "sent"."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dispatcher.delivery import receipts, send
+from dispatcher.delivery import messages, receipts, send
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn, SuppressionReason
@@ -79,7 +79,7 @@ def test_one_chunk_of_mixed_outcomes_records_each_its_own(
     assert (opted.status, opted.attempts, opted.last_error) == (
         DeliveryStatus.SUPPRESSED,
         0,
-        send.OPTED_OUT,
+        messages.OPTED_OUT,
     )
     assert opted.provider_id is opted.sent_at is opted.receipt_due_at is None
     for failed in (moves, dead):
@@ -99,7 +99,7 @@ def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
     before the chunk's UPDATE: the row stays DELIVERED, with no receipt deadline, and still gets
     its provider id and send time."""
     pipeline = receipt_pipeline
-    write = send._write
+    write = send.write
 
     def receipt_first(session: Any, rows: Any) -> None:
         rows = list(rows)
@@ -109,7 +109,7 @@ def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
             assert receipts.apply(pipeline.store, pipeline.registry, [event]).applied == 1
         write(session, rows)
 
-    monkeypatch.setattr(send, "_write", receipt_first)
+    monkeypatch.setattr(send, "write", receipt_first)
     _add(pipeline, "quick", "+14155550100", ["sms", "email"])
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])

@@ -29,8 +29,8 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dispatcher.delivery.outcomes import fall_back
 from dispatcher.delivery.registry import ChannelRegistry
-from dispatcher.delivery.send import fall_back
 from dispatcher.models import DeliveryStatus, SuppressionReason
 from dispatcher.store import (
     Delivery,
