@@ -6,6 +6,44 @@ What happens after a failure is decided here from the adapter's classification a
 goes back to the queue with a growing delay until `delivery_attempts` sends, then falls back;
 permanent falls back at once to the subscriber's next channel, recording both rows. `fall_back`
 is also what a provider's "undelivered" receipt uses (dispatcher/delivery/receipts.py).
+
+The retry policy, all of it: five layers, each with the settings that govern it (defaults from
+dispatcher/settings.py) and where its code is::
+
+    (a) inside one send: channels/base.py `Channel._retry` and `_wait` (tenacity), transient only
+        send_attempts=3         tries of a message within one send
+        send_backoff_s=0.5      the first wait, growing exponentially, with jitter
+        send_backoff_max_s=10   the longest wait; no wait is shorter than the provider's
+                                Retry-After, and a longer Retry-After than this ends the
+                                send's tries, leaving the message to (b)
+    (b) across sends, through the queue: `record` and `_backoff` here
+        delivery_attempts=5     sends (claims) of a row; when the last fails, the next channel
+                                (`fall_back`), or FAILED when there is none
+        delivery_backoff_s=5    the first delay, doubling: 5, 10, 20, 40 s, each +-20 % jitter
+        delivery_backoff_max_s=300  the longest delay; none is shorter than the Retry-After
+        breaker_open_s=30       replaces the backoff when the failure left the provider's
+                                circuit open (breaker_threshold=5 transient failures in a row):
+                                the next working channel now, else this delay (the probe)
+        A chunk the guards refuse (circuit open; pacing beyond pace_max_wait_s=2 in a batch; a
+        batch past half its lease_s) is put back by `hold`, not counted as a send.
+    (c) the countdown cap: dispatcher/delivery/tasks.py `MAX_COUNTDOWN_S`, in `CeleryQueue.send`
+        MAX_COUNTDOWN_S=1800    half the broker's visibility timeout: a longer delay (a long
+                                Retry-After or pacing wait; (b) stays below it) is not sent as
+                                a Celery countdown, which Redis would deliver twice; the row's
+                                due_at and the sweep carry it. The embedded queue leaves every
+                                delay to them.
+    (d) the sweep: `Pipeline.sweep` (dispatcher/delivery/pipeline.py)
+        sweep_every_s=15        how often Celery beat runs it (the embedded runners sweep on
+                                every pass, with no staleness allowance)
+        sweep_stale_s=30        a queued row due this long ago has lost its task: enqueued again
+        lease_s=120             a claimed row whose lease ran out is enqueued again, and the
+                                claim takes it back (dispatcher/delivery/rows.py `claim`;
+                                counted in `lease_expiries` if it had been handed over)
+    (e) the receipt timeout: `_record_sent` here sets the deadline, `receipts.expire` (run by
+        the sweep) acts on it
+        receipt_timeout_s=None  no receipt this long after "sent": the next channel (unset:
+                                never); on the last channel the row stays SENT
+        receipt_channels=["sms", "email"]  the channels whose providers send receipts
 """
 
 from __future__ import annotations
