@@ -1,4 +1,4 @@
-"""Recording a chunk's outcomes (dispatcher/delivery/send.py `_write`): every row gets exactly its
+"""Recording a chunk's outcomes (dispatcher/delivery/rows.py `write`): every row gets exactly its
 own outcome when one chunk mixes them, and a receipt recorded while the outcome is being written
 still wins over "sent"."""
 
@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Update, event, select
 
 from channels import sms_events
-from dispatcher.delivery import receipts, send
+from dispatcher.delivery import messages, receipts
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn, SuppressionReason
@@ -80,7 +80,7 @@ def test_one_chunk_of_mixed_outcomes_records_each_its_own(
     assert (opted.status, opted.attempts, opted.last_error) == (
         DeliveryStatus.SUPPRESSED,
         0,
-        send.OPTED_OUT,
+        messages.OPTED_OUT,
     )
     assert opted.provider_id is opted.sent_at is opted.receipt_due_at is None
     for failed in (moves, dead):
@@ -94,23 +94,39 @@ def test_one_chunk_of_mixed_outcomes_records_each_its_own(
 
 
 def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
-    receipt_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+    receipt_pipeline: Pipeline,
 ) -> None:
     """The row was read as SENDING; the provider's receipt (naming our delivery id) commits
     before the chunk's UPDATE: the row stays DELIVERED, with no receipt deadline, and still gets
-    its provider id and send time."""
+    its provider id and send time.
+
+    The receipt is applied at that instant from SQLAlchemy's own hook on the engine, just before
+    the UPDATE that records "sent" is executed: the code under test runs unchanged."""
     pipeline = receipt_pipeline
-    write = send._write
+    early: list[int] = []
 
-    def receipt_first(session: Any, rows: Any) -> None:
-        rows = list(rows)
-        for row in (row for row in rows if row.channel == "sms"):
+    def receipt_first(
+        _connection: Any,
+        statement: Any,
+        multiparams: list[dict[str, Any]],
+        params: dict[str, Any],
+        _options: Any,
+    ) -> None:
+        if early or not isinstance(statement, Update) or statement.table is not Delivery.__table__:
+            return
+        early.extend(  # rows being recorded as sent that will wait for a receipt (not the X post)
+            row["row_id"]
+            for row in [*multiparams, params]
+            if row.get("status") is DeliveryStatus.SENT and "receipt_due_at" in row
+        )
+        for delivery_id in early:  # as the web process would, on another connection
             form = {"MessageSid": "SMearly", "MessageStatus": "delivered"}
-            event = sms_events.parse_status_callback(form, str(row.id), f"early-{row.id}")
-            assert receipts.apply(pipeline.store, pipeline.registry, [event]).applied == 1
-        write(session, rows)
+            receipt = sms_events.parse_status_callback(
+                form, str(delivery_id), f"early-{delivery_id}"
+            )
+            assert receipts.apply(pipeline.store, pipeline.registry, [receipt]).applied == 1
 
-    monkeypatch.setattr(send, "_write", receipt_first)
+    event.listen(pipeline.store.engine, "before_execute", receipt_first)
     _add(pipeline, "quick", "+14155550100", ["sms", "email"])
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
@@ -119,6 +135,7 @@ def test_a_receipt_recorded_while_sent_is_being_written_keeps_delivered(
     pipeline.drain(wait_s=5)
 
     row = _rows(pipeline)[("quick", "sms")]
+    assert early == [row.id]
     assert row.status is DeliveryStatus.DELIVERED and row.delivered_at is not None
     assert row.receipt_due_at is None
     assert row.provider_id and row.provider_id != "SMearly" and row.sent_at is not None

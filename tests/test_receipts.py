@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from channels import email_events, sms_events
 from channels.base import Outcome
 from channels.events import ProviderEvent
-from dispatcher.delivery import receipts, send
+from dispatcher.delivery import outcomes, receipts
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import reports
 from dispatcher.models import DeliveryStatus, ReceiptStatus
@@ -168,7 +168,7 @@ def test_a_receipt_that_beats_the_send_record_is_not_overwritten(pipeline: Pipel
     receipts.apply(pipeline.store, pipeline.registry, [_twilio(sms, "delivered", "early")])
     with pipeline.store.session() as session:  # and now the worker records its outcome
         row = session.get_one(Delivery, sms.id)
-        send._record_sent(row, Outcome(key=sms.id, provider_id="SM2"), pipeline.settings)
+        outcomes._record_sent(row, Outcome(key=sms.id, provider_id="SM2"), pipeline.settings)
     with pipeline.store.session() as session:
         row = session.get_one(Delivery, sms.id)
         assert row.status is DeliveryStatus.DELIVERED and row.delivered_at is not None

@@ -31,8 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from channels.events import ProviderEvent
+from dispatcher.delivery.outcomes import fall_back
 from dispatcher.delivery.registry import ChannelRegistry
-from dispatcher.delivery.send import fall_back
 from dispatcher.models import DeliveryStatus, ReceiptStatus, SuppressionReason
 from dispatcher.store import (
     Delivery,
