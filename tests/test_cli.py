@@ -128,6 +128,35 @@ def test_unknown_incident_is_exit_2_with_the_id(env: Path) -> None:
     assert "no incident with id 99" in err
 
 
+OPEN = ("incident", "open", "--title", "T", "--severity", "minor", "--component", "api")
+SCHEDULE = ("maintenance", "schedule", "--title", "T", "--component", "api")
+ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channels", "email")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ((*SCHEDULE, "--start", "2h", "--end", "1h"), "end: the maintenance must end after"),
+        (("incident", "show", "99"), "no incident with id 99"),
+        (("subscriber", "link", "1", "--purpose", "confirm"), "purpose: confirmation links are"),
+        (("subscriber", "link", "99"), "no subscriber with id 99"),
+        (("delivery", "retry", "99"), "ID: no delivery with id 99"),
+        (("template", "preview", "--channel", "fax", "--state", "monitoring"), "channel 'fax'"),
+        ((*OPEN, "--next-update", "soon"), "--next-update: 'soon' is not a duration"),
+        # Quiet hours are checked as the subscriber is validated, before any are stored.
+        ((*ADD, "--quiet-hours", "25:00-07:00"), "quiet_start"),
+    ],
+)
+def test_a_user_error_is_one_red_line_and_exit_2(
+    env: Path, args: tuple[str, ...], said: str
+) -> None:
+    code, out, err = outage(*args)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert said in err
+
+
 def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:
     csv_file = tmp_path / "subs.csv"
     csv_file.write_text(

@@ -1,16 +1,21 @@
-"""The user-error tree, drawn truthfully in `dispatcher/errors.py`."""
+"""The user-error tree: drawn truthfully in `dispatcher/errors.py`, and every member of it answered
+by the CLI (one red line, exit code 2) without a list of classes."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 import re
+from typing import NoReturn
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 import channels
 import dispatcher
 from dispatcher import errors
+from dispatcher.cli.common import user_errors
 from dispatcher.delivery.operations import DeliveryError
 from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.durations import DurationError
@@ -81,8 +86,29 @@ def test_the_docstring_draws_the_tree_as_it_is() -> None:
 
 
 def test_every_user_error_has_an_example() -> None:
-    """A new user error joins EXAMPLES, with the HTTP status it must answer with."""
+    """A new user error joins EXAMPLES, so the tests below prove it is answered."""
     assert {type(error) for error, _ in EXAMPLES} == user_error_classes()
+
+
+def _raising(error: OutageError) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command()
+    @user_errors
+    def command() -> NoReturn:
+        raise error
+
+    return app
+
+
+@pytest.mark.parametrize(("error", "status"), EXAMPLES, ids=ID)
+def test_the_cli_answers_every_user_error_with_one_line_and_exit_2(
+    error: OutageError, status: int
+) -> None:
+    result = CliRunner().invoke(_raising(error), [])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {error}\n"
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize(("error", "status"), EXAMPLES, ids=ID)

@@ -14,9 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.delivery.registry import UnknownChannel
-from dispatcher.incidents.lifecycle import IncidentError
-from dispatcher.render.core import TemplateMissing
+from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
 
@@ -39,7 +37,8 @@ def fail(message: str) -> NoReturn:
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the errors a user can cause into one clear line and exit code 2."""
+    """Turn the errors a user can cause into one clear line and exit code 2: bad input (pydantic
+    names the field), any OutageError, and a file that cannot be read or written."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -47,7 +46,7 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ValidationError as exc:
             fail(records.describe(exc))
-        except (IncidentError, records.SubscriberError, UnknownChannel, TemplateMissing) as exc:
+        except OutageError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))

@@ -76,10 +76,7 @@ def delivery_retry(
     if incident is not None and not failed:
         fail("--failed: retrying an incident's deliveries takes --failed (only failed ones are)")
     with open_pipeline() as pipeline:
-        try:
-            ids = operations.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
-        except operations.DeliveryError as exc:
-            fail(str(exc))
+        ids = operations.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
         for chunk in chunked(ids, pipeline.settings.batch_size):
             pipeline.queue.send(list(chunk))
         pipeline.drain(wait_s=wait)
