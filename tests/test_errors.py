@@ -1,5 +1,6 @@
 """The user-error tree: drawn truthfully in `dispatcher/errors.py`, and every member of it answered
-by the CLI (one red line, exit code 2) without a list of classes."""
+by the CLI (one red line, exit code 2) and by the API (its status, `{"detail": message}`) without
+either keeping a list of classes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import NoReturn
 
 import pytest
 import typer
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import channels
@@ -23,9 +25,11 @@ from dispatcher.errors import OutageError
 from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound
 from dispatcher.links import LinkError
 from dispatcher.policy.quiet_hours import QuietHoursError
+from dispatcher.settings import Settings
 from dispatcher.subscribers.confirmations import ConfirmationError
 from dispatcher.subscribers.preferences import SubscriberNotFound
 from dispatcher.subscribers.records import SubscriberError
+from dispatcher.web.app import create_app
 
 # One of each user error, with the HTTP status the API must answer it with: the contract.
 EXAMPLES: list[tuple[OutageError, int]] = [
@@ -86,7 +90,7 @@ def test_the_docstring_draws_the_tree_as_it_is() -> None:
 
 
 def test_every_user_error_has_an_example() -> None:
-    """A new user error joins EXAMPLES, so the tests below prove it is answered."""
+    """A new user error joins EXAMPLES, so the tests below prove both doors answer it."""
     assert {type(error) for error, _ in EXAMPLES} == user_error_classes()
 
 
@@ -112,5 +116,15 @@ def test_the_cli_answers_every_user_error_with_one_line_and_exit_2(
 
 
 @pytest.mark.parametrize(("error", "status"), EXAMPLES, ids=ID)
-def test_each_user_error_names_its_http_status(error: OutageError, status: int) -> None:
-    assert error.http_status == status
+def test_the_api_answers_every_user_error_with_its_status_and_detail(
+    error: OutageError, status: int
+) -> None:
+    app = create_app(Settings())  # its lifespan is not run: the route needs no pipeline
+
+    def route() -> NoReturn:
+        raise error
+
+    app.add_api_route("/raises", route, response_model=None)
+    answer = TestClient(app).get("/raises")
+    assert answer.status_code == status
+    assert answer.json() == {"detail": str(error)}
