@@ -143,6 +143,9 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
         (("delivery", "retry", "99"), "ID: no delivery with id 99"),
         (("template", "preview", "--channel", "fax", "--state", "monitoring"), "channel 'fax'"),
         ((*OPEN, "--next-update", "soon"), "--next-update: 'soon' is not a duration"),
+        ((*OPEN, "--eta", "soon"), "--eta: 'soon' is neither a time"),
+        ((*SCHEDULE, "--start", "soon", "--end", "1h"), "--start/--end: 'soon' is neither"),
+        ((*OPEN, "--next-update", "[/x]"), "'[/x]' is not a duration"),  # shown, not markup
         # Quiet hours are checked as the subscriber is validated, before any are stored.
         ((*ADD, "--quiet-hours", "25:00-07:00"), "quiet_start"),
     ],
@@ -173,6 +176,14 @@ def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path:
     assert "line 5:" in err and "channels" in err
     code, out, _ = outage("subscriber", "list", "--json")
     assert [s["name"] for s in json.loads(out)] == ["Ada", "Ben"]
+
+
+def test_an_import_problem_quoting_the_file_is_shown_as_it_is(env: Path, tmp_path: Path) -> None:
+    csv_file = tmp_path / "subs.csv"
+    csv_file.write_text("name,email,channels\nAda,ada@example.org,[/x]\n")
+    code, _, err = outage("subscriber", "import", str(csv_file))
+    assert code == 1
+    assert err.startswith("line 2: channels: unknown channel '[/x]'") and err.count("\n") == 1
 
 
 def test_remove_subscriber(env: Path) -> None:

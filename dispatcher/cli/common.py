@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.errors import OutageError
@@ -32,8 +33,16 @@ WaitOption = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `message` as one red-labelled line on stderr and exit with code 2."""
+    say_error("[bold red]error:[/]", message)
     raise typer.Exit(2)
+
+
+def say_error(label: str, message: str) -> None:
+    """`label` (markup) and `message` as they are on one line of stderr. A message often quotes
+    what the user typed, so it is escaped rather than read as markup ("[/x]" would raise), and it
+    is not wrapped: with stderr not a terminal, Rich would break it at 80 columns."""
+    errors.print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:

@@ -11,9 +11,9 @@ from rich.table import Table
 from dispatcher.cli.common import (
     JsonOption,
     console,
-    errors,
     open_pipeline,
     print_json,
+    say_error,
     user_errors,
 )
 from dispatcher.links import LinkPurpose
@@ -174,7 +174,7 @@ def subscriber_import(
             "those addresses stay suppressed"
         )
     for line, problem in report.errors:
-        errors.print(f"[red]line {line}:[/] {problem}", highlight=False)
+        say_error(f"[red]line {line}:[/]", problem)
     if report.errors:
         raise typer.Exit(1)
 
