@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from dispatcher.errors import OutageError
+
 
 class LinkPurpose(StrEnum):
     MANAGE = "manage"  # the preference centre
@@ -35,12 +37,16 @@ _PATHS = {
 }
 
 
-class LinkError(ValueError):
+class LinkError(OutageError):
     """A link that does not work; `expired` tells 410 (ask for a new one) from 403 (forged)."""
+
+    http_status = 403
 
     def __init__(self, message: str, *, expired: bool) -> None:
         super().__init__(message)
         self.expired = expired
+        if expired:
+            self.http_status = 410
 
 
 @dataclass(frozen=True)

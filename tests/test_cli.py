@@ -128,6 +128,38 @@ def test_unknown_incident_is_exit_2_with_the_id(env: Path) -> None:
     assert "no incident with id 99" in err
 
 
+OPEN = ("incident", "open", "--title", "T", "--severity", "minor", "--component", "api")
+SCHEDULE = ("maintenance", "schedule", "--title", "T", "--component", "api")
+ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channels", "email")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ((*SCHEDULE, "--start", "2h", "--end", "1h"), "end: the maintenance must end after"),
+        (("incident", "show", "99"), "no incident with id 99"),
+        (("subscriber", "link", "1", "--purpose", "confirm"), "purpose: confirmation links are"),
+        (("subscriber", "link", "99"), "no subscriber with id 99"),
+        (("delivery", "retry", "99"), "ID: no delivery with id 99"),
+        (("template", "preview", "--channel", "fax", "--state", "monitoring"), "channel 'fax'"),
+        ((*OPEN, "--next-update", "soon"), "--next-update: 'soon' is not a duration"),
+        ((*OPEN, "--eta", "soon"), "--eta: 'soon' is neither a time"),
+        ((*SCHEDULE, "--start", "soon", "--end", "1h"), "--start/--end: 'soon' is neither"),
+        ((*OPEN, "--next-update", "[/x]"), "'[/x]' is not a duration"),  # shown, not markup
+        # Quiet hours are checked as the subscriber is validated, before any are stored.
+        ((*ADD, "--quiet-hours", "25:00-07:00"), "quiet_start"),
+    ],
+)
+def test_a_user_error_is_one_red_line_and_exit_2(
+    env: Path, args: tuple[str, ...], said: str
+) -> None:
+    code, out, err = outage(*args)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert said in err
+
+
 def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:
     csv_file = tmp_path / "subs.csv"
     csv_file.write_text(
@@ -144,6 +176,14 @@ def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path:
     assert "line 5:" in err and "channels" in err
     code, out, _ = outage("subscriber", "list", "--json")
     assert [s["name"] for s in json.loads(out)] == ["Ada", "Ben"]
+
+
+def test_an_import_problem_quoting_the_file_is_shown_as_it_is(env: Path, tmp_path: Path) -> None:
+    csv_file = tmp_path / "subs.csv"
+    csv_file.write_text("name,email,channels\nAda,ada@example.org,[/x]\n")
+    code, _, err = outage("subscriber", "import", str(csv_file))
+    assert code == 1
+    assert err.startswith("line 2: channels: unknown channel '[/x]'") and err.count("\n") == 1
 
 
 def test_remove_subscriber(env: Path) -> None:

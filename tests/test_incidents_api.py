@@ -41,13 +41,14 @@ def test_open_update_resolve_and_read_back(client: TestClient) -> None:
 def test_unknown_incident_is_404_and_a_closed_one_409(client: TestClient) -> None:
     missing = client.post("/api/incidents/999/updates", json={"state": "monitoring"}, headers=AUTH)
     assert missing.status_code == 404
-    assert "999" in missing.json()["detail"]
+    assert missing.json() == {"detail": "no incident with id 999"}
     incident_id = client.post("/api/incidents", json=INCIDENT, headers=AUTH).json()["incident_id"]
     client.post(f"/api/incidents/{incident_id}/updates", json={"state": "resolved"}, headers=AUTH)
     again = client.post(
         f"/api/incidents/{incident_id}/updates", json={"state": "resolved"}, headers=AUTH
     )
     assert again.status_code == 409
+    assert again.json() == {"detail": f"incident {incident_id} is already resolved"}
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,9 @@ def test_operator_add_get_list(client: TestClient, sandbox: Sandbox) -> None:
     operator_add(client, name="Ben", email="ben@example.org", phone=None, channels=["email"])
     listed = client.get("/api/subscribers", params={"limit": 1, "offset": 1}, headers=AUTH).json()
     assert [s["name"] for s in listed] == ["Ben"]
-    assert client.get("/api/subscribers/99", headers=AUTH).status_code == 404
+    missing = client.get("/api/subscribers/99", headers=AUTH)
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "no subscriber with id 99"}
     assert client.get("/api/subscribers", params={"limit": 0}, headers=AUTH).status_code == 422
 
 

@@ -12,13 +12,12 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.delivery.registry import UnknownChannel
+from dispatcher.errors import OutageError
 from dispatcher.incidents import reports
-from dispatcher.incidents.lifecycle import IncidentError
 from dispatcher.incidents.reports import Waiting
-from dispatcher.render.templates import TemplateMissing
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
 
@@ -36,12 +35,21 @@ WaitOption = Annotated[
 
 
 def fail(message: str) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `message` as one red-labelled line on stderr and exit with code 2."""
+    say_error("[bold red]error:[/]", message)
     raise typer.Exit(2)
 
 
+def say_error(label: str, message: str) -> None:
+    """`label` (markup) and `message` as they are on one line of stderr. A message often quotes
+    what the user typed, so it is escaped rather than read as markup ("[/x]" would raise), and it
+    is not wrapped: with stderr not a terminal, Rich would break it at 80 columns."""
+    errors.print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn the errors a user can cause into one clear line and exit code 2."""
+    """Turn the errors a user can cause into one clear line and exit code 2: bad input (pydantic
+    names the field), any OutageError, and a file that cannot be read or written."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -49,7 +57,7 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ValidationError as exc:
             fail(records.describe(exc))
-        except (IncidentError, records.SubscriberError, UnknownChannel, TemplateMissing) as exc:
+        except OutageError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))

@@ -75,10 +75,7 @@ def delivery_retry(
     if incident is not None and not failed:
         fail("--failed: retrying an incident's deliveries takes --failed (only failed ones are)")
     with open_pipeline() as pipeline:
-        try:
-            ids = operations.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
-        except operations.DeliveryError as exc:
-            fail(str(exc))
+        ids = operations.retry(pipeline.store, delivery_id=delivery_id, incident_id=incident)
         pipeline.enqueue(ids, wait_s=wait)
         lines = reports.deliveries(pipeline.store, incident) if incident is not None else []
     if as_json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from dispatcher.cli.common import JsonOption, console, print_json, settings
+from dispatcher.cli.common import JsonOption, console, print_json, settings, user_errors
 from dispatcher.ops import doctor as checks
 
 app = typer.Typer()
@@ -14,6 +14,7 @@ _STYLES = {checks.Status.OK: "green", checks.Status.WARN: "yellow", checks.Statu
 
 
 @app.command()
+@user_errors
 def doctor(as_json: JsonOption = False) -> None:
     """Check the set-up and say how to fix what is wrong; exit code 0 only when all is well.
 

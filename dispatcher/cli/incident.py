@@ -22,7 +22,7 @@ from dispatcher.cli.common import (
     waiting_report,
 )
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.durations import parse_duration, parse_moment
+from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
 from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
@@ -68,12 +68,12 @@ def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extra
     """The options every update takes, parsed; a bad value names its option."""
     try:
         promise = utcnow() + parse_duration(next_update) if next_update else None
-    except ValueError as exc:
-        raise IncidentError(f"--next-update: {exc}") from None
+    except DurationError as exc:
+        raise DurationError(f"--next-update: {exc}") from None
     try:
         estimate = parse_moment(eta) if eta else None
-    except ValueError as exc:
-        raise IncidentError(f"--eta: {exc}") from None
+    except DurationError as exc:
+        raise DurationError(f"--eta: {exc}") from None
     return Extras(next_update_at=promise, eta=estimate, internal_note=note)
 
 

@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 
 from dispatcher.cli.common import JsonOption, console, open_pipeline, print_json, user_errors
-from dispatcher.durations import parse_moment
+from dispatcher.durations import DurationError, parse_moment
 from dispatcher.incidents import lifecycle
-from dispatcher.incidents.lifecycle import IncidentError
 from dispatcher.models import IncidentIn, Severity
 
 app = typer.Typer(help="Schedule planned maintenance.", no_args_is_help=True)
@@ -32,8 +31,8 @@ def schedule(
     notices at its start and end, are sent by the worker's sweep."""
     try:
         starts_at, ends_at = parse_moment(start), parse_moment(end)
-    except ValueError as exc:
-        raise IncidentError(f"--start/--end: {exc}") from None
+    except DurationError as exc:
+        raise DurationError(f"--start/--end: {exc}") from None
     data = IncidentIn(title=title, severity=severity, components=component, message=message)
     with open_pipeline() as pipeline:
         posted = lifecycle.schedule_maintenance(pipeline.store, data, starts_at, ends_at)

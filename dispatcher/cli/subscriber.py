@@ -11,9 +11,9 @@ from rich.table import Table
 from dispatcher.cli.common import (
     JsonOption,
     console,
-    errors,
     open_pipeline,
     print_json,
+    say_error,
     user_errors,
 )
 from dispatcher.links import LinkPurpose
@@ -137,10 +137,7 @@ def subscriber_list(as_json: JsonOption = False) -> None:
 def subscriber_remove(subscriber_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Remove a subscriber and their addresses (delivery statistics stay, anonymous)."""
     with open_pipeline() as pipeline:
-        try:
-            preferences.erase(pipeline.store, subscriber_id, actor="operator")
-        except preferences.SubscriberNotFound as exc:
-            raise records.SubscriberError(str(exc)) from None
+        preferences.erase(pipeline.store, subscriber_id, actor="operator")
     console.print(f"subscriber {subscriber_id} removed")
 
 
@@ -157,10 +154,7 @@ def subscriber_link(
     if purpose is LinkPurpose.CONFIRM:
         raise records.SubscriberError("purpose: confirmation links are sent, not printed")
     with open_pipeline() as pipeline:
-        try:
-            preferences.get(pipeline.store, subscriber_id)
-        except preferences.SubscriberNotFound as exc:
-            raise records.SubscriberError(str(exc)) from None
+        preferences.get(pipeline.store, subscriber_id)
         url = pipeline.links.url(purpose, subscriber_id)
     print(url)  # plain, unwrapped: rich would break a long link across lines
 
@@ -180,7 +174,7 @@ def subscriber_import(
             "those addresses stay suppressed"
         )
     for line, problem in report.errors:
-        errors.print(f"[red]line {line}:[/] {problem}", highlight=False)
+        say_error(f"[red]line {line}:[/]", problem)
     if report.errors:
         raise typer.Exit(1)
 

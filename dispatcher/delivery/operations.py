@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher import audit
 from dispatcher.delivery.breaker import AUDIT_PREFIX
+from dispatcher.errors import OutageError
 from dispatcher.incidents.lifecycle import IncidentNotFound
 from dispatcher.models import DeliveryStatus
 from dispatcher.store import AuditEvent, Delivery, Incident, Receipt, Store, Update, utcnow
@@ -26,7 +27,7 @@ AUDITED_IDS = 100  # a retry's audit event lists at most this many delivery ids
 Columns = TypeVarTuple("Columns")
 
 
-class DeliveryError(ValueError):
+class DeliveryError(OutageError):
     """An operator's request about deliveries that cannot be carried out; says which part."""
 
 

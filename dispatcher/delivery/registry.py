@@ -10,6 +10,7 @@ import threading
 from importlib.metadata import entry_points
 
 from channels.base import Channel, ChannelFactory, RetryPolicy
+from dispatcher.errors import OutageError
 from dispatcher.settings import Settings
 
 ENTRY_POINT_GROUP = "outage_dispatcher.channels"
@@ -23,7 +24,11 @@ def available_channels() -> dict[str, ChannelFactory]:
     return found
 
 
-class UnknownChannel(ValueError):
+class UnknownChannel(OutageError, ValueError):
+    """A channel name no installed adapter answers to. Still a ValueError: `ChannelRegistry.get`
+    fails with one whether the name is unknown or the adapter cannot be built (a credential
+    missing), and its callers catch ValueError for both."""
+
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown channel {name!r}; known channels: {', '.join(sorted(known))}")
 

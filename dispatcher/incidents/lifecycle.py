@@ -14,15 +14,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
+from dispatcher.errors import OutageError
 from dispatcher.models import Audience, IncidentIn, IncidentState
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
-class IncidentError(ValueError):
-    """An operation an operator asked for that cannot be done; the message says why."""
+class IncidentError(OutageError):
+    """An operation an operator asked for that cannot be done; the message says why. Mostly the
+    incident's state is in the way (resolved, not a draft), hence the API's 409 Conflict."""
+
+    http_status = 409
 
 
 class IncidentNotFound(IncidentError):
+    """No incident with this id."""
+
+    http_status = 404
+
     def __init__(self, incident_id: int) -> None:
         super().__init__(f"no incident with id {incident_id}")
 

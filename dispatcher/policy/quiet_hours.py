@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dispatcher.errors import OutageError
 from dispatcher.models import Severity
 
 
-class QuietHoursError(ValueError):
+class QuietHoursError(OutageError):
     """Quiet hours that cannot be read; the message names the field."""
 
 

@@ -32,6 +32,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from dispatcher.errors import OutageError
 from dispatcher.render.calendar import clock, window
 from dispatcher.render.views import RecipientView
 from dispatcher.settings import TEMPLATES_DIR
@@ -41,7 +42,7 @@ STATUS_PAGES = "web/status/"  # compiled by their own environment (dispatcher/we
 _LANGUAGE: Final = re.compile(r"[a-z]{2,3}")
 
 
-class RenderError(ValueError):
+class RenderError(OutageError, ValueError):
     """This update cannot become a message on this channel; retrying will not change that."""
 
     def __init__(self, channel: str, state: str, reason: str) -> None:

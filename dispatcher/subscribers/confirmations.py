@@ -29,6 +29,7 @@ from channels.base import Message
 from dispatcher.audit import record
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.errors import OutageError
 from dispatcher.links import LinkError, LinkPurpose
 from dispatcher.render.templates import DEFAULT_LOCALE, environment, language_of
 from dispatcher.render.textfit import gsm_transliterate
@@ -42,8 +43,10 @@ log = logging.getLogger(__name__)
 CONFIRMABLE = ("email", "phone")  # address fields that need a double opt-in
 
 
-class ConfirmationError(ValueError):
+class ConfirmationError(OutageError):
     """A confirmation link that no longer applies: the subscriber or the address is gone."""
+
+    http_status = 410
 
 
 @dataclass(frozen=True)

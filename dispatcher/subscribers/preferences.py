@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.delivery.registry import ChannelRegistry
+from dispatcher.errors import OutageError
 from dispatcher.models import SubscriberIn, SuppressionReason
 from dispatcher.settings import TEMPLATES_DIR, Settings
 from dispatcher.store import (
@@ -57,8 +58,10 @@ LANGUAGE_NAMES = {
 }
 
 
-class SubscriberNotFound(LookupError):
+class SubscriberNotFound(OutageError):
     """No subscriber with this id (never was, or erased)."""
+
+    http_status = 404
 
     def __init__(self, subscriber_id: int) -> None:
         super().__init__(f"no subscriber with id {subscriber_id}")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.delivery.registry import ChannelRegistry, UnknownChannel
+from dispatcher.errors import OutageError
 from dispatcher.models import SubscriberIn, SuppressionReason
 from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, utcnow
 
@@ -28,8 +29,9 @@ from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, ut
 ADDRESS_NOUNS = {"email": "an email address", "phone": "a phone number", "webhook": "a webhook URL"}
 
 
-class SubscriberError(ValueError):
-    """A subscriber that cannot be stored as given; the message names the field."""
+class SubscriberError(OutageError, ValueError):
+    """A subscriber that cannot be stored as given; the message names the field. Still a
+    ValueError: `import_csv` reports any ValueError of a row as that row's problem."""
 
 
 def describe(error: ValidationError) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.runner import Runner
+from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.web import health, inbound, incidents_api, preferences, subscribers_api, webhooks
 from dispatcher.web import status as status_page
@@ -46,6 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Incident updates to every subscriber, on the channel each one chose.",
         lifespan=lifespan,
     )
+
+    @app.exception_handler(OutageError)
+    async def user_error(request: Request, exc: OutageError) -> JSONResponse:
+        """Any OutageError a route lets through, as FastAPI answers an HTTPException: the message
+        as `detail`, with the status its class (or the instance) names. Routes translate only
+        what needs more: a subscriber's field errors in FastAPI's 422 shape, and the subscriber
+        pages' HTML."""
+        return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
+
     app.add_middleware(
         BodySizeLimit, max_bytes=config.webhook_max_bytes, path_prefixes=("/webhooks", "/api")
     )

@@ -1,16 +1,19 @@
-"""`/api/incidents`: the CLI's incident operations, for scripts (operator token required)."""
+"""`/api/incidents`: the CLI's incident operations, for scripts (operator token required).
+
+The core's refusals answer through the app's OutageError handler: an unknown id is 404, a change
+the incident's state does not allow 409."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle, reports
-from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound, Posted
+from dispatcher.incidents.lifecycle import Posted
 from dispatcher.models import IncidentIn, IncidentState, Severity
 from dispatcher.store import MAX_ID
 from dispatcher.web.deps import OperatorDep, PipelineDep
@@ -65,45 +68,26 @@ def _announce(pipeline: Pipeline, posted: Posted) -> PostedOut:
     return PostedOut(incident_id=posted.incident_id, update_id=posted.update_id)
 
 
-def _translate(exc: IncidentError) -> HTTPException:
-    """The core's errors as HTTP: an unknown id is 404, an impossible transition 409."""
-    if isinstance(exc, IncidentNotFound):
-        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
-    return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
-
-
 @router.post("", status_code=status.HTTP_201_CREATED)
-def open_incident(request: Request, pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
+def open_incident(pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
     """Open an incident (investigating) and notify everyone it concerns."""
     return _announce(pipeline, lifecycle.open_incident(pipeline.store, body))
 
 
 @router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
-def post_update(
-    request: Request, pipeline: PipelineDep, incident_id: IncidentId, body: UpdateIn
-) -> PostedOut:
+def post_update(pipeline: PipelineDep, incident_id: IncidentId, body: UpdateIn) -> PostedOut:
     """Post an update; state `resolved` resolves the incident."""
-    try:
-        if body.state is IncidentState.RESOLVED:
-            posted = lifecycle.resolve(pipeline.store, incident_id, body.message)
-        else:
-            posted = lifecycle.post_update(pipeline.store, incident_id, body.state, body.message)
-    except IncidentError as exc:
-        raise _translate(exc) from None
+    if body.state is IncidentState.RESOLVED:
+        posted = lifecycle.resolve(pipeline.store, incident_id, body.message)
+    else:
+        posted = lifecycle.post_update(pipeline.store, incident_id, body.state, body.message)
     return _announce(pipeline, posted)
 
 
 @router.post("/{incident_id}/approve")
-def approve(
-    request: Request, pipeline: PipelineDep, incident_id: IncidentId, body: ApproveIn
-) -> PostedOut:
+def approve(pipeline: PipelineDep, incident_id: IncidentId, body: ApproveIn) -> PostedOut:
     """Publish a draft opened by a monitoring system, optionally reworded first."""
-    try:
-        posted = lifecycle.approve(
-            pipeline.store, incident_id, title=body.title, message=body.message
-        )
-    except IncidentError as exc:
-        raise _translate(exc) from None
+    posted = lifecycle.approve(pipeline.store, incident_id, title=body.title, message=body.message)
     return _announce(pipeline, posted)
 
 
@@ -118,10 +102,7 @@ def list_incidents(pipeline: PipelineDep) -> list[IncidentOut]:
 @router.get("/{incident_id}")
 def get_incident(pipeline: PipelineDep, incident_id: IncidentId) -> IncidentOut:
     """The incident with its updates and its deliveries counted per channel and status."""
-    try:
-        found, updates = reports.incident(pipeline.store, incident_id)
-    except IncidentError as exc:
-        raise _translate(exc) from None
+    found, updates = reports.incident(pipeline.store, incident_id)
     summary = reports.delivery_summary(pipeline.store, incident_id)
     out = IncidentOut.model_validate(found, from_attributes=True)
     out.updates = [UpdateOut.model_validate(u, from_attributes=True) for u in updates]

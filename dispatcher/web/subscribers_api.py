@@ -13,7 +13,7 @@ be used to find out who subscribes; a known address is not subscribed twice, and
 pending confirmation again instead. Confirmations are sent after the answer (a background task),
 because a request never waits for a provider. Every change is validated by the same rules as the
 CLI (`SubscriberIn`, merged over the stored subscriber for a PATCH), and bad input is a 422 whose
-`loc` names the field.
+`loc` names the field. An unknown id is a 404, answered by the app's OutageError handler.
 """
 
 from __future__ import annotations
@@ -120,10 +120,6 @@ def _out(subscriber: Subscriber, *, with_secret: bool = False) -> SubscriberOut:
     return SubscriberOut.model_validate(records.as_dict(subscriber, with_secret=with_secret))
 
 
-def _not_found(subscriber_id: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no subscriber with id {subscriber_id}")
-
-
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=None)
 def sign_up(
     request: Request,
@@ -223,10 +219,7 @@ def _csv_cell(name: str, value: Any) -> str:
 
 @router.get("/{subscriber_id}", dependencies=[OperatorDep])
 def get_subscriber(pipeline: PipelineDep, subscriber_id: SubscriberId) -> SubscriberOut:
-    try:
-        return _out(preferences.get(pipeline.store, subscriber_id))
-    except preferences.SubscriberNotFound:
-        raise _not_found(subscriber_id) from None
+    return _out(preferences.get(pipeline.store, subscriber_id))
 
 
 @router.patch("/{subscriber_id}", dependencies=[OperatorDep])
@@ -260,8 +253,6 @@ def patch_subscriber(
         elif unsubscribed is False:
             preferences.resubscribe(pipeline.store, subscriber_id, actor="operator")
         current = preferences.get(pipeline.store, subscriber_id)
-    except preferences.SubscriberNotFound:
-        raise _not_found(subscriber_id) from None
     except ValidationError as exc:
         raise _from_pydantic(exc) from None
     except SubscriberError as exc:
@@ -277,7 +268,4 @@ def patch_subscriber(
 def delete_subscriber(pipeline: PipelineDep, subscriber_id: SubscriberId) -> None:
     """Erase the subscriber's addresses and preferences; their opt-outs and anonymous delivery
     statistics stay."""
-    try:
-        preferences.erase(pipeline.store, subscriber_id, actor="operator")
-    except preferences.SubscriberNotFound:
-        raise _not_found(subscriber_id) from None
+    preferences.erase(pipeline.store, subscriber_id, actor="operator")
