@@ -169,8 +169,8 @@ _WARN = frozenset({DeliveryStatus.FAILED, DeliveryStatus.FELL_BACK})
 
 def log_attempt(
     *,
-    incident_id: int,
-    update_id: int,
+    incident_id: int | None,
+    update_id: int | None,
     delivery_id: int,
     channel: str,
     status: DeliveryStatus,

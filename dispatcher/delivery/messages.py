@@ -9,7 +9,7 @@ who reads the same text where the channel allows it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
-from dispatcher.delivery.rows import Claimed
+from dispatcher.delivery.rows import Claimed, ClaimedConfirmation, Loaded
 from dispatcher.links import LinkPurpose
 from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
 from dispatcher.policy.audience import address_of
@@ -27,7 +27,8 @@ from dispatcher.render.shared import Shared, render_shared, shared_key
 from dispatcher.render.templates import RenderError
 from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
-from dispatcher.store import Delivery, Incident, Update
+from dispatcher.store import CONFIRMATION_COLUMNS, Delivery, Incident, Update
+from dispatcher.subscribers.confirmations import CONFIRMABLE, compose
 from dispatcher.subscribers.suppressions import Address, suppressed
 
 _T = TypeVar("_T")
@@ -45,6 +46,7 @@ class Skipped:
 
 
 OPTED_OUT = "recipient opted out or was removed before sending"
+ALREADY_CONFIRMED = "the address was confirmed before its confirmation was sent"
 NEWER_UPDATE = "a newer update of this incident was sent to them instead"
 
 
@@ -58,19 +60,26 @@ LIVE_STATUSES = (
 
 
 def prepare(
-    context: Context, channel: Channel, items: list[Claimed]
+    context: Context, channel: Channel, items: Sequence[Loaded]
 ) -> tuple[dict[int, Outcome | Skipped], list[Message]]:
     """The messages to send of `items`, and the outcomes of those that will not be sent (opted
     out, superseded by a newer update, unrenderable), by delivery id."""
     field = channel.address_field
+    updates = [item for item in items if isinstance(item, Claimed)]
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
         blocked = suppressed(
             session, [(field, address_of(i.subscriber, field) or "") for i in items if field]
         )
-        newest = _newest_updates(session, items)
+        newest = _newest_updates(session, updates)
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
-    for item in items:
+    for confirmation in (item for item in items if isinstance(item, ClaimedConfirmation)):
+        composed = _confirmation(channel, context, confirmation, blocked)
+        if isinstance(composed, Message):
+            messages.append(composed)
+        else:
+            outcomes[confirmation.delivery.id] = composed
+    for item in updates:
         if newest.get((item.incident.id, item.delivery.recipient), 0) > item.update.id:
             outcomes[item.delivery.id] = Skipped(
                 item.delivery.id, DeliveryStatus.SUPERSEDED, NEWER_UPDATE
@@ -82,6 +91,45 @@ def prepare(
         else:
             outcomes[item.delivery.id] = prepared
     return outcomes, messages
+
+
+def unbuildable(items: Sequence[Loaded], why: str) -> dict[int, Outcome | Skipped]:
+    """Every delivery of a channel whose adapter cannot be built fails for good with `why`
+    (naming the missing setting), so each falls back to its subscriber's next channel."""
+    return {
+        item.delivery.id: Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=why,
+            attempts=0,
+            reason=FailureReason.REJECTED,
+        )
+        for item in items
+    }
+
+
+def _confirmation(
+    channel: Channel, context: Context, item: ClaimedConfirmation, blocked: set[Address]
+) -> Message | Outcome | Skipped:
+    """The confirmation to the subscriber's address on this channel as it is now, or why it
+    is not sent: opted out, or confirmed since it was asked for."""
+    field, subscriber = channel.address_field, item.subscriber
+    address = address_of(subscriber, field) if subscriber and field else None
+    if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
+        return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
+    if field not in CONFIRMABLE or not address:
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no {field} to confirm on file",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
+    if getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None:
+        return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
+    return compose(
+        channel, context.links, context.settings, item.delivery.id, subscriber, field, address
+    )
 
 
 def _newest_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, str], int]:

@@ -58,12 +58,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from channels.base import Outcome
+from dispatcher import audit
 from dispatcher.delivery.batch import Context, SendResult
 from dispatcher.delivery.guards import Gate
 from dispatcher.delivery.messages import Skipped
 from dispatcher.delivery.registry import ChannelRegistry
-from dispatcher.delivery.rows import Claimed, Row, recorded_rows, write
-from dispatcher.models import DeliveryStatus, FailureKind
+from dispatcher.delivery.rows import Loaded, Row, recorded_rows, write
+from dispatcher.models import DeliveryStatus, FailureKind, MessageKind, WaitReason
 from dispatcher.policy.audience import Preferences, address_of, next_channel
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, insert_ignoring_duplicates, utcnow
@@ -99,7 +100,7 @@ def record(
     session: Session,
     context: Context,
     delivery: Row,
-    item: Claimed,
+    item: Loaded,
     outcome: Outcome | Skipped,
     circuit_open: bool,
     result: SendResult,
@@ -112,6 +113,14 @@ def record(
         delivery.last_error = outcome.why
         return
     delivery.attempts += outcome.attempts
+    if item.delivery.kind is MessageKind.CONFIRMATION:
+        audit.record(
+            session,
+            "system",
+            "confirmation_sent" if outcome.ok else "confirmation_failed",
+            subscriber_id=item.subscriber.id if item.subscriber else None,
+            channel=item.delivery.channel,
+        )
     if outcome.ok:
         _record_sent(delivery, outcome, context.settings)
         result.sent += 1
@@ -132,6 +141,7 @@ def record(
         )
         delivery.status = DeliveryStatus.QUEUED
         delivery.due_at = utcnow() + timedelta(seconds=delay)
+        delivery.wait_reason = WaitReason.BREAKER if circuit_open else WaitReason.RETRY
         result.later(delivery.id, delay)
         return
     if not _divert(session, context, delivery, item, result):
@@ -151,7 +161,7 @@ def _record_sent(delivery: Row, outcome: Outcome, settings: Settings) -> None:
 
 
 def _suppress_if_asked(
-    session: Session, registry: ChannelRegistry, item: Claimed, outcome: Outcome
+    session: Session, registry: ChannelRegistry, item: Loaded, outcome: Outcome
 ) -> None:
     """The provider said never to send to this address again (STOP, 410 Gone)."""
     if outcome.suppress is None or item.subscriber is None:
@@ -179,7 +189,7 @@ def _divert(
     session: Session,
     context: Context,
     delivery: Row,
-    item: Claimed,
+    item: Loaded,
     result: SendResult,
     reason: str | None = None,
 ) -> bool:
@@ -197,7 +207,7 @@ def _divert(
     return True
 
 
-def hold(context: Context, items: list[Claimed], gate: Gate, result: SendResult) -> None:
+def hold(context: Context, items: list[Loaded], gate: Gate, result: SendResult) -> None:
     """Put what the guards refused back, not counted as a try: on the subscriber's next working
     channel while the provider's circuit is open, else queued until the gate says."""
     now = utcnow()
@@ -212,6 +222,9 @@ def hold(context: Context, items: list[Claimed], gate: Gate, result: SendResult)
                 continue
             delivery.status = DeliveryStatus.QUEUED
             delivery.due_at = now + timedelta(seconds=gate.wait_s)
+            delivery.wait_reason = (
+                WaitReason.BREAKER if gate.circuit_open else WaitReason.RATE_LIMIT
+            )
             result.held += 1
             result.later(delivery.id, gate.wait_s)
         write(session, rows.values())
@@ -233,8 +246,9 @@ def fall_back(
     circuit not open) and has a usable address; the new row's id, or None when there is none.
 
     Idempotent: a fallback row that already exists (a duplicated task, a repeated receipt) is
-    found, not written twice."""
-    if subscriber is None:
+    found, not written twice. A message of no update (a confirmation: it asks about this very
+    address) has no fallback."""
+    if subscriber is None or delivery.update_id is None:
         return None
     blocked = suppressed(
         session,

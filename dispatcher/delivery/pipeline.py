@@ -98,6 +98,17 @@ class Pipeline:
         if wait_s is not None:
             self.drain(wait_s=wait_s)
 
+    def deliver(self, delivery_ids: Sequence[int]) -> None:
+        """Rows a person is waiting for (a confirmation): sent here and now when the queue is
+        in-process, so they never wait behind an outage's fan-out, else by the workers. Either
+        way through `send`: the same claim, guards and record as every message."""
+        if not delivery_ids:
+            return
+        if isinstance(self.queue, EmbeddedQueue):
+            self.send(list(delivery_ids))
+        else:
+            self.enqueue(delivery_ids)
+
     def fan_out(self, update_id: int, *, send_first: bool = False) -> None:
         """Write the update's deliveries, handing their batches to the queue as they fill.
 

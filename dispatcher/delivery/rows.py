@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from dispatcher.models import DeliveryStatus, FailureReason
+from dispatcher.models import DeliveryStatus, FailureReason, MessageKind, WaitReason
 from dispatcher.store import Delivery, Incident, Store, Subscriber, Update, utcnow
 
 
@@ -26,7 +26,8 @@ class _ClaimedDelivery:
     reads of it (dispatcher/delivery/outcomes.py `DeliveryKey`)."""
 
     id: int
-    update_id: int
+    kind: MessageKind
+    update_id: int | None  # None: a message that belongs to no update (a confirmation)
     channel: str
     recipient: str
     priority: int
@@ -62,12 +63,23 @@ _SUBSCRIBER_COLUMNS = tuple(getattr(Subscriber, f.name) for f in fields(_Claimed
 
 @dataclass(frozen=True)
 class Claimed:
-    """A claimed delivery with all that sending it reads, loaded by `load`."""
+    """A claimed delivery of an update with all that sending it reads, loaded by `load`."""
 
     delivery: _ClaimedDelivery
     update: Update
     incident: Incident
     subscriber: _ClaimedSubscriber | None
+
+
+@dataclass(frozen=True)
+class ClaimedConfirmation:
+    """A claimed confirmation ("is this your address?"): its row and its subscriber only."""
+
+    delivery: _ClaimedDelivery
+    subscriber: _ClaimedSubscriber | None
+
+
+Loaded = Claimed | ClaimedConfirmation  # what one send batch holds
 
 
 # A row being reclaimed (its lease ran out) that its holder had handed to the provider.
@@ -106,7 +118,7 @@ def claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[int
     return list(claimed)
 
 
-def load(store: Store, delivery_ids: list[int]) -> list[Claimed]:
+def load(store: Store, delivery_ids: list[int]) -> list[Loaded]:
     """The claimed rows, highest priority first, with what sending them reads: the rows and
     their subscribers as plain values, and each update (with its incident) loaded once for the
     batch, which nearly always has a single one."""
@@ -124,16 +136,19 @@ def load(store: Store, delivery_ids: list[int]) -> list[Claimed]:
             for update_row, incident in session.execute(
                 select(Update, Incident)
                 .join(Incident, Update.incident_id == Incident.id)
-                .where(Update.id.in_({row.update_id for row in rows}))
+                .where(Update.id.in_({row.update_id for row in rows if row.update_id}))
             )
         }
-    claimed: list[Claimed] = []
+    claimed: list[Loaded] = []
     for row in rows:
         delivery = _ClaimedDelivery(*row[:split])
-        found = updates.get(delivery.update_id)
+        subscriber = _ClaimedSubscriber(*row[split:]) if row[split] is not None else None
+        if delivery.kind is MessageKind.CONFIRMATION:
+            claimed.append(ClaimedConfirmation(delivery, subscriber))
+            continue
+        found = updates.get(delivery.update_id or 0)
         if found is None:  # as the inner join it replaces: never, with the foreign key
             continue
-        subscriber = _ClaimedSubscriber(*row[split:]) if row[split] is not None else None
         claimed.append(Claimed(delivery, found[0], found[1], subscriber))
     return claimed
 
@@ -157,6 +172,7 @@ class Row:
     sent_at: datetime | None
     receipt_due_at: datetime | None
     due_at: datetime
+    wait_reason: WaitReason | None
     lease_until: datetime | None
     in_flight_since: datetime | None
 
@@ -184,7 +200,7 @@ class Row:
         super().__setattr__(name, value)
 
 
-def recorded_rows(session: Session, chunk: list[Claimed]) -> dict[int, Row]:
+def recorded_rows(session: Session, chunk: Sequence[Loaded]) -> dict[int, Row]:
     """The chunk's rows as they are now (a receipt may have come, another worker may have taken
     one back), in one SELECT of the columns recording (or putting back) reads."""
     ids = [item.delivery.id for item in chunk]

@@ -27,10 +27,19 @@ from collections.abc import Sequence
 from channels.base import Message, Outcome
 from dispatcher.delivery.batch import Context, SendResult
 from dispatcher.delivery.guards import Budget, Guards
-from dispatcher.delivery.messages import Skipped, prepare
+from dispatcher.delivery.messages import Skipped, prepare, unbuildable
 from dispatcher.delivery.outcomes import hold, record
 from dispatcher.delivery.registry import ChannelRegistry
-from dispatcher.delivery.rows import Claimed, Row, claim, load, mark_in_flight, recorded_rows, write
+from dispatcher.delivery.rows import (
+    Claimed,
+    Loaded,
+    Row,
+    claim,
+    load,
+    mark_in_flight,
+    recorded_rows,
+    write,
+)
 from dispatcher.links import Links
 from dispatcher.logs import log_attempt
 from dispatcher.models import FailureKind
@@ -58,7 +67,7 @@ def send_batch(
         return result
     budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
     context = Context(store, registry, settings, links, guards)
-    by_channel: dict[str, list[Claimed]] = defaultdict(list)
+    by_channel: dict[str, list[Loaded]] = defaultdict(list)
     for item in load(store, claimed):
         by_channel[item.delivery.channel].append(item)
     for channel_name, items in by_channel.items():
@@ -69,7 +78,7 @@ def send_batch(
 def _send_chunks(
     context: Context,
     channel_name: str,
-    items: list[Claimed],
+    items: list[Loaded],
     budget: Budget,
     result: SendResult,
 ) -> None:
@@ -80,8 +89,18 @@ def _send_chunks(
     before the guards are asked, so its requests leave as soon as the rate bucket grants them:
     asked first, a cold process's first chunk (templates compiled, the adapter built) reached the
     provider a quarter of a second after its grant, together with the next grant's chunk. Only
-    messages to send take tokens; what is skipped is recorded with the chunk."""
-    channel = context.registry.get(channel_name)
+    messages to send take tokens; what is skipped is recorded with the chunk.
+
+    A channel whose adapter cannot be built (a live credential missing) fails its share at once,
+    naming what is missing, and each delivery falls back to the subscriber's next channel: the
+    other channels of the batch send as usual."""
+    try:
+        channel = context.registry.get(channel_name)
+    except ValueError as exc:
+        _record_chunk(
+            context, items, unbuildable(items, str(exc)), circuit_open=False, result=result
+        )
+        return
     pending = items
     while pending:
         window = pending[: context.guards.chunk_size(channel_name, len(pending))]
@@ -103,21 +122,33 @@ def _send_chunks(
         circuit_open = any(
             isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
         ) and not context.guards.usable(channel_name)
-        with context.store.session() as session:
-            rows = recorded_rows(session, chunk)
-            for item in chunk:
-                outcome = outcomes[item.delivery.id]
-                row = rows[item.delivery.id]
-                record(session, context, row, item, outcome, circuit_open, result)
-                _log(context, item, row, outcome)
-            write(session, rows.values())
+        _record_chunk(context, chunk, outcomes, circuit_open=circuit_open, result=result)
 
 
-def _log(context: Context, item: Claimed, recorded: Row, outcome: Outcome | Skipped) -> None:
+def _record_chunk(
+    context: Context,
+    chunk: list[Loaded],
+    outcomes: dict[int, Outcome | Skipped],
+    *,
+    circuit_open: bool,
+    result: SendResult,
+) -> None:
+    """Record a chunk's answers in one transaction (one SELECT, one UPDATE per shape)."""
+    with context.store.session() as session:
+        rows = recorded_rows(session, chunk)
+        for item in chunk:
+            outcome = outcomes[item.delivery.id]
+            row = rows[item.delivery.id]
+            record(session, context, row, item, outcome, circuit_open, result)
+            _log(context, item, row, outcome)
+        write(session, rows.values())
+
+
+def _log(context: Context, item: Loaded, recorded: Row, outcome: Outcome | Skipped) -> None:
     """One structured line per delivery attempt (dispatcher/logs.py masks the address)."""
     field = context.registry.factory(recorded.channel).address_field
     log_attempt(
-        incident_id=item.incident.id,
+        incident_id=item.incident.id if isinstance(item, Claimed) else None,
         update_id=item.delivery.update_id,
         delivery_id=recorded.id,
         channel=recorded.channel,

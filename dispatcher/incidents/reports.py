@@ -82,10 +82,11 @@ def deliveries(
     status: DeliveryStatus | None = None,
     limit: int | None = None,
 ) -> list[DeliveryLine]:
-    """An incident's deliveries (every incident's, newest first, when None), of one status."""
+    """An incident's deliveries (every delivery, newest first, when None: confirmations too),
+    of one status."""
     query = (
         select(Delivery, Update.state, Subscriber.name)
-        .join(Update, Delivery.update_id == Update.id)
+        .outerjoin(Update, Delivery.update_id == Update.id)
         .outerjoin(Subscriber, Delivery.subscriber_id == Subscriber.id)
     )
     if incident_id is not None:
@@ -102,7 +103,7 @@ def deliveries(
         DeliveryLine(
             id=row.id,
             update_id=row.update_id,
-            update_state=state,
+            update_state=state or row.kind.value,
             subscriber=name or ("(public)" if row.recipient == PUBLIC_RECIPIENT else "(removed)"),
             channel=row.channel,
             status=row.status,

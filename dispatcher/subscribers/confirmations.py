@@ -1,9 +1,11 @@
 """Double opt-in: nothing is sent to a new email address or phone number until its owner says yes.
 
-A confirmation is one message on the address's own channel, sent straight through the adapter
-(not through the incident deliveries table: it belongs to no update and must not wait behind an
-outage's fan-out). It carries a signed confirmation link; an SMS also accepts the reply YES,
-because a reply from the number proves possession as well as a link does.
+A confirmation is one message on the address's own channel: a delivery row of its own kind
+(`MessageKind.CONFIRMATION`, no update), sent by the same engine as every other message, so the
+provider's rate bucket and circuit breaker pace it, a transient failure is retried, and it is
+listed by `outage delivery list` and counted in `/metrics`. It does not fall back to another
+channel: it asks about this address. It carries a signed confirmation link; an SMS also accepts
+the reply YES, because a reply from the number proves possession as well as a link does.
 
 The link names the subscriber, the address field and a keyed digest of the address itself, so a
 link sent to an old address cannot confirm the new one after a change, and the token carries no
@@ -20,23 +22,34 @@ import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from jinja2 import Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from channels.base import Message
+from channels.base import Channel, Message
 from dispatcher.audit import record
-from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.errors import OutageError
-from dispatcher.links import LinkError, LinkPurpose
+from dispatcher.links import LinkError, LinkPurpose, Links
+from dispatcher.models import DeliveryStatus, MessageKind
 from dispatcher.render.templates import DEFAULT_LOCALE, environment, language_of
 from dispatcher.render.textfit import gsm_transliterate
 from dispatcher.render.views import RecipientView
-from dispatcher.store import ADDRESS_COLUMNS, CONFIRMATION_COLUMNS, Store, Subscriber, utcnow
+from dispatcher.settings import Settings
+from dispatcher.store import (
+    ADDRESS_COLUMNS,
+    CONFIRMATION_COLUMNS,
+    Delivery,
+    Store,
+    Subscriber,
+    utcnow,
+)
 from dispatcher.subscribers.records import opt_outs
-from dispatcher.subscribers.suppressions import suppress
+
+if TYPE_CHECKING:  # the engine sends confirmations; this module only asks for them
+    from dispatcher.delivery.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +62,33 @@ class ConfirmationError(OutageError):
     http_status = 410
 
 
+# Ahead of an outage's messages in the queue: a person who just signed up is waiting for it.
+CONFIRMATION_PRIORITY = 1_000
+
+
+class ConfirmationReader(Protocol):
+    """What composing a confirmation reads of a subscriber: an ORM row or a claimed one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def locale(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Requested:
-    """One confirmation: on which channel, and whether the provider accepted it."""
+    """One confirmation: its address field, channel and delivery row, and how it stands."""
 
     field: str
     channel: str
-    sent: bool
+    delivery_id: int
+    status: DeliveryStatus
+
+    @property
+    def sent(self) -> bool:
+        return self.status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
 
 
 @dataclass(frozen=True)
@@ -68,85 +101,92 @@ class Confirmed:
 def request(
     pipeline: Pipeline, subscriber_id: int, fields: Iterable[str] = CONFIRMABLE
 ) -> list[Requested]:
-    """Send a confirmation to each of these address fields that waits for one (on file, not yet
-    confirmed, not suppressed). Returns what was attempted; a failure is logged, never raised."""
+    """Ask each of these address fields that waits for a confirmation (on file, not yet
+    confirmed, not suppressed) for one: a delivery row each, sent now when the queue is
+    in-process (it must not wait behind an outage's fan-out), else by the workers. Returns what
+    was asked and how it stands; a failure is recorded on its row, never raised."""
     wanted = set(fields) & set(CONFIRMABLE)
+    now = utcnow()
+    asked: list[tuple[str, str, int]] = []  # field, channel, delivery id
     with pipeline.store.session() as session:
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None or subscriber.unsubscribed_at is not None:
             return []
         blocked = opt_outs(session, subscriber)
-        pending = [
-            name
-            for name in CONFIRMABLE
-            if name in wanted
-            and getattr(subscriber, ADDRESS_COLUMNS[name])
-            and getattr(subscriber, CONFIRMATION_COLUMNS[name] or "") is None
-            and name not in blocked
-        ]
-    results = []
-    for name in pending:
-        channel_name = channel_for(pipeline.registry, subscriber, name)
-        if channel_name is None:
-            continue
-        results.append(_send(pipeline, subscriber, name, channel_name))
-    return results
+        for name in CONFIRMABLE:
+            pending = (
+                name in wanted
+                and getattr(subscriber, ADDRESS_COLUMNS[name])
+                and getattr(subscriber, CONFIRMATION_COLUMNS[name] or "") is None
+                and name not in blocked
+            )
+            channel_name = channel_for(pipeline.registry, subscriber, name) if pending else None
+            if channel_name is None:
+                continue
+            row = Delivery(
+                kind=MessageKind.CONFIRMATION,
+                subscriber_id=subscriber.id,
+                channel=channel_name,
+                recipient=str(subscriber.id),
+                status=DeliveryStatus.QUEUED,
+                priority=CONFIRMATION_PRIORITY,
+                due_at=now,
+            )
+            session.add(row)
+            session.flush()
+            asked.append((name, channel_name, row.id))
+    pipeline.deliver([delivery_id for _, _, delivery_id in asked])
+    with pipeline.store.session() as session:
+        statuses: dict[int, DeliveryStatus] = {
+            delivery_id: status
+            for delivery_id, status in session.execute(
+                select(Delivery.id, Delivery.status).where(
+                    Delivery.id.in_([delivery_id for _, _, delivery_id in asked])
+                )
+            )
+        }
+    return [
+        Requested(name, channel, delivery_id, statuses[delivery_id])
+        for name, channel, delivery_id in asked
+    ]
 
 
-def _send(pipeline: Pipeline, subscriber: Subscriber, field: str, channel_name: str) -> Requested:
-    address = getattr(subscriber, ADDRESS_COLUMNS[field])
-    secret_key = _secret_key(pipeline)
-    links = pipeline.links
+def compose(
+    channel: Channel,
+    links: Links,
+    settings: Settings,
+    key: int,
+    subscriber: ConfirmationReader,
+    field: str,
+    address: str,
+) -> Message:
+    """The confirmation message for `address` (the subscriber's `field`), in their language:
+    an email with a subject and HTML, or one SMS with the link."""
+    secret_key = settings.secret_key
+    assert secret_key is not None, "the Pipeline always resolves the links' secret key"
     context = {
-        "company": pipeline.settings.company_name,
+        "company": settings.company_name,
         "name": subscriber.name,
         "confirm_url": links.url(
-            LinkPurpose.CONFIRM, subscriber.id, confirmation_detail(secret_key, field, address)
+            LinkPurpose.CONFIRM,
+            subscriber.id,
+            confirmation_detail(secret_key.get_secret_value(), field, address),
         ),
         "manage_url": links.url(LinkPurpose.MANAGE, subscriber.id),
     }
     language = language_of(RecipientView(name=subscriber.name, locale=subscriber.locale))
-    channel = pipeline.registry.get(channel_name)
     if channel.limits.has_subject:
-        message = Message(
-            key=0,
+        return Message(
+            key=key,
             to=address,
             subject=" ".join(_template(language, "email.subject").render(context).split()),
             text=_template(language, "email.text").render(context).strip(),
             html=_template(language, "email.html").render(context).strip(),
             unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber.id),
         )
-    else:
-        context["company"] = gsm_transliterate(str(context["company"]))
-        text = " ".join(_template(language, "sms.text").render(context).split())
-        message = Message(key=0, to=address, text=text)
-    (outcome,) = channel.send([message])
-    with pipeline.store.session() as session:
-        if outcome.suppress is not None:  # e.g. Twilio: this number had texted STOP before
-            suppress(
-                session,
-                field,
-                address,
-                outcome.suppress,
-                actor=f"provider:{channel_name}",
-                subscriber_id=subscriber.id,
-            )
-        record(
-            session,
-            "system",
-            "confirmation_sent" if outcome.ok else "confirmation_failed",
-            subscriber_id=subscriber.id,
-            kind=field,
-            channel=channel_name,
-        )
-    if not outcome.ok:
-        log.warning(
-            "confirmation to subscriber %s by %s failed (%s)",
-            subscriber.id,
-            channel_name,
-            outcome.failure,
-        )
-    return Requested(field=field, channel=channel_name, sent=outcome.ok)
+    context["company"] = gsm_transliterate(str(context["company"]))
+    text = " ".join(_template(language, "sms.text").render(context).split())
+    return Message(key=key, to=address, text=text)
 
 
 def confirm_link(pipeline: Pipeline, token: str) -> Confirmed:
