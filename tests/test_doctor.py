@@ -177,19 +177,24 @@ def test_a_broker_nobody_listens_on(healthy: Settings) -> None:
     assert "workers" not in findings, "no worker ping through a broker that is down"
 
 
+def queue_one_incident(pipeline: Pipeline) -> None:
+    """One subscriber and one incident, its two deliveries written and left queued."""
+    records.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(name="Ada", email="ada@example.org", channels=["email"], confirmed=True),
+    )
+    posted = lifecycle.open_incident(
+        pipeline.store,
+        IncidentIn(title="Down", severity=Severity.MAJOR, components=["api"]),
+    )
+    pipeline.fan_out(posted.update_id)  # queued; no worker takes it
+
+
 def test_a_queue_that_is_not_draining(healthy: Settings) -> None:
     pipeline = Pipeline(healthy)
     try:
-        records.add(
-            pipeline.store,
-            pipeline.registry,
-            SubscriberIn(name="Ada", email="ada@example.org", channels=["email"], confirmed=True),
-        )
-        posted = lifecycle.open_incident(
-            pipeline.store,
-            IncidentIn(title="Down", severity=Severity.MAJOR, components=["api"]),
-        )
-        pipeline.fan_out(posted.update_id)  # queued; no worker takes it
+        queue_one_incident(pipeline)
         with pipeline.store.session() as session:
             session.execute(update(Delivery).values(due_at=utcnow() - timedelta(minutes=10)))
     finally:
@@ -209,16 +214,7 @@ def test_a_running_runner_and_a_row_stuck_past_its_lease(healthy: Settings) -> N
     pipeline = Pipeline(healthy)
     try:
         Runner(pipeline).run_pass()
-        records.add(
-            pipeline.store,
-            pipeline.registry,
-            SubscriberIn(name="Ada", email="ada@example.org", channels=["email"], confirmed=True),
-        )
-        posted = lifecycle.open_incident(
-            pipeline.store,
-            IncidentIn(title="Down", severity=Severity.MAJOR, components=["api"]),
-        )
-        pipeline.fan_out(posted.update_id)
+        queue_one_incident(pipeline)
         with pipeline.store.session() as session:
             session.execute(
                 update(Delivery).values(
