@@ -24,10 +24,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -41,9 +40,7 @@ from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.confirmations import ConfirmationError
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
-
-FORM_MAX_BYTES = 64 * 1024
-FORM_MAX_FIELDS = 200
+from dispatcher.web.forms import Form, FormDep
 
 CHANNEL_LABELS = {"email": "Email", "sms": "Text message (SMS)", "webhook": "Webhook"}
 ADDRESS_LABELS = {"email": "Email address", "phone": "Mobile number"}
@@ -108,49 +105,6 @@ class PageRoute(APIRoute):
 
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
-
-
-# -- forms ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Form:
-    """A url-encoded form body: repeated names keep their order (the channel order relies on it)."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-    def get(self, name: str) -> str:
-        return next((value.strip() for key, value in self.pairs if key == name), "")
-
-    def getlist(self, name: str) -> list[str]:
-        return [value.strip() for key, value in self.pairs if key == name]
-
-    def as_dict(self) -> dict[str, str]:
-        """Single-valued view (the first value of each name), for provider webhooks."""
-        found: dict[str, str] = {}
-        for key, value in self.pairs:
-            found.setdefault(key, value)
-        return found
-
-
-async def read_form(request: Request) -> Form:
-    """The body as a url-encoded form, read with a size cap (these routes are public, and not
-    under the app's /api and /webhooks body limit); 413 or 400, never a 500."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > FORM_MAX_BYTES:
-            raise HTTPException(413, detail=f"form body larger than {FORM_MAX_BYTES} bytes")
-    try:
-        pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, max_num_fields=FORM_MAX_FIELDS
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPException(400, detail="the form body is not url-encoded UTF-8") from None
-    return Form(tuple(pairs))
-
-
-FormDep = Annotated[Form, Depends(read_form)]
 
 
 # -- rendering --------------------------------------------------------------------------------
