@@ -1,49 +1,31 @@
-"""The subscriber's pages: the preference centre, one-click unsubscribe, address confirmation.
-
-Customers reach these pages from a signed, expiring link (dispatcher/links.py) and have no
-account: the token in the path is the whole credential, so a forged or wrong-purpose token is
-403, an expired one or one for an erased subscriber 410, and neither changes anything.
+"""The preference centre: a subscriber's channels in order, addresses, services, severity, quiet
+hours and language, from the link in our messages (the rules of these pages: web/pages.py).
 
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
                                 from everything; subscribe again; resend a confirmation
-    GET  /unsubscribe/{token}   "unsubscribe from everything?" with one button
-    POST /unsubscribe/{token}   unsubscribes: the button, and RFC 8058 one-click from mail clients
-    GET  /confirm/{token}       "confirm this address?" with one button
-    POST /confirm/{token}       confirms (double opt-in)
-
-GET never changes anything: mail scanners and link previews open links, and must neither
-unsubscribe nor confirm anyone. Pages are server-rendered, work without JavaScript (the script
-only moves channels without a round trip and lets them be dragged), and are sent with a strict
-Content-Security-Policy, `Referrer-Policy: no-referrer` (the token must not leak to other sites)
-and `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.links import LinkError, LinkPurpose
+from dispatcher.links import LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.render.templates import environment
 from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
 from dispatcher.subscribers import confirmations, preferences
-from dispatcher.subscribers.confirmations import ConfirmationError
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.forms import Form, FormDep
+from dispatcher.web.pages import ADDRESS_LABELS, PageRoute, gone, link_subscriber, page, sentence
 
 CHANNEL_LABELS = {"email": "Email", "sms": "Text message (SMS)", "webhook": "Webhook"}
-ADDRESS_LABELS = {"email": "Email address", "phone": "Mobile number"}
 SEVERITY_HINTS = {
     Severity.MINOR: "Everything, including slowdowns most people will not notice.",
     Severity.MAJOR: "Only when a feature is down for many people.",
@@ -63,113 +45,12 @@ DONE_NOTICES = {
     "resent": "We sent the confirmation again. It can take a minute to arrive.",
 }
 
-
-class Refused(Exception):
-    """A page that cannot be shown for this link; rendered by PageRoute as an HTML page."""
-
-    def __init__(self, status_code: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.title = title
-        self.message = message
-
-
-class PageRoute(APIRoute):
-    """Turns `Refused` (and the link errors it stands for) into an HTML page with its status,
-    so a person with a bad link sees a sentence, not JSON."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Refused as refused:
-                return page(
-                    "web/message.html.j2",
-                    request,
-                    status_code=refused.status_code,
-                    title=refused.title,
-                    message=refused.message,
-                )
-            except HTTPException as exc:  # e.g. the form reader's 413
-                return page(
-                    "web/message.html.j2",
-                    request,
-                    status_code=exc.status_code,
-                    title="Something is wrong with this request",
-                    message=str(exc.detail),
-                )
-
-        return handle
-
-
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
-
-
-# -- rendering --------------------------------------------------------------------------------
-
-
-def page(template: str, request: Request, *, status_code: int = 200, **context: Any) -> Response:
-    """A page from templates/web/, with the headers every subscriber page needs."""
-    pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
-    nonce = secrets.token_urlsafe(16)
-    html = (
-        environment()
-        .get_template(template)
-        .render(
-            company=pipeline.settings.company_name if pipeline else "",
-            nonce=nonce,
-            **context,
-        )
-    )
-    return HTMLResponse(
-        html,
-        status_code=status_code,
-        headers={
-            "Content-Security-Policy": (
-                f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-            ),
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Robots-Tag": "noindex",
-        },
-    )
 
 
 def _back_to(request: Request, done: str) -> RedirectResponse:
     """After a POST, show the page again by GET (a reload does not post twice)."""
     return RedirectResponse(f"{request.url.path}?done={done}", status_code=303)
-
-
-def _subscriber(pipeline: Pipeline, purpose: LinkPurpose, token: str) -> Subscriber:
-    """The subscriber a link is for, or Refused: 403 forged or wrong page, 410 expired/gone."""
-    try:
-        claims = pipeline.links.read(purpose, token)
-        return preferences.get(pipeline.store, claims.subscriber_id)
-    except LinkError as exc:
-        raise _refused_link(exc) from None
-    except preferences.SubscriberNotFound:
-        raise _gone() from None
-
-
-def _refused_link(exc: LinkError) -> Refused:
-    if exc.expired:
-        return Refused(
-            410,
-            "This link has expired",
-            "For your security these links expire. Use the link in our latest message.",
-        )
-    return Refused(403, "This link does not work", "Check that you opened the whole link.")
-
-
-def _gone() -> Refused:
-    return Refused(410, "Subscription not found", "This subscription no longer exists.")
-
-
-# -- the preference centre --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -297,7 +178,7 @@ def _errors_of(exc: ValidationError | SubscriberError) -> dict[str, str]:
     """Field name -> a sentence for a person (pydantic's wording is for developers)."""
     if isinstance(exc, SubscriberError):
         name, _, message = str(exc).partition(": ")
-        return {name: _sentence(message)}
+        return {name: sentence(message)}
     found: dict[str, str] = {}
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "quiet_start"
@@ -306,13 +187,8 @@ def _errors_of(exc: ValidationError | SubscriberError) -> dict[str, str]:
             message = "enter a time like 22:00"
         if name == "channels" and error["type"] == "too_short":
             message = "choose at least one way to reach you (or unsubscribe from everything below)"
-        found.setdefault(name, _sentence(message))
+        found.setdefault(name, sentence(message))
     return found
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return (text[:1].upper() + text[1:]).rstrip(".") + "."
 
 
 def _centre(
@@ -375,7 +251,7 @@ def _address_status(
 def show_preferences(
     request: Request, pipeline: PipelineDep, token: str, done: str = ""
 ) -> Response:
-    subscriber = _subscriber(pipeline, LinkPurpose.MANAGE, token)
+    subscriber = link_subscriber(pipeline, LinkPurpose.MANAGE, token)
     state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
     return _centre(request, pipeline, subscriber, state, notice=DONE_NOTICES.get(done))
 
@@ -388,7 +264,7 @@ def change_preferences(
     token: str,
     form: FormDep,
 ) -> Response:
-    subscriber = _subscriber(pipeline, LinkPurpose.MANAGE, token)
+    subscriber = link_subscriber(pipeline, LinkPurpose.MANAGE, token)
     action = form.get("action") or "save"
     if action == "unsubscribe_all":
         preferences.unsubscribe_all(pipeline.store, subscriber.id, actor="subscriber")
@@ -422,71 +298,10 @@ def change_preferences(
     except (ValidationError, SubscriberError) as exc:
         problems = {**_errors_of(exc), **problems}
     except preferences.SubscriberNotFound:
-        raise _gone() from None
+        raise gone() from None
     if saved is None:
         failed = replace(state, errors=problems)
         return _centre(request, pipeline, subscriber, failed, status_code=422)
     if saved.to_confirm:
         background.add_task(confirmations.request, pipeline, subscriber.id, saved.to_confirm)
     return _back_to(request, "saved")
-
-
-# -- unsubscribe and confirm ------------------------------------------------------------------
-
-
-@router.get("/unsubscribe/{token}")
-def ask_unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    subscriber = _subscriber(pipeline, LinkPurpose.UNSUBSCRIBE, token)
-    return page("web/unsubscribe.html.j2", request, subscriber=subscriber, done=False)
-
-
-@router.post("/unsubscribe/{token}")
-def unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    """RFC 8058 one-click: the body (List-Unsubscribe=One-Click) carries nothing we need, and the
-    answer must not need cookies, redirects or a further click."""
-    subscriber = _subscriber(pipeline, LinkPurpose.UNSUBSCRIBE, token)
-    preferences.unsubscribe_all(pipeline.store, subscriber.id, actor="subscriber")
-    manage_url = pipeline.links.url(LinkPurpose.MANAGE, subscriber.id)
-    return page(
-        "web/unsubscribe.html.j2", request, subscriber=subscriber, done=True, manage_url=manage_url
-    )
-
-
-def _confirmation(pipeline: Pipeline, token: str, act: bool) -> tuple[Subscriber, str, bool]:
-    try:
-        if act:
-            confirmed = confirmations.confirm_link(pipeline, token)
-            subscriber = preferences.get(pipeline.store, confirmed.subscriber_id)
-            return subscriber, confirmed.field, True
-        subscriber, address_field = confirmations.check_link(pipeline, token)
-    except LinkError as exc:
-        raise _refused_link(exc) from None
-    except (ConfirmationError, preferences.SubscriberNotFound) as exc:
-        raise Refused(410, "This link no longer applies", _sentence(str(exc))) from None
-    confirmed_at = getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "")
-    return subscriber, address_field, confirmed_at is not None
-
-
-@router.get("/confirm/{token}")
-def ask_confirm(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    subscriber, address_field, done = _confirmation(pipeline, token, act=False)
-    return _confirm_page(request, pipeline, subscriber, address_field, done)
-
-
-@router.post("/confirm/{token}")
-def confirm(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    subscriber, address_field, done = _confirmation(pipeline, token, act=True)
-    return _confirm_page(request, pipeline, subscriber, address_field, done)
-
-
-def _confirm_page(
-    request: Request, pipeline: Pipeline, subscriber: Subscriber, address_field: str, done: bool
-) -> Response:
-    return page(
-        "web/confirm.html.j2",
-        request,
-        subscriber=subscriber,
-        what=ADDRESS_LABELS[address_field].lower(),
-        done=done,
-        manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber.id),
-    )
