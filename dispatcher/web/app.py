@@ -18,7 +18,16 @@ from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.runner import Runner
 from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
-from dispatcher.web import health, inbound, incidents_api, preferences, subscribers_api, webhooks
+from dispatcher.web import (
+    confirm,
+    health,
+    inbound,
+    incidents_api,
+    preferences,
+    subscribers_api,
+    unsubscribe,
+    webhooks,
+)
 from dispatcher.web import status as status_page
 from dispatcher.web.callbacks import router as callbacks_router
 from dispatcher.web.limits import BodySizeLimit
@@ -65,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(incidents_api.router)
     app.include_router(subscribers_api.router)
     app.include_router(preferences.router)
+    app.include_router(unsubscribe.router)
+    app.include_router(confirm.router)
     app.include_router(inbound.router)
     app.include_router(status_page.router)
     app.include_router(callbacks_router)

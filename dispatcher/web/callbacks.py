@@ -29,7 +29,7 @@ from dispatcher.delivery import receipts
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.settings import Settings
 from dispatcher.web.deps import PipelineDep, check_twilio_signature
-from dispatcher.web.preferences import FormDep
+from dispatcher.web.forms import FormDep
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 

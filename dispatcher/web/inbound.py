@@ -26,7 +26,7 @@ from dispatcher.models import SuppressionReason
 from dispatcher.subscribers import confirmations
 from dispatcher.subscribers.suppressions import lift, suppress
 from dispatcher.web.deps import PipelineDep, check_twilio_signature
-from dispatcher.web.preferences import FormDep
+from dispatcher.web.forms import FormDep
 
 log = logging.getLogger(__name__)
 

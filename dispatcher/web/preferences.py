@@ -1,52 +1,30 @@
-"""The subscriber's pages: the preference centre, one-click unsubscribe, address confirmation.
-
-Customers reach these pages from a signed, expiring link (dispatcher/links.py) and have no
-account: the token in the path is the whole credential, so a forged or wrong-purpose token is
-403, an expired one or one for an erased subscriber 410, and neither changes anything.
+"""The preference centre: a subscriber's channels in order, addresses, services, severity, quiet
+hours and language, from the link in our messages (the rules of these pages: web/pages.py).
 
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
                                 from everything; subscribe again; resend a confirmation
-    GET  /unsubscribe/{token}   "unsubscribe from everything?" with one button
-    POST /unsubscribe/{token}   unsubscribes: the button, and RFC 8058 one-click from mail clients
-    GET  /confirm/{token}       "confirm this address?" with one button
-    POST /confirm/{token}       confirms (double opt-in)
-
-GET never changes anything: mail scanners and link previews open links, and must neither
-unsubscribe nor confirm anyone. Pages are server-rendered, work without JavaScript (the script
-only moves channels without a round trip and lets them be dragged), and are sent with a strict
-Content-Security-Policy, `Referrer-Policy: no-referrer` (the token must not leak to other sites)
-and `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
-from typing import Annotated, Any
-from urllib.parse import parse_qsl
+from dataclasses import replace
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.links import LinkError, LinkPurpose
+from dispatcher.links import LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.render.templates import environment
 from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
 from dispatcher.subscribers import confirmations, preferences
-from dispatcher.subscribers.confirmations import ConfirmationError
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
+from dispatcher.web.forms import FormDep
+from dispatcher.web.pages import ADDRESS_LABELS, PageRoute, gone, link_subscriber, page
+from dispatcher.web.preference_form import CHANNEL_LABELS, FormState, errors_of
 
-FORM_MAX_BYTES = 64 * 1024
-FORM_MAX_FIELDS = 200
-
-CHANNEL_LABELS = {"email": "Email", "sms": "Text message (SMS)", "webhook": "Webhook"}
-ADDRESS_LABELS = {"email": "Email address", "phone": "Mobile number"}
 SEVERITY_HINTS = {
     Severity.MINOR: "Everything, including slowdowns most people will not notice.",
     Severity.MAJOR: "Only when a feature is down for many people.",
@@ -66,258 +44,12 @@ DONE_NOTICES = {
     "resent": "We sent the confirmation again. It can take a minute to arrive.",
 }
 
-
-class Refused(Exception):
-    """A page that cannot be shown for this link; rendered by PageRoute as an HTML page."""
-
-    def __init__(self, status_code: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.title = title
-        self.message = message
-
-
-class PageRoute(APIRoute):
-    """Turns `Refused` (and the link errors it stands for) into an HTML page with its status,
-    so a person with a bad link sees a sentence, not JSON."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Refused as refused:
-                return page(
-                    "web/message.html.j2",
-                    request,
-                    status_code=refused.status_code,
-                    title=refused.title,
-                    message=refused.message,
-                )
-            except HTTPException as exc:  # e.g. the form reader's 413
-                return page(
-                    "web/message.html.j2",
-                    request,
-                    status_code=exc.status_code,
-                    title="Something is wrong with this request",
-                    message=str(exc.detail),
-                )
-
-        return handle
-
-
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
-
-
-# -- forms ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Form:
-    """A url-encoded form body: repeated names keep their order (the channel order relies on it)."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-    def get(self, name: str) -> str:
-        return next((value.strip() for key, value in self.pairs if key == name), "")
-
-    def getlist(self, name: str) -> list[str]:
-        return [value.strip() for key, value in self.pairs if key == name]
-
-    def as_dict(self) -> dict[str, str]:
-        """Single-valued view (the first value of each name), for provider webhooks."""
-        found: dict[str, str] = {}
-        for key, value in self.pairs:
-            found.setdefault(key, value)
-        return found
-
-
-async def read_form(request: Request) -> Form:
-    """The body as a url-encoded form, read with a size cap (these routes are public, and not
-    under the app's /api and /webhooks body limit); 413 or 400, never a 500."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > FORM_MAX_BYTES:
-            raise HTTPException(413, detail=f"form body larger than {FORM_MAX_BYTES} bytes")
-    try:
-        pairs = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, max_num_fields=FORM_MAX_FIELDS
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPException(400, detail="the form body is not url-encoded UTF-8") from None
-    return Form(tuple(pairs))
-
-
-FormDep = Annotated[Form, Depends(read_form)]
-
-
-# -- rendering --------------------------------------------------------------------------------
-
-
-def page(template: str, request: Request, *, status_code: int = 200, **context: Any) -> Response:
-    """A page from templates/web/, with the headers every subscriber page needs."""
-    pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
-    nonce = secrets.token_urlsafe(16)
-    html = (
-        environment()
-        .get_template(template)
-        .render(
-            company=pipeline.settings.company_name if pipeline else "",
-            nonce=nonce,
-            **context,
-        )
-    )
-    return HTMLResponse(
-        html,
-        status_code=status_code,
-        headers={
-            "Content-Security-Policy": (
-                f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-            ),
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Robots-Tag": "noindex",
-        },
-    )
 
 
 def _back_to(request: Request, done: str) -> RedirectResponse:
     """After a POST, show the page again by GET (a reload does not post twice)."""
     return RedirectResponse(f"{request.url.path}?done={done}", status_code=303)
-
-
-def _subscriber(pipeline: Pipeline, purpose: LinkPurpose, token: str) -> Subscriber:
-    """The subscriber a link is for, or Refused: 403 forged or wrong page, 410 expired/gone."""
-    try:
-        claims = pipeline.links.read(purpose, token)
-        return preferences.get(pipeline.store, claims.subscriber_id)
-    except LinkError as exc:
-        raise _refused_link(exc) from None
-    except preferences.SubscriberNotFound:
-        raise _gone() from None
-
-
-def _refused_link(exc: LinkError) -> Refused:
-    if exc.expired:
-        return Refused(
-            410,
-            "This link has expired",
-            "For your security these links expire. Use the link in our latest message.",
-        )
-    return Refused(403, "This link does not work", "Check that you opened the whole link.")
-
-
-def _gone() -> Refused:
-    return Refused(410, "Subscription not found", "This subscription no longer exists.")
-
-
-# -- the preference centre --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FormState:
-    """What the form shows: the stored preferences, or what was just submitted (after an error
-    or a move without JavaScript, so nothing typed is lost)."""
-
-    order: tuple[str, ...]  # every channel offered, in the person's order
-    enabled: frozenset[str]
-    email: str
-    phone: str
-    components: frozenset[str]
-    min_severity: str
-    quiet: bool
-    quiet_start: str
-    quiet_end: str
-    timezone: str
-    locale: str
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of_subscriber(cls, subscriber: Subscriber, offered: list[str]) -> FormState:
-        return cls(
-            order=_ordered(subscriber.channels, offered),
-            enabled=frozenset(subscriber.channels),
-            email=subscriber.email or "",
-            phone=subscriber.phone or "",
-            components=frozenset(subscriber.components),
-            min_severity=str(subscriber.min_severity),
-            quiet=subscriber.quiet_start is not None,
-            quiet_start=subscriber.quiet_start or "",
-            quiet_end=subscriber.quiet_end or "",
-            timezone=subscriber.timezone,
-            locale=subscriber.locale,
-        )
-
-    @classmethod
-    def of_form(cls, form: Form, offered: list[str]) -> FormState:
-        return cls(
-            order=_ordered(form.getlist("order"), offered),
-            enabled=frozenset(form.getlist("channels")),
-            email=form.get("email"),
-            phone=form.get("phone"),
-            components=frozenset(form.getlist("components")),
-            min_severity=form.get("min_severity"),
-            quiet=form.get("quiet") == "on",
-            quiet_start=form.get("quiet_start"),
-            quiet_end=form.get("quiet_end"),
-            timezone=form.get("timezone") or "UTC",
-            locale=form.get("locale"),
-        )
-
-    def moved(self, move: str) -> FormState:
-        """The order after "channel:up" or "channel:down" (the no-JavaScript buttons)."""
-        name, _, direction = move.partition(":")
-        order = list(self.order)
-        if name not in order or direction not in ("up", "down"):
-            return self
-        index = order.index(name)
-        other = index - 1 if direction == "up" else index + 1
-        if 0 <= other < len(order):
-            order[index], order[other] = order[other], order[index]
-        return replace(self, order=tuple(order))
-
-    def problems(
-        self, known_components: list[str], address_fields: dict[str, str]
-    ) -> dict[str, str]:
-        """What only this form can get wrong, worded for a person; the rest is SubscriberIn's."""
-        found: dict[str, str] = {}
-        for name in self.order:
-            needed = address_fields.get(name, "")
-            if name in self.enabled and needed in ADDRESS_LABELS and not getattr(self, needed):
-                label = CHANNEL_LABELS.get(name, name)
-                found[needed] = f"Enter your {ADDRESS_LABELS[needed].lower()}, or untick {label}."
-        unknown = sorted(self.components - set(known_components))
-        if unknown:
-            found["components"] = f"We do not know a service called {unknown[0]!r}."
-        if self.locale not in preferences.languages():
-            found["locale"] = "Choose one of the languages in the list."
-        if self.quiet and not (self.quiet_start and self.quiet_end):
-            found["quiet_start"] = "Enter when your quiet hours start and when they end."
-        return found
-
-    def changes(self) -> dict[str, Any]:
-        """The submitted values as SubscriberIn fields."""
-        return {
-            "channels": [name for name in self.order if name in self.enabled],
-            "email": self.email or None,
-            "phone": self.phone or None,
-            "components": sorted(self.components),
-            "min_severity": self.min_severity,
-            "quiet_start": (self.quiet_start or None) if self.quiet else None,
-            "quiet_end": (self.quiet_end or None) if self.quiet else None,
-            "timezone": self.timezone,
-            "locale": self.locale,
-        }
-
-
-def _ordered(preferred: list[str], offered: list[str]) -> tuple[str, ...]:
-    """The person's channels first, in their order, then the rest of what is offered."""
-    first = [name for name in dict.fromkeys(preferred) if name in offered]
-    return (*first, *(name for name in offered if name not in first))
 
 
 def _offered(pipeline: Pipeline, subscriber: Subscriber) -> list[str]:
@@ -337,28 +69,6 @@ def _offered(pipeline: Pipeline, subscriber: Subscriber) -> list[str]:
 
 def _address_fields(pipeline: Pipeline, offered: list[str]) -> dict[str, str]:
     return {name: pipeline.registry.factory(name).address_field or "" for name in offered}
-
-
-def _errors_of(exc: ValidationError | SubscriberError) -> dict[str, str]:
-    """Field name -> a sentence for a person (pydantic's wording is for developers)."""
-    if isinstance(exc, SubscriberError):
-        name, _, message = str(exc).partition(": ")
-        return {name: _sentence(message)}
-    found: dict[str, str] = {}
-    for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "quiet_start"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if name in ("quiet_start", "quiet_end") and error["type"] == "string_pattern_mismatch":
-            message = "enter a time like 22:00"
-        if name == "channels" and error["type"] == "too_short":
-            message = "choose at least one way to reach you (or unsubscribe from everything below)"
-        found.setdefault(name, _sentence(message))
-    return found
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return (text[:1].upper() + text[1:]).rstrip(".") + "."
 
 
 def _centre(
@@ -421,7 +131,7 @@ def _address_status(
 def show_preferences(
     request: Request, pipeline: PipelineDep, token: str, done: str = ""
 ) -> Response:
-    subscriber = _subscriber(pipeline, LinkPurpose.MANAGE, token)
+    subscriber = link_subscriber(pipeline, LinkPurpose.MANAGE, token)
     state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
     return _centre(request, pipeline, subscriber, state, notice=DONE_NOTICES.get(done))
 
@@ -434,7 +144,7 @@ def change_preferences(
     token: str,
     form: FormDep,
 ) -> Response:
-    subscriber = _subscriber(pipeline, LinkPurpose.MANAGE, token)
+    subscriber = link_subscriber(pipeline, LinkPurpose.MANAGE, token)
     action = form.get("action") or "save"
     if action == "unsubscribe_all":
         preferences.unsubscribe_all(pipeline.store, subscriber.id, actor="subscriber")
@@ -466,73 +176,12 @@ def change_preferences(
                 actor="subscriber",
             )
     except (ValidationError, SubscriberError) as exc:
-        problems = {**_errors_of(exc), **problems}
+        problems = {**errors_of(exc), **problems}
     except preferences.SubscriberNotFound:
-        raise _gone() from None
+        raise gone() from None
     if saved is None:
         failed = replace(state, errors=problems)
         return _centre(request, pipeline, subscriber, failed, status_code=422)
     if saved.to_confirm:
         background.add_task(confirmations.request, pipeline, subscriber.id, saved.to_confirm)
     return _back_to(request, "saved")
-
-
-# -- unsubscribe and confirm ------------------------------------------------------------------
-
-
-@router.get("/unsubscribe/{token}")
-def ask_unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    subscriber = _subscriber(pipeline, LinkPurpose.UNSUBSCRIBE, token)
-    return page("web/unsubscribe.html.j2", request, subscriber=subscriber, done=False)
-
-
-@router.post("/unsubscribe/{token}")
-def unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    """RFC 8058 one-click: the body (List-Unsubscribe=One-Click) carries nothing we need, and the
-    answer must not need cookies, redirects or a further click."""
-    subscriber = _subscriber(pipeline, LinkPurpose.UNSUBSCRIBE, token)
-    preferences.unsubscribe_all(pipeline.store, subscriber.id, actor="subscriber")
-    manage_url = pipeline.links.url(LinkPurpose.MANAGE, subscriber.id)
-    return page(
-        "web/unsubscribe.html.j2", request, subscriber=subscriber, done=True, manage_url=manage_url
-    )
-
-
-def _confirmation(pipeline: Pipeline, token: str, act: bool) -> tuple[Subscriber, str, bool]:
-    try:
-        if act:
-            confirmed = confirmations.confirm_link(pipeline, token)
-            subscriber = preferences.get(pipeline.store, confirmed.subscriber_id)
-            return subscriber, confirmed.field, True
-        subscriber, address_field = confirmations.check_link(pipeline, token)
-    except LinkError as exc:
-        raise _refused_link(exc) from None
-    except (ConfirmationError, preferences.SubscriberNotFound) as exc:
-        raise Refused(410, "This link no longer applies", _sentence(str(exc))) from None
-    confirmed_at = getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "")
-    return subscriber, address_field, confirmed_at is not None
-
-
-@router.get("/confirm/{token}")
-def ask_confirm(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    subscriber, address_field, done = _confirmation(pipeline, token, act=False)
-    return _confirm_page(request, pipeline, subscriber, address_field, done)
-
-
-@router.post("/confirm/{token}")
-def confirm(request: Request, pipeline: PipelineDep, token: str) -> Response:
-    subscriber, address_field, done = _confirmation(pipeline, token, act=True)
-    return _confirm_page(request, pipeline, subscriber, address_field, done)
-
-
-def _confirm_page(
-    request: Request, pipeline: Pipeline, subscriber: Subscriber, address_field: str, done: bool
-) -> Response:
-    return page(
-        "web/confirm.html.j2",
-        request,
-        subscriber=subscriber,
-        what=ADDRESS_LABELS[address_field].lower(),
-        done=done,
-        manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber.id),
-    )
