@@ -195,7 +195,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Tenacity settings for retries inside one send; tests set the waits to zero."""
+    """Tenacity settings for retries inside one send. Tests set the backoff to zero; a provider's
+    Retry-After up to `backoff_max_s` is waited out all the same, a longer one left to the queue."""
 
     attempts: int = 3
     backoff_s: float = 0.5
@@ -337,13 +338,16 @@ class Channel:
         }
 
     def _wait(self, state: RetryCallState) -> float:
-        """Jittered exponential backoff, but never sooner than the provider's Retry-After."""
+        """Jittered exponential backoff, but never sooner than the provider's Retry-After, even
+        with the backoff taken out (`backoff_s=0`): that is the provider's rule, not our pacing.
+        A Retry-After beyond `backoff_max_s` never gets here (`_RetryAfterBeyond` stops first)."""
+        retry_after = _retry_after(state) or 0.0
         if self.retry.backoff_s == 0:
-            return 0.0
+            return retry_after
         backoff = wait_exponential_jitter(
             initial=self.retry.backoff_s, max=self.retry.backoff_max_s, jitter=self.retry.backoff_s
         )(state)
-        return max(backoff, _retry_after(state) or 0.0)
+        return max(backoff, retry_after)
 
 
 class _RetryAfterBeyond(stop_base):

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         default=["sms", "email", "social"],
         description="channels with a circuit breaker (not webhooks: one per subscriber server)",
     )
+    redis_prefix: str = Field(
+        default="outage",
+        min_length=1,
+        description="starts the Redis keys of rate buckets and breakers (not Celery's queues)",
+    )
     breaker_threshold: int = Field(default=5, ge=1, description="transient failures in a row")
     breaker_open_s: float = Field(default=30.0, gt=0, description="open this long, then probe")
     receipt_timeout_s: float | None = Field(

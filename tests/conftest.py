@@ -1,5 +1,6 @@
 """Shared fixtures: a database per test (SQLite, and PostgreSQL when reachable), the sandbox, and
-a Pipeline wired to both with the backoff delays taken out.
+a Pipeline wired to both with the backoff delays taken out. Each run has a PostgreSQL database
+and a Redis key prefix of its own, so that two runs at once never see each other's data.
 
 Tests that need PostgreSQL or Redis skip with the reason when the server is missing; with
 OUTAGE_REQUIRE_SERVICES=1 (set by .ci/run) such a skip becomes a failure, so CI runs them all.
@@ -8,6 +9,7 @@ OUTAGE_REQUIRE_SERVICES=1 (set by .ci/run) such a skip becomes a failure, so CI 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -32,6 +35,9 @@ POSTGRES_URL = os.environ.get(
     "OUTAGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("OUTAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# This run's start of every key the product keeps in Redis (OUTAGE_REDIS_PREFIX, set for every
+# test): runs sharing REDIS_URL's database neither read nor clear each other's buckets, breakers.
+REDIS_PREFIX = f"outage-test-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def reachable(url: str) -> bool:
@@ -63,9 +69,28 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             "OUTAGE_TEST_REDIS_URL",
         ):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("OUTAGE_REDIS_PREFIX", REDIS_PREFIX)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def redis_db() -> Iterator[redis.Redis]:
+    """A client of the test Redis with none of this run's keys in it when the test starts, and
+    none left when it ends; other runs' keys in the same database are never touched."""
+    need_service(REDIS_URL, "Redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    _forget_this_run(client)
+    yield client
+    _forget_this_run(client)
+    client.close()
+
+
+def _forget_this_run(client: redis.Redis) -> None:
+    keys = list(client.scan_iter(match=f"{REDIS_PREFIX}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from channels.base import Outcome
 from dispatcher.delivery import operations
 from dispatcher.delivery.breaker import (
     Breaker,
@@ -21,14 +22,15 @@ from dispatcher.delivery.breaker import (
     MemoryCircuits,
     RedisCircuits,
 )
+from dispatcher.delivery.guards import Guards, account_key
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle, reports
-from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
+from dispatcher.models import DeliveryStatus, FailureKind, IncidentIn, Severity, SubscriberIn
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import AuditEvent, Store
 from dispatcher.subscribers import records
-from tests.conftest import REDIS_URL, need_service
+from tests.conftest import REDIS_PREFIX, REDIS_URL
 
 
 class Clock:
@@ -44,10 +46,8 @@ def circuits(request: pytest.FixtureRequest) -> Iterator[Circuits]:
     if request.param == "memory":
         yield MemoryCircuits()
         return
-    need_service(REDIS_URL, "Redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    shared = RedisCircuits(client)
+    request.getfixturevalue("redis_db")
+    shared = RedisCircuits(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX)
     yield shared
     shared.close()
 
@@ -129,12 +129,10 @@ def test_any_success_resets_the_count(circuits: Circuits, store: Store) -> None:
 
 
 @pytest.mark.redis
-def test_workers_sharing_redis_agree_on_a_single_probe(store: Store) -> None:
-    need_service(REDIS_URL, "Redis")
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def test_workers_sharing_redis_agree_on_a_single_probe(store: Store, redis_db: redis.Redis) -> None:
     clock = Clock()
     workers = [
-        Breaker(RedisCircuits(redis.Redis.from_url(REDIS_URL)), store, 1, 5, clock)
+        Breaker(RedisCircuits(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX), store, 1, 5, clock)
         for _ in range(8)
     ]
     workers[0].report("k", ok=0, failed=1)
@@ -149,6 +147,31 @@ def test_workers_sharing_redis_agree_on_a_single_probe(store: Store) -> None:
         thread.join()
     assert probes.count(True) == 1
     assert [action for _, action in transitions(store)] == ["breaker:open", "breaker:half_open"]
+
+
+@pytest.mark.redis
+def test_a_circuit_opened_by_one_deployment_stays_closed_for_another_on_the_same_redis(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    """Circuits live under the deployment's OUTAGE_REDIS_PREFIX: staging's failing SMS account
+    does not stop production's, though both share one Redis database."""
+
+    def guards(prefix: str) -> Guards:
+        settings = Settings(broker_url=REDIS_URL, redis_prefix=prefix, breaker_threshold=1)
+        return Guards.from_settings(settings, store)
+
+    staging = f"{REDIS_PREFIX}:staging"
+    production, staging_guards = guards(REDIS_PREFIX), guards(staging)
+    try:
+        staging_guards.report("sms", [Outcome(key=1, failure=FailureKind.TRANSIENT)])
+        assert not staging_guards.usable("sms")
+        assert production.usable("sms")
+        account = account_key(staging_guards.settings, "sms")
+        assert redis_db.exists(f"{staging}:breaker:{account}")
+        assert not redis_db.exists(f"{REDIS_PREFIX}:breaker:{account}")
+    finally:
+        production.close()
+        staging_guards.close()
 
 
 # -- an open circuit in send_batch ------------------------------------------------------------

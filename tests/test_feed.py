@@ -6,12 +6,16 @@ import re
 from datetime import datetime, timedelta
 from xml.etree import ElementTree as ET
 
+import pytest
 from fastapi.testclient import TestClient
 
 from dispatcher.models import IncidentState, Severity
 from tests.test_status_page import NOW, SECRET_NOTE, add_incident, seed
 
 A = "{http://www.w3.org/2005/Atom}"
+
+# The seed is laid out around NOW (midday UTC); the feed is read at NOW too, as the page is.
+pytestmark = pytest.mark.time_machine(NOW, tick=False)
 
 
 def parsed(client: TestClient) -> ET.Element:

@@ -17,6 +17,11 @@ from dispatcher.settings import Settings
 from dispatcher.store import Delivery, utcnow
 from dispatcher.subscribers import records
 
+# Promises are shown without their day only on the day they were made, and quiet windows are laid
+# around the present: the wall clock stays at midday UTC (21:00 in Tokyo), far from any midnight.
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+pytestmark = pytest.mark.time_machine(NOW, tick=False)
+
 
 @pytest.fixture
 def paced(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
@@ -111,8 +116,8 @@ def test_the_hourly_cap_holds_non_critical_but_not_critical(paced: Pipeline) -> 
 
 
 def _quiet_now(zone: str) -> tuple[str, str]:
-    """A quiet window around the present moment in `zone`, so the test holds at any hour."""
-    local = datetime.now(UTC).astimezone(ZoneInfo(zone))
+    """A quiet window around the present moment in `zone`: from an hour ago to two hours on."""
+    local = NOW.astimezone(ZoneInfo(zone))
     start = (local - timedelta(hours=1)).strftime("%H:%M")
     end = (local + timedelta(hours=2)).strftime("%H:%M")
     return start, end

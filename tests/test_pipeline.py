@@ -7,6 +7,7 @@ never by patching our own code.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -151,6 +152,30 @@ def test_transient_failures_are_retried_inside_the_send_then_by_the_queue(
     assert line.attempts == 5
     assert line.provider_id and line.provider_id.startswith("SM")
     assert len(sandbox.messages("sms")) == 1
+
+
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.time_machine(NOON, tick=False)
+def test_a_long_retry_after_is_waited_out_in_the_queue_not_in_the_send(
+    pipeline: Pipeline, sandbox: Sandbox
+) -> None:
+    """The provider asks for a minute, more than a send waits (send_backoff_max_s): the delivery
+    goes back to the queue due a minute later, the provider asked no sooner."""
+    sandbox.inject_failures(1, "429", channel="sms", retry_after_s=60)
+    add(pipeline, name="a", phone="+14155550100", channels=["sms"])
+
+    posted = open_incident(pipeline)
+
+    [line] = [
+        x for x in reports.deliveries(pipeline.store, posted.incident_id) if x.subscriber == "a"
+    ]
+    assert (line.channel, line.status) == ("sms", DeliveryStatus.QUEUED)
+    assert [status for _, status in sandbox.request_log("sms")] == [429]
+    with pipeline.store.session() as session:
+        due = session.get_one(Delivery, line.id).due_at
+    assert due - NOON == timedelta(seconds=60)
 
 
 def test_transient_failures_beyond_the_limit_fall_back(

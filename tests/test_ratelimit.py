@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from dispatcher.delivery.guards import Guards
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.ratelimit import (
     MemoryRateLimiter,
@@ -22,8 +24,9 @@ from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import RateLimit, Settings
+from dispatcher.store import Store
 from dispatcher.subscribers import records
-from tests.conftest import REDIS_URL, need_service
+from tests.conftest import REDIS_PREFIX, REDIS_URL
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -31,10 +34,8 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
     if request.param == "memory":
         yield MemoryRateLimiter()
         return
-    need_service(REDIS_URL, "Redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    running = RedisRateLimiter(client)
+    request.getfixturevalue("redis_db")
+    running = RedisRateLimiter(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX)
     yield running
     running.close()
 
@@ -69,17 +70,15 @@ def test_the_bucket_refills_at_its_rate() -> None:
 
 
 @pytest.mark.redis
-def test_workers_sharing_redis_share_one_bucket() -> None:
+def test_workers_sharing_redis_share_one_bucket(redis_db: redis.Redis) -> None:
     """Four threads, each with its own client (as four workers would be), never get more than
     the burst plus the rate over the time they ran."""
-    need_service(REDIS_URL, "Redis")
-    redis.Redis.from_url(REDIS_URL).flushdb()
     limit = RateLimit(per_s=200, burst=20)
     granted: list[int] = []
     started = time.monotonic()
 
     def worker() -> None:
-        limiter = limiter_for(REDIS_URL)
+        limiter = limiter_for(REDIS_URL, REDIS_PREFIX)
         mine = 0
         while time.monotonic() - started < 0.5:
             if limiter.acquire("shared", 1, limit) == 0.0:
@@ -98,14 +97,47 @@ def test_workers_sharing_redis_share_one_bucket() -> None:
 
 
 def test_an_unreachable_redis_says_so_instead_of_hanging() -> None:
-    limiter = limiter_for("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    limiter = limiter_for("redis://127.0.0.1:1/0", REDIS_PREFIX)  # nothing listens on port 1
     with pytest.raises(SharedStateUnavailable, match="Redis did not answer"):
         limiter.acquire("k", 1, RateLimit(per_s=1, burst=1))
     limiter.close()
 
 
 def test_the_embedded_default_paces_in_process() -> None:
-    assert isinstance(limiter_for("embedded"), MemoryRateLimiter)
+    assert isinstance(limiter_for("embedded", REDIS_PREFIX), MemoryRateLimiter)
+
+
+@pytest.mark.redis
+def test_deployments_sharing_a_redis_database_pace_apart_by_their_prefix(
+    redis_db: redis.Redis, tmp_path: Path
+) -> None:
+    """Workers of one deployment (one OUTAGE_REDIS_PREFIX) share a bucket; another deployment
+    on the same Redis database has its own, under its own keys."""
+    store = Store(f"sqlite:///{tmp_path / 'guards.sqlite3'}")
+
+    def limiter(prefix: str) -> RateLimiter:
+        settings = Settings(broker_url=REDIS_URL, redis_prefix=prefix)
+        return Guards.from_settings(settings, store).limiter
+
+    staging = f"{REDIS_PREFIX}:staging"
+    worker, other_worker, staging_worker = (
+        limiter(REDIS_PREFIX),
+        limiter(REDIS_PREFIX),
+        limiter(staging),
+    )
+    limit = RateLimit(per_s=0.01, burst=1)
+    try:
+        assert worker.acquire("sms:+1", 1, limit) == 0.0
+        assert other_worker.acquire("sms:+1", 1, limit) > 0, "one deployment, one bucket"
+        assert staging_worker.acquire("sms:+1", 1, limit) == 0.0, "another deployment's own"
+        assert sorted(redis_db.scan_iter(match=f"{REDIS_PREFIX}:*")) == [
+            f"{REDIS_PREFIX}:rate:sms:+1".encode(),
+            f"{staging}:rate:sms:+1".encode(),
+        ]
+    finally:
+        for running in (worker, other_worker, staging_worker):
+            running.close()
+        store.close()
 
 
 # -- pacing in send_batch ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,10 +17,14 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import public
 from dispatcher.models import IncidentState, Severity
 from dispatcher.settings import Settings
-from dispatcher.store import Incident, Store, Subscriber, Update, utcnow
+from dispatcher.store import Incident, Store, Subscriber, Update
 from dispatcher.web.app import create_app
 
-NOW = utcnow().replace(second=0, microsecond=0)
+# The page counts days and names them by the clock: every test here runs with the wall clock
+# stopped at midday UTC, so that what the seed puts hours before or after NOW stays on NOW's day
+# (at 01:30 an incident "10 days, 2 hours ago" lasting an hour would straddle two days' bars).
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+pytestmark = pytest.mark.time_machine(NOW, tick=False)
 SECRET_NOTE = "INTERNAL: db-3 disk at 91%, ticket OPS-1234"
 DRAFT_TITLE = "Alert: disk 91% on db-3"
 
@@ -252,6 +256,41 @@ def test_history_bars_on_the_page_name_the_day_and_the_incident(
     assert 'class="day l-major_outage' in search and f'title="{label}"' in search
     assert search.count("l-major_outage") == 1
     assert "89 of 90 days without incident" in html
+
+
+@pytest.mark.parametrize(
+    ("now", "promise"),
+    [
+        pytest.param(moment, promise, marks=pytest.mark.time_machine(moment, tick=False), id=id_)
+        for moment, promise, id_ in [
+            (datetime(2026, 3, 10, 23, 55, tzinfo=UTC), "Wed 11 Mar 00:15 UTC", "23:55"),
+            (datetime(2026, 3, 11, 1, 30, tzinfo=UTC), "01:50 UTC", "01:30"),
+        ]
+    ],
+)
+def test_around_midnight_today_is_the_utc_day_and_a_promise_past_it_names_its_day(
+    client: TestClient, now: datetime, promise: str
+) -> None:
+    """Just before and just after midnight UTC, an incident opened ten minutes ago is on today's
+    bar only, and its promise twenty minutes on is named with its day when that is tomorrow."""
+    opened = now - timedelta(minutes=10)
+    add_incident(
+        client.app.state.pipeline.store,  # type: ignore[attr-defined]
+        "Night errors",
+        ["api"],
+        started_at=opened,
+        updates=[
+            (IncidentState.INVESTIGATING, "Looking.", opened, now + timedelta(minutes=20), None)
+        ],
+    )
+    html = client.get("/").text
+    bars = re.findall(r'<span class="day [^"]*" title="([^"]*)"', html)
+    assert bars[-1] == f"{now.day} {now:%b}: Partial outage (Night errors)"
+    assert all("Night errors" not in title for title in bars[:-1])
+    assert "89 of 90 days without incident" in html
+    assert f">{promise}</time></strong>" in html
+    feed = client.get("/feed.atom").text
+    assert f"Next update by {promise}." in feed
 
 
 def test_an_incident_spanning_midnight_marks_both_days(pipeline: Pipeline) -> None:

@@ -12,9 +12,10 @@ its answer closes the circuit or opens it again::
 
 The state machine is written once (`_permit`, `_report`: pure functions of the state and the
 clock); where the state lives is a backend: a dict in this process (the embedded default), or a
-Redis hash per circuit shared by every worker, updated under WATCH so two workers cannot both
-take the probe. Each transition is written once, by the process that made it, to the audit trail
-(actor "system", action "breaker:<state>"), which is also where `outage delivery stats` counts them.
+Redis hash per circuit shared by every worker ("<redis_prefix>:breaker:<account>"), updated under
+WATCH so two workers cannot both take the probe. Each transition is written once, by the process
+that made it, to the audit trail (actor "system", action "breaker:<state>"), which is also where
+`outage delivery stats` counts them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "outage:breaker:"
 AUDIT_PREFIX = "breaker:"
 
 
@@ -138,17 +138,18 @@ class RedisCircuits:
     """Circuits in Redis hashes, shared by every worker; updates are optimistic (WATCH/MULTI),
     retried when another worker changed the same circuit in between."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
+        self._keys = f"{prefix}:breaker:"
 
     def get(self, key: str) -> Circuit:
         try:
-            return _decode(self._client.hgetall(KEY_PREFIX + key))
+            return _decode(self._client.hgetall(self._keys + key))
         except redis.RedisError as exc:
             raise SharedStateUnavailable(f"breaker: Redis did not answer ({exc})") from None
 
     def update(self, key: str, change: Change) -> tuple[Circuit, Circuit]:
-        name = KEY_PREFIX + key
+        name = self._keys + key
         try:
             with self._client.pipeline() as pipe:
                 while True:

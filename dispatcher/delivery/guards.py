@@ -88,10 +88,11 @@ class Guards:
         circuits: Circuits
         if uses_redis(settings.broker_url):
             client = redis_client(settings.broker_url)
-            limiter = limiter_for(settings.broker_url, client)
-            circuits = RedisCircuits(client)
+            limiter = limiter_for(settings.broker_url, settings.redis_prefix, client)
+            circuits = RedisCircuits(client, settings.redis_prefix)
         else:
-            limiter, circuits = limiter_for(settings.broker_url), MemoryCircuits()
+            limiter = limiter_for(settings.broker_url, settings.redis_prefix)
+            circuits = MemoryCircuits()
         breaker = Breaker(circuits, store, settings.breaker_threshold, settings.breaker_open_s)
         return cls(settings, limiter, breaker)
 

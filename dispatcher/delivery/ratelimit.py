@@ -7,7 +7,8 @@ account, shared by all workers, keeps the whole deployment under the account's r
 One interface, two backends, chosen by the broker (`limiter_for`):
 
     RedisRateLimiter   one Lua script per call, atomic in Redis, clocked by Redis's own TIME so
-                       workers on different hosts agree; one key per provider account
+                       workers on different hosts agree; one key per provider account,
+                       "<redis_prefix>:rate:<account>"
     MemoryRateLimiter  the embedded default (one process): the same bucket under a lock
 
 `acquire(key, n, limit)` takes `n` tokens and returns 0.0, or takes nothing and returns the seconds
@@ -25,7 +26,6 @@ import redis
 
 from dispatcher.settings import RateLimit
 
-KEY_PREFIX = "outage:rate:"
 SOCKET_TIMEOUT_S = 2.0  # a Redis that does not answer must not hang a worker
 
 
@@ -88,15 +88,16 @@ return tostring(wait)
 class RedisRateLimiter:
     """Buckets in Redis, shared by every worker of the deployment; the key expires once full."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
+        self._keys = f"{prefix}:rate:"
         self._script = client.register_script(_ACQUIRE)
 
     def acquire(self, key: str, n: int, limit: RateLimit) -> float:
         _check(n, limit)
         try:
             # redis-py re-sends the script with EVAL when a restarted Redis lost its cache.
-            answer = self._script(keys=[KEY_PREFIX + key], args=[n, limit.per_s, limit.burst])
+            answer = self._script(keys=[self._keys + key], args=[n, limit.per_s, limit.burst])
         except redis.RedisError as exc:
             raise SharedStateUnavailable(f"rate limiter: Redis did not answer ({exc})") from None
         return max(0.0, float(answer))
@@ -116,8 +117,9 @@ def uses_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://"))
 
 
-def limiter_for(broker_url: str, client: redis.Redis | None = None) -> RateLimiter:
-    """Redis buckets when Redis is the broker (shared by all workers), in-process otherwise."""
+def limiter_for(broker_url: str, prefix: str, client: redis.Redis | None = None) -> RateLimiter:
+    """Redis buckets when Redis is the broker (shared by all workers, their keys starting with
+    `prefix`), in-process otherwise."""
     if uses_redis(broker_url):
-        return RedisRateLimiter(client or redis_client(broker_url))
+        return RedisRateLimiter(client or redis_client(broker_url), prefix)
     return MemoryRateLimiter()

@@ -411,5 +411,5 @@ def breaker_states_for(pipeline: Pipeline) -> BreakerStates:
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
-        circuits = RedisCircuits(client)
+        circuits = RedisCircuits(client, settings.redis_prefix)
     return circuit_reader(circuits, keys)
