@@ -68,7 +68,9 @@ class MemoryRateLimiter:
 
 
 # The same bucket as MemoryRateLimiter.acquire, run atomically in Redis. The result is returned
-# as a string because Redis truncates a Lua number reply to an integer.
+# as a string because Redis truncates a Lua number reply to an integer; the state is stored with
+# '%.6f' because Lua's tostring keeps 14 significant digits: a Unix time in seconds then loses
+# its tenths of a millisecond, and the bucket was credited tokens it never earned.
 _ACQUIRE = """
 local n, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local clock = redis.call('TIME')
@@ -79,7 +81,8 @@ local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local wait = 0
 if tokens >= n then tokens = tokens - n else wait = (n - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+local function exact(x) return string.format('%.6f', x) end
+redis.call('HSET', KEYS[1], 'tokens', exact(tokens), 'at', exact(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return tostring(wait)
 """
