@@ -6,6 +6,7 @@ a fresh machine; a deployment changes only environment variables, never code pat
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,13 @@ from dispatcher.models import Cadence, Severity
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_ROOT / "config" / "outage.toml"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+def templates_dir() -> Path:
+    """Where the templates are read from: `OUTAGE_TEMPLATES_DIR`, an operator's own copy of
+    `templates/` (the company's wording, another language), else the project's. Read when the
+    templates are first loaded, as the Jinja environments are built once per process."""
+    return Path(os.environ.get("OUTAGE_TEMPLATES_DIR") or TEMPLATES_DIR)
 
 
 class RateLimit(BaseModel):

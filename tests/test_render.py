@@ -280,7 +280,7 @@ def templates_with_dutch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     (dutch / "investigating.text.j2").write_text(
         "{{ company }}: Wij onderzoeken {{ incident.title }}. {{ incident.url }}\n"
     )
-    monkeypatch.setattr(templates, "TEMPLATES_DIR", root)
+    monkeypatch.setenv("OUTAGE_TEMPLATES_DIR", str(root))
     templates.environment.cache_clear()
     yield root
     templates.environment.cache_clear()

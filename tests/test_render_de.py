@@ -162,7 +162,7 @@ def german_sms_without_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     root = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, root)
     (root / "sms" / "de" / "resolved.text.j2").unlink()
-    monkeypatch.setattr(templates, "TEMPLATES_DIR", root)
+    monkeypatch.setenv("OUTAGE_TEMPLATES_DIR", str(root))
     templates.environment.cache_clear()
     yield
     templates.environment.cache_clear()

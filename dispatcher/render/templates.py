@@ -35,7 +35,7 @@ from jinja2 import (
 from dispatcher.errors import OutageError
 from dispatcher.render.calendar import clock, window
 from dispatcher.render.views import RecipientView
-from dispatcher.settings import TEMPLATES_DIR
+from dispatcher.settings import templates_dir
 
 DEFAULT_LOCALE: Final = "en"
 STATUS_PAGES = "web/status/"  # compiled by their own environment (dispatcher/web/status.py)
@@ -59,7 +59,9 @@ class TemplateMissing(RenderError):
         self.part = part
         self.tried = tried
         super().__init__(
-            channel, state, f"no {part} template (looked for {', '.join(tried)} in {TEMPLATES_DIR})"
+            channel,
+            state,
+            f"no {part} template (looked for {', '.join(tried)} in {templates_dir()})",
         )
 
 
@@ -68,7 +70,7 @@ def environment() -> Environment:
     """The one Jinja environment. `html.j2` must be listed: select_autoescape matches the end of
     the name, and "x.html.j2" does not end in ".html", so ["html"] alone would escape nothing."""
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
+        loader=FileSystemLoader(templates_dir()),
         autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
         undefined=StrictUndefined,
         trim_blocks=True,

@@ -32,7 +32,7 @@ from dispatcher.audit import record
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.errors import OutageError
 from dispatcher.models import SubscriberIn, SuppressionReason
-from dispatcher.settings import TEMPLATES_DIR, Settings
+from dispatcher.settings import Settings, templates_dir
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
@@ -216,7 +216,7 @@ def known_components(store: Store, settings: Settings, also: Iterable[str] = ())
 def languages() -> tuple[str, ...]:
     """Languages with templates for at least one channel ("en" always)."""
     found = {"en"}
-    for channel_dir in TEMPLATES_DIR.iterdir():
+    for channel_dir in templates_dir().iterdir():
         if channel_dir.is_dir() and not channel_dir.name.startswith("_"):
             found.update(p.name for p in channel_dir.iterdir() if p.is_dir() and len(p.name) == 2)
     return tuple(sorted(found))

@@ -31,7 +31,7 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import public as public
 from dispatcher.models import IncidentState, Severity, SubscriberIn
 from dispatcher.render.calendar import clock, day
-from dispatcher.settings import TEMPLATES_DIR, Settings
+from dispatcher.settings import Settings, templates_dir
 from dispatcher.store import utcnow
 from dispatcher.subscribers import confirmations, records
 from dispatcher.web.deps import PipelineDep, SettingsDep
@@ -62,7 +62,7 @@ def pages() -> Environment:
     """The status pages' Jinja environment: every `.html.j2` autoescaped; dates by the same
     functions the messages use (English, UTC), so the page and the SMS show the same times."""
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
+        loader=FileSystemLoader(templates_dir()),
         autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
         undefined=StrictUndefined,
         trim_blocks=True,
