@@ -12,10 +12,13 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.incidents.lifecycle import IncidentError
+from dispatcher.logs import redact
+from dispatcher.migrations import SchemaMismatch
 from dispatcher.render.core import TemplateMissing
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
@@ -47,12 +50,30 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ValidationError as exc:
             fail(records.describe(exc))
-        except (IncidentError, records.SubscriberError, UnknownChannel, TemplateMissing) as exc:
+        except (
+            IncidentError,
+            records.SubscriberError,
+            UnknownChannel,
+            TemplateMissing,
+            SchemaMismatch,
+        ) as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
 
     return wrapper
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that cannot be reached, or refuses a change to its schema, is one line (its
+    own words, secrets removed) rather than a traceback; a failed change was rolled back."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        words = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = redact(words[0]) if words else type(exc).__name__
+        fail(f"the database failed, its schema is unchanged ({reason}): `outage doctor` checks it")
 
 
 def settings() -> Settings:
