@@ -1,6 +1,6 @@
 """Upgrades keep the data: a 0.1.0 database is upgraded by `outage db upgrade` with every row
-intact, no ordinary command alters (or half-uses) an old schema, a fresh database starts at the
-latest revision, and the latest revision is what the models say.
+intact, no ordinary command alters (or half-uses) an old schema, `outage serve`/`worker` upgrade
+at start when told to, even several at once, and the latest revision is what the models say.
 
 The 0.1.0 database is made from tests/fixtures/schema-0.1.0/<dialect>.sql: the statements release
 0.1.0's `create_all` ran, so neither the current models nor our revisions build it.
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -25,9 +27,10 @@ from typer.testing import CliRunner
 
 from dispatcher import migrations
 from dispatcher.cli import app
+from dispatcher.cli.process import prepare_schema
 from dispatcher.sandbox.server import Sandbox
-from dispatcher.settings import get_settings
-from dispatcher.store import Base, Store, make_engine, read_schema
+from dispatcher.settings import Settings, get_settings
+from dispatcher.store import Base, Store, make_engine, read_schema, upgrade_schema
 
 RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "schema-0.1.0"
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -329,12 +332,13 @@ def test_an_ordinary_command_refuses_an_old_schema_and_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OUTAGE_SANDBOX_URL", sandbox.url)
-    code, _, err = outage(monkeypatch, database_url, "subscriber", "list")
-    assert (code, err) == (
-        2,
-        "error: the database schema is at revision 0001 (release 0.1.0, not stamped), this "
-        f"release needs 0002: {REFUSAL}",
-    )
+    for command_line in (["subscriber", "list"], ["worker"]):
+        code, _, err = outage(monkeypatch, database_url, *command_line)
+        assert (code, err) == (
+            2,
+            "error: the database schema is at revision 0001 (release 0.1.0, not stamped), this "
+            f"release needs 0002: {REFUSAL}",
+        ), command_line
     assert read_schema(database_url).current is None, "not even stamped"
     assert snapshot(engine) == release_0_1_0
 
@@ -369,6 +373,52 @@ def test_a_revision_of_a_newer_release_is_refused_even_by_upgrade(
     assert err.startswith("error: the database schema is at revision 0099, which this release")
     with pytest.raises(migrations.SchemaMismatch, match="run that release or a later one"):
         Store(database_url)
+
+
+def test_serve_and_worker_upgrade_at_start_only_when_told(
+    database_url: str,
+    release_0_1_0: dict[str, list[dict[str, Any]]],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(typer.Exit) as stopped:
+        prepare_schema(Settings(database_url=database_url))
+    assert stopped.value.exit_code == 2
+    assert REFUSAL in capsys.readouterr().err
+    assert read_schema(database_url).current is None
+
+    monkeypatch.setenv("OUTAGE_DATABASE_URL", database_url)
+    monkeypatch.setenv("OUTAGE_AUTO_MIGRATE", "true")
+    get_settings.cache_clear()
+    prepare_schema(get_settings())
+    assert "upgraded the schema from revision 0001" in capsys.readouterr().out
+    assert read_schema(database_url).up_to_date
+    assert snapshot(engine) == release_0_1_0
+
+
+def test_workers_starting_together_upgrade_once(
+    database_url: str, release_0_1_0: dict[str, list[dict[str, Any]]], engine: Engine
+) -> None:
+    starting = 4
+    together = threading.Barrier(starting)
+    said: list[str] = []
+
+    def start() -> None:
+        together.wait()
+        said.append(upgrade_schema(database_url).describe())
+
+    workers = [threading.Thread(target=start) for _ in range(starting)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    upgraded = (
+        "upgraded the schema from revision 0001 (release 0.1.0, not stamped) to revision 0002"
+    )
+    nothing = "the schema is at revision 0002 already: nothing to do"
+    assert sorted(said) == [nothing] * (starting - 1) + [upgraded]
+    assert snapshot(engine) == release_0_1_0
 
 
 def test_a_fresh_database_is_created_at_the_latest_revision(
