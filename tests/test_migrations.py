@@ -1,6 +1,7 @@
 """Upgrades keep the data: a 0.1.0 database is upgraded by `outage db upgrade` with every row
 intact, no ordinary command alters (or half-uses) an old schema, `outage serve`/`worker` upgrade
-at start when told to, even several at once, and the latest revision is what the models say.
+at start when told to, even several at once, `outage doctor` names what is pending, and the
+latest revision is what the models say.
 
 The 0.1.0 database is made from tests/fixtures/schema-0.1.0/<dialect>.sql: the statements release
 0.1.0's `create_all` ran, so neither the current models nor our revisions build it.
@@ -28,6 +29,7 @@ from typer.testing import CliRunner
 from dispatcher import migrations
 from dispatcher.cli import app
 from dispatcher.cli.process import prepare_schema
+from dispatcher.ops.doctor import Context, Status, check_schema
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Base, Store, make_engine, read_schema, upgrade_schema
@@ -419,6 +421,23 @@ def test_workers_starting_together_upgrade_once(
     nothing = "the schema is at revision 0002 already: nothing to do"
     assert sorted(said) == [nothing] * (starting - 1) + [upgraded]
     assert snapshot(engine) == release_0_1_0
+
+
+def test_doctor_names_the_pending_migration(database_url: str, stamped_0001: None) -> None:
+    context = Context.for_doctor(Settings(database_url=database_url))
+    try:
+        [pending] = check_schema(context)
+        assert pending.status is Status.FAIL
+        assert pending.detail == (
+            "revision 0001, the latest is 0002: pending 0002 (message kinds, wait reasons, "
+            "heartbeats)"
+        )
+        assert REFUSAL in str(pending.fix)
+        upgrade_schema(database_url)
+        [current] = check_schema(context)
+        assert (current.status, current.detail) == (Status.OK, "all 10 tables at revision 0002")
+    finally:
+        context.close()
 
 
 def test_a_fresh_database_is_created_at_the_latest_revision(
