@@ -21,6 +21,7 @@ code that raises it):
   x DurationError          422  durations.py: neither a duration (30m) nor a time
   x RenderError            422  render/templates.py: this update cannot become this message
     + TemplateMissing      422  render/templates.py
+  x SchemaMismatch         503  migrations/__init__.py: the database needs `outage db upgrade`
 
 A message is written for the person who made the mistake, and starts with the field or option at
 fault when there is one ("channels: ...", "--eta: ..."). A provider's failure is not a user error:

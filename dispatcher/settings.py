@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OUTAGE_", extra="ignore", toml_file=CONFIG_FILE)
 
     database_url: str = "sqlite:///outage.sqlite3"
+    auto_migrate: bool = Field(
+        default=False,
+        description="`outage serve` and `outage worker` upgrade the schema as they start;"
+        " unset, a schema behind this release stops them until `outage db upgrade`",
+    )
     broker_url: str = Field(
         default="embedded",
         description="'embedded' runs the pipeline in-process; redis:// or amqp:// for workers",

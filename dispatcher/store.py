@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from dispatcher import migrations
 from dispatcher.models import (
     Audience,
     DeliveryStatus,
@@ -333,14 +334,40 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+def read_schema(url: str) -> migrations.Schema:
+    """Where the database's schema stands against this release, changing nothing."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return migrations.read(connection, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def upgrade_schema(url: str) -> migrations.Upgrade:
+    """Bring the database to this release's schema (`outage db upgrade`, and `outage serve` and
+    `outage worker` at start with OUTAGE_AUTO_MIGRATE), keeping every row."""
+    engine = make_engine(url)
+    try:
+        return migrations.upgrade(engine, Base.metadata)
+    finally:
+        engine.dispose()
+
+
 class Store:
-    """The engine and session factory; creates the schema on first use."""
+    """The engine and session factory. An empty database is created at this release's schema;
+    one at another revision raises `migrations.SchemaMismatch` (`outage db upgrade` fixes it),
+    so no ordinary command alters a schema nor fails later at a missing column."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        Base.metadata.create_all(self.engine)
+        try:
+            migrations.ensure(self.engine, Base.metadata)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @property
     def dialect(self) -> str:

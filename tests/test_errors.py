@@ -24,6 +24,7 @@ from dispatcher.durations import DurationError
 from dispatcher.errors import OutageError
 from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound
 from dispatcher.links import LinkError
+from dispatcher.migrations import SchemaMismatch
 from dispatcher.policy.quiet_hours import QuietHoursError
 from dispatcher.render.templates import RenderError, TemplateMissing
 from dispatcher.settings import Settings
@@ -47,6 +48,7 @@ EXAMPLES: list[tuple[OutageError, int]] = [
     (UnknownChannel("fax", ["email", "sms"]), 422),
     (RenderError("sms", "resolved", "does not fit the channel even when shortened"), 422),
     (TemplateMissing("fax", "resolved", "text", ["fax/en/resolved.text.j2"]), 422),
+    (SchemaMismatch("the database schema is at revision 0001: run `outage db upgrade`"), 503),
     (DurationError("--eta: 'soon' is not a duration like 30m, 2h or 1h30m"), 422),
 ]
 ID = [f"{type(error).__name__}-{status}" for error, status in EXAMPLES]
@@ -62,7 +64,9 @@ def user_error_classes() -> set[type[OutageError]]:
     first, so that a subclass in a module nothing else imports is found too."""
     for package in (dispatcher, channels):
         for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
-            if not module.name.endswith(".__main__"):  # running it would run the CLI
+            # __main__ would run the CLI; Alembic's env and revisions run only inside Alembic
+            script = module.name.endswith(".__main__") or ".migrations." in module.name
+            if not script:
                 importlib.import_module(module.name)
     found: set[type[OutageError]] = set()
     todo: list[type[OutageError]] = [OutageError]
@@ -88,7 +92,8 @@ def test_the_docstring_draws_the_tree_as_it_is() -> None:
         else:
             assert cls is OutageError
         assert int(match["status"]) == cls.http_status, cls.__name__
-        assert f"dispatcher.{match['path'].replace('/', '.')}" == cls.__module__, cls.__name__
+        module = f"dispatcher.{match['path'].replace('/', '.')}".removesuffix(".__init__")
+        assert module == cls.__module__, cls.__name__
         parents.append(cls)
 
 

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from dispatcher.cli import delivery, doctor, incident, maintenance, process, subscriber, template
+from dispatcher.cli import (
+    db,
+    delivery,
+    doctor,
+    incident,
+    maintenance,
+    process,
+    subscriber,
+    template,
+)
 from dispatcher.logs import setup_logging
 
 app = typer.Typer(
@@ -24,6 +33,7 @@ app.add_typer(subscriber.app, name="subscriber")
 app.add_typer(template.app, name="template")
 app.add_typer(delivery.app, name="delivery")
 app.add_typer(maintenance.app, name="maintenance")
+app.add_typer(db.app, name="db")
 app.registered_commands.extend(process.app.registered_commands)
 app.registered_commands.extend(doctor.app.registered_commands)
 

@@ -13,11 +13,13 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.errors import OutageError
 from dispatcher.incidents import reports
 from dispatcher.incidents.reports import Waiting
+from dispatcher.logs import redact
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers import records
 
@@ -63,6 +65,18 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
 
     return wrapper
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that cannot be reached, or refuses a change to its schema, is one line (its
+    own words, secrets removed) rather than a traceback; a failed change was rolled back."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        words = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = redact(words[0]) if words else type(exc).__name__
+        fail(f"the database failed, its schema is unchanged ({reason}): `outage doctor` checks it")
 
 
 def settings() -> Settings:

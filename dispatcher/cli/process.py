@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from dispatcher.cli.common import console, open_pipeline, settings, user_errors
+from dispatcher.cli.common import console, database_errors, open_pipeline, settings, user_errors
 from dispatcher.settings import Settings
+from dispatcher.store import Store, upgrade_schema
 
 app = typer.Typer()
 
@@ -34,7 +35,7 @@ def serve(
     """Serve the HTTP API (webhooks, subscriber API, status page)."""
     import uvicorn
 
-    settings()
+    prepare_schema(settings())
     uvicorn.run("dispatcher.web.app:create_app", factory=True, host=host, port=port)
 
 
@@ -45,6 +46,7 @@ def worker(
 ) -> None:
     """Run a worker: a Celery worker when a broker is set, else an embedded polling loop."""
     config = settings()
+    prepare_schema(config)
     if config.embedded:
         _embedded_worker(config)
         return
@@ -52,6 +54,19 @@ def worker(
 
     argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
     celery_app.worker_main([*argv, "--beat"] if beat else argv)
+
+
+@user_errors
+def prepare_schema(config: Settings) -> None:
+    """What `serve` and `worker` do first: with OUTAGE_AUTO_MIGRATE, upgrade the schema (workers
+    starting together upgrade it once, under a lock); without, stop now, in one line, at a schema
+    this release cannot use, rather than in the server's start-up or in each worker process. An
+    empty database is created either way."""
+    with database_errors():
+        if config.auto_migrate:
+            console.print(upgrade_schema(config.database_url).describe(), highlight=False)
+        else:
+            Store(config.database_url).close()
 
 
 def _embedded_worker(config: Settings) -> None:

@@ -27,7 +27,12 @@ def connect(settings: Settings, queue: Queue | None = None) -> Pipeline:
 
         queue = CeleryQueue(make_celery(settings))
     settings, sandbox = own_sandbox(settings)
-    return Pipeline(settings, queue, on_close=sandbox.stop if sandbox is not None else None)
+    try:
+        return Pipeline(settings, queue, on_close=sandbox.stop if sandbox is not None else None)
+    except BaseException:  # e.g. a schema to upgrade first: leave no sandbox running behind
+        if sandbox is not None:
+            sandbox.stop()
+        raise
 
 
 def own_sandbox(settings: Settings) -> tuple[Settings, Sandbox | None]:

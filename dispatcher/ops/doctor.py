@@ -27,12 +27,13 @@ import httpx
 import phonenumbers
 import redis
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, ChannelError
+from dispatcher import migrations
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents.reports import runners_alive
 from dispatcher.models import DeliveryStatus, FailureReason, IncidentState
@@ -145,43 +146,31 @@ def check_database(ctx: Context) -> list[Finding]:
 
 
 def check_schema(ctx: Context) -> list[Finding]:
-    """Every table and column the code expects exists: the schema is created on first use, but
-    a column added by an upgrade is not (no migration tool), and every query on it fails."""
-    inspector = inspect(ctx.engine)
-    existing = set(inspector.get_table_names())
-    missing_tables = [name for name in Base.metadata.tables if name not in existing]
-    missing_columns: list[tuple[str, str, str]] = []  # table, column, its SQL type
-    for name, table in Base.metadata.tables.items():
-        if name not in existing:
-            continue
-        have = {column["name"] for column in inspector.get_columns(name)}
-        missing_columns.extend(
-            (name, column.name, column.type.compile(dialect=ctx.engine.dialect))
-            for column in table.columns
-            if column.name not in have
-        )
-    if len(missing_tables) == len(Base.metadata.tables):
+    """The schema is at the revision this release needs: a database behind it (an upgrade of
+    the code without `outage db upgrade`) is refused by every command and by `outage serve`."""
+    with ctx.engine.connect() as connection:
+        schema = migrations.read(connection, Base.metadata)
+    if schema.empty:
         return [
             fail(
                 "schema",
                 "the database is empty",
-                "run `outage serve` or any `outage` command once: the schema is created on "
+                f"{migrations.UPGRADE_HINT} (or any `outage` command): the schema is created on "
                 "first use",
             )
         ]
-    if missing_tables or missing_columns:
-        detail = ", ".join(
-            [f"missing table {name}" for name in missing_tables]
-            + [f"{table}.{column} column missing" for table, column, _ in missing_columns]
-        )
-        fix = "run any `outage` command once: missing tables are created on first use"
-        if missing_columns:
-            fix = "run, with the workers stopped: " + " ".join(
-                f"ALTER TABLE {table} ADD COLUMN {column} {kind};"
-                for table, column, kind in missing_columns
+    if not schema.known:
+        return [fail("schema", schema.status(), "run the release that upgraded this database")]
+    if not schema.up_to_date:
+        return [
+            fail(
+                "schema",
+                schema.status(),
+                f"back the database up, then {migrations.UPGRADE_HINT} (or start `outage serve`"
+                " or `outage worker` once with OUTAGE_AUTO_MIGRATE=true)",
             )
-        return [fail("schema", detail, fix)]
-    return [ok("schema", f"all {len(Base.metadata.tables)} tables up to date")]
+        ]
+    return [ok("schema", f"all {len(Base.metadata.tables)} tables at revision {schema.head}")]
 
 
 def check_broker(ctx: Context) -> list[Finding]:
