@@ -23,7 +23,7 @@ from dispatcher.delivery.runner import Runner
 from dispatcher.incidents import lifecycle
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
 from dispatcher.ops import doctor
-from dispatcher.ops.doctor import Context, Finding, Status
+from dispatcher.ops.findings import Context, Finding, Status
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Delivery, Store, utcnow

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from dispatcher.ops import doctor
+from dispatcher.ops.findings import Context
 from dispatcher.settings import Settings
 from dispatcher.store import make_engine
 from dispatcher.web.app import create_app
@@ -68,8 +68,8 @@ def _with_database(client: TestClient, url: str) -> None:
     """Point the readiness checks of the running app at another database."""
     pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
 
-    def context() -> doctor.Context:
-        return doctor.Context(pipeline.settings, make_engine(url), registry=pipeline.registry)
+    def context() -> Context:
+        return Context(pipeline.settings, make_engine(url), registry=pipeline.registry)
 
     client.app.dependency_overrides[readiness_context] = context  # type: ignore[attr-defined]
 

@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 from dispatcher import migrations
 from dispatcher.cli import app
 from dispatcher.cli.process import prepare_schema
-from dispatcher.ops.doctor import Context, Status, check_schema
+from dispatcher.ops.checks_infra import check_schema
+from dispatcher.ops.findings import Context, Status
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Base, Store, make_engine, read_schema, upgrade_schema

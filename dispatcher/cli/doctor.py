@@ -7,10 +7,11 @@ from rich.table import Table
 
 from dispatcher.cli.common import JsonOption, console, print_json, settings, user_errors
 from dispatcher.ops import doctor as checks
+from dispatcher.ops.findings import Context, Status
 
 app = typer.Typer()
 
-_STYLES = {checks.Status.OK: "green", checks.Status.WARN: "yellow", checks.Status.FAIL: "red"}
+_STYLES = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
 
 
 @app.command()
@@ -20,7 +21,7 @@ def doctor(as_json: JsonOption = False) -> None:
 
     Database reachable and migrated, broker reachable, workers consuming, templates, provider
     credentials (one harmless authenticated call each), senders, public URL, webhook token."""
-    context = checks.Context.for_doctor(settings())
+    context = Context.for_doctor(settings())
     try:
         findings = checks.doctor(context)
     finally:
@@ -38,7 +39,7 @@ def doctor(as_json: JsonOption = False) -> None:
                 finding.fix or "",
             )
         console.print(table)
-        problems = sum(finding.status is not checks.Status.OK for finding in findings)
+        problems = sum(finding.status is not Status.OK for finding in findings)
         console.print(
             "[green]all is well[/]" if not problems else f"[red]{problems} to fix[/]",
             highlight=False,

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from dispatcher.ops import doctor, metrics
+from dispatcher.ops.findings import Context
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.limits import BodyTooLarge
 
@@ -34,9 +35,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def readiness_context(pipeline: PipelineDep) -> doctor.Context:
+def readiness_context(pipeline: PipelineDep) -> Context:
     """What /readyz checks: this process's own settings, database engine and adapters."""
-    return doctor.Context(pipeline.settings, pipeline.store.engine, registry=pipeline.registry)
+    return Context(pipeline.settings, pipeline.store.engine, registry=pipeline.registry)
 
 
 @router.get(
@@ -44,7 +45,7 @@ def readiness_context(pipeline: PipelineDep) -> doctor.Context:
     responses={503: {"description": "not ready; `checks` names what is wrong and how to fix it"}},
 )
 def readyz(
-    context: Annotated[doctor.Context, Depends(readiness_context)], response: Response
+    context: Annotated[Context, Depends(readiness_context)], response: Response
 ) -> dict[str, Any]:
     """Ready to work: database and broker answer, templates render, live providers configured.
 
