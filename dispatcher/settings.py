@@ -124,7 +124,12 @@ class Settings(BaseSettings):
     generic_hmac_secret: SecretStr | None = Field(
         default=None, description="lets the generic source sign bodies instead of a token"
     )
-    webhook_max_bytes: int = Field(default=1_048_576, ge=1024)
+    webhook_max_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="the largest request body on any route (monitoring webhooks send the"
+        " largest; the subscriber forms have smaller caps of their own)",
+    )
     flap_window_s: float = Field(
         default=900, ge=0, description="a group firing again this soon reopens its incident"
     )

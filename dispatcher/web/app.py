@@ -30,7 +30,7 @@ from dispatcher.web import (
 )
 from dispatcher.web import status as status_page
 from dispatcher.web.callbacks import router as callbacks_router
-from dispatcher.web.limits import BodySizeLimit
+from dispatcher.web.limits import BodySizeLimit, JsonNestingLimit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,9 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pages' HTML."""
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
-    app.add_middleware(
-        BodySizeLimit, max_bytes=config.webhook_max_bytes, path_prefixes=("/webhooks", "/api")
-    )
+    # Every route, the last added outermost: the size is capped before the JSON is looked at.
+    app.add_middleware(JsonNestingLimit)
+    app.add_middleware(BodySizeLimit, max_bytes=config.webhook_max_bytes)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(incidents_api.router)

@@ -18,7 +18,6 @@ import secrets
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Final
-from urllib.parse import parse_qs
 from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, status
@@ -35,6 +34,7 @@ from dispatcher.settings import TEMPLATES_DIR, Settings
 from dispatcher.store import utcnow
 from dispatcher.subscribers import confirmations, records
 from dispatcher.web.deps import PipelineDep, SettingsDep
+from dispatcher.web.forms import Form, form_of
 
 router = APIRouter(tags=["status"])
 
@@ -291,11 +291,9 @@ async def subscribe(
     """Sign up from the plain HTML form (application/x-www-form-urlencoded)."""
     if not pipeline.settings.signup_enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND)
-    body = await request.body()
-    if len(body) > FORM_MAX_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="form too large")
+    form = _read_form(await form_of(request, FORM_MAX_BYTES))
     # Storing blocks on the database: not on the event loop.
-    return await run_in_threadpool(_subscribe_answer, pipeline, background, _read_form(body))
+    return await run_in_threadpool(_subscribe_answer, pipeline, background, form)
 
 
 def _subscribe_answer(
@@ -317,17 +315,15 @@ def _subscribe_answer(
     return _page(settings, "subscribed", {"form": form}, cache_control="no-store")
 
 
-def _read_form(body: bytes) -> SignupForm:
-    fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=200)
-
+def _read_form(form: Form) -> SignupForm:
     def one(name: str) -> str:
-        return (fields.get(name) or [""])[0].strip()[:500]
+        return form.get(name)[:500]
 
     return SignupForm(
         name=one("name"),
         email=one("email"),
         phone=one("phone"),
-        components=[c.strip() for c in fields.get("components", []) if c.strip()][:100],
+        components=[c for c in form.getlist("components") if c][:100],
     )
 
 
