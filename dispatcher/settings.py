@@ -6,13 +6,16 @@ a fresh machine; a deployment changes only environment variables, never code pat
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+import phonenumbers
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -24,6 +27,16 @@ from dispatcher.models import Cadence, Severity
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = PROJECT_ROOT / "config" / "outage.toml"
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+# Where text messages may go by default: North America, the UK and Ireland, the EU and EEA,
+# Switzerland, Australia and New Zealand. Set OUTAGE_SMS_COUNTRIES to the countries your
+# customers live in; the fewer, the less an SMS-pumping attack can cost.
+SMS_COUNTRIES = (
+    *("US", "CA", "GB", "IE", "CH", "NO", "IS", "LI", "AU", "NZ"),
+    *("AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IT"),
+    *("LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"),
+)
 
 
 class RateLimit(BaseModel):
@@ -196,6 +209,25 @@ class Settings(BaseSettings):
     signup_enabled: bool = Field(
         default=True, description="accept public sign-ups at POST /api/subscribers"
     )
+    sms_countries: Annotated[list[str], NoDecode] = Field(
+        default=list(SMS_COUNTRIES),
+        description="countries whose mobile numbers may sign up for texts (ISO codes, comma"
+        " separated): dispatcher/subscribers/numbers.py",
+    )
+
+    @field_validator("sms_countries", mode="before")
+    @classmethod
+    def _country_codes(cls, value: object) -> object:
+        """`US,DE,FR` as operators write it (a JSON list works too); each a known code."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            return value
+        codes = [str(code).strip().upper() for code in value if str(code).strip()]
+        unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"not ISO 3166 country codes with a number plan: {unknown}")
+        return codes
 
     @property
     def embedded(self) -> bool:

@@ -353,7 +353,8 @@ def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | 
         return _field_errors(exc)
     except records.SubscriberError as exc:
         field, _, message = str(exc).partition(": ")
-        return {field if field == "components" else "form": message if message else str(exc)}
+        named = field in ("components", "phone")
+        return {field if named else "form": message or str(exc)}
 
 
 _FIELD_NAMES: Final = {
