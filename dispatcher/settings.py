@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 import phonenumbers
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -215,19 +217,65 @@ class Settings(BaseSettings):
         " separated): dispatcher/subscribers/numbers.py",
     )
 
+    # Sign-up abuse (dispatcher/subscribers/throttle.py): how often anyone may make us send a
+    # confirmation. Limits in the `limits` library's notation: "5/hour", "3 per day".
+    signup_limit_per_client: str = Field(
+        default="5/hour", description="confirmation messages one client IP may ask for"
+    )
+    signup_limit_per_address: str = Field(
+        default="3/day", description="confirmation messages one email address or number gets"
+    )
+    sms_confirmation_budget: str = Field(
+        default="100/hour",
+        description="confirmation texts for everyone together; past it, sign-up by text pauses"
+        " and the team is told",
+    )
+    limits_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="Redis URL for the sign-up counters; unset: the broker when it is Redis,"
+        " else this process's memory",
+    )
+    redis_prefix: str = Field(
+        default="outage", min_length=1, description="prefix of this dispatcher's Redis keys"
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For names the client",
+    )
+    signup_min_fill_s: float = Field(
+        default=3.0, ge=0, description="a sign-up form sent sooner after it was shown is a bot's"
+    )
+
     @field_validator("sms_countries", mode="before")
     @classmethod
     def _country_codes(cls, value: object) -> object:
         """`US,DE,FR` as operators write it (a JSON list works too); each a known code."""
-        if isinstance(value, str):
-            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
-        if not isinstance(value, list):
-            return value
-        codes = [str(code).strip().upper() for code in value if str(code).strip()]
+        codes = [str(code).upper() for code in _listed(value)]
         unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
         if unknown:
             raise ValueError(f"not ISO 3166 country codes with a number plan: {unknown}")
         return codes
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str]:
+        """`10.0.0.0/8, 192.0.2.7` (a JSON list works too); each an IP network."""
+        try:
+            return [str(ip_network(str(item), strict=False)) for item in _listed(value)]
+        except ValueError as exc:
+            raise ValueError(f"not an IP network: {exc}") from None
+
+    @field_validator(
+        "signup_limit_per_client", "signup_limit_per_address", "sms_confirmation_budget"
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as 5/hour or 3 per day") from None
+        return value
 
     @property
     def embedded(self) -> bool:
@@ -243,6 +291,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def _listed(value: object) -> list[object]:
+    """A list setting as an operator writes it in the environment: comma separated, or JSON."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+    if not isinstance(value, list | tuple):
+        raise ValueError("a comma-separated list")
+    return [item.strip() if isinstance(item, str) else item for item in value if str(item).strip()]
 
 
 @lru_cache(maxsize=1)

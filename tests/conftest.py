@@ -32,6 +32,9 @@ POSTGRES_URL = os.environ.get(
     "OUTAGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("OUTAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# This run's own Redis keys (OUTAGE_REDIS_PREFIX), so that two runs sharing a Redis server (CI and
+# a developer) never count each other's sign-ups.
+RUN_PREFIX = f"outage-test-{os.getpid()}"
 
 
 def reachable(url: str) -> bool:
@@ -114,6 +117,7 @@ def settings(database_url: str, sandbox: Sandbox) -> Settings:
         delivery_backoff_max_s=0,
         coalesce_window_s=0,
         provider_timeout_s=2,
+        redis_prefix=RUN_PREFIX,
     )
 
 

@@ -98,16 +98,22 @@ def sign_up(
     confirmations to. An address already known gives that subscriber again, so the answer does
     not tell strangers who is subscribed, and nobody is added twice. Only components this
     dispatcher offers may be named."""
-    unknown = [name for name in data.components if name not in offered]
-    if unknown:
-        raise SubscriberError(f"components: unknown component {unknown[0]!r}")
-    check_channels(data, registry)
-    check_phone(data, registry)
+    check_sign_up(registry, data, offered)
     with store.session() as session:
         known = find_by_address(session, data.email, data.phone)
         if known is not None:
             return known.id
     return add(store, registry, data, actor="subscriber").id
+
+
+def check_sign_up(registry: ChannelRegistry, data: SubscriberIn, offered: Collection[str]) -> None:
+    """What `sign_up` checks before storing anything, for a caller that has more to check
+    before it stores (the throttle); raises SubscriberError naming the field."""
+    unknown = [name for name in data.components if name not in offered]
+    if unknown:
+        raise SubscriberError(f"components: unknown component {unknown[0]!r}")
+    check_channels(data, registry)
+    check_phone(data, registry)
 
 
 def add(
