@@ -4,12 +4,14 @@ sees, and what it must never see (drafts, internal notes)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
@@ -382,9 +384,14 @@ def subscribers_of(client: TestClient) -> list[Subscriber]:
         return list(session.scalars(select(Subscriber).order_by(Subscriber.id)))
 
 
-def post_form(client: TestClient, form: dict[str, Any]) -> Any:
-    """The sign-up form as a person's browser submits it."""
-    return client.post("/subscribe", data=form)
+def post_form(client: TestClient, form: dict[str, Any], *, after_s: float = 5) -> Any:
+    """The sign-up form as a person's browser submits it: loaded from the page (with its
+    stamp and empty honeypot), filled in, and sent `after_s` seconds later (a moved clock)."""
+    page = client.get("/subscribe").text
+    stamp = re.search(r'name="form_stamp" value="([^"]+)"', page)
+    assert stamp is not None, "the form carries its signed stamp"
+    with time_machine.travel(time.time() + after_s, tick=False):
+        return client.post("/subscribe", data={"form_stamp": stamp[1], "website": "", **form})
 
 
 def test_the_form_signs_up_and_asks_to_confirm(client: TestClient, seeded: dict[str, int]) -> None:

@@ -7,11 +7,12 @@ on any phone, in any reader, and when the company's CDN is what is down. Every r
 this module only presents them. Costs: `/` and `/api/status` two queries, `/incidents/{id}` and
 `/feed.atom` one (see `dispatcher.incidents.public`).
 
-The sign-up form posts here, to `/subscribe`, as a plain form (no JSON, so no script is needed);
-the handler checks it, asks the throttle (dispatcher/web/throttling.py), makes the subscriber with
+The sign-up form posts here, to `/subscribe`, as a plain form (no JSON, so no script is needed),
+with the bot check's honeypot and signed timestamp (dispatcher/web/botcheck.py); the handler
+checks it, asks the throttle (dispatcher/web/throttling.py), makes the subscriber with
 `records.sign_up` and asks for the double opt-in with `confirmations.request`, the same core the
-JSON sign-up API uses. Its answer is the same whether
-the address was new or already known, so the form does not tell strangers who subscribes.
+JSON sign-up API uses. Its answer is the same whether the address was new or already known, so
+the form does not tell strangers who subscribes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dispatcher.render.calendar import clock, day
 from dispatcher.settings import TEMPLATES_DIR, Settings
 from dispatcher.store import utcnow
 from dispatcher.subscribers import confirmations, records
-from dispatcher.web import throttling
+from dispatcher.web import botcheck, throttling
 from dispatcher.web.deps import PipelineDep, SettingsDep
 from dispatcher.web.forms import Form, form_of
 from dispatcher.web.pages import sentence
@@ -91,6 +92,7 @@ def _page(
             support_url=settings.support_url,
             signup_enabled=settings.signup_enabled,
             nonce=nonce,
+            form_stamp=botcheck.stamp(_secret_key(settings)),
             **context,
         )
     )
@@ -101,6 +103,12 @@ def _page(
         "Cache-Control": cache_control,
     }
     return HTMLResponse(body, status_code=status_code, headers=headers)
+
+
+def _secret_key(settings: Settings) -> str:
+    key = settings.secret_key
+    assert key is not None, "the Pipeline always resolves the links' secret key"
+    return key.get_secret_value()
 
 
 def _snapshot(pipeline: PipelineDep) -> public.Snapshot:
@@ -238,16 +246,27 @@ async def subscribe(
     """Sign up from the plain HTML form (application/x-www-form-urlencoded)."""
     if not pipeline.settings.signup_enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND)
-    form = _read_form(await form_of(request, FORM_MAX_BYTES))
+    sent = await form_of(request, FORM_MAX_BYTES)
+    human = botcheck.passes(
+        sent, _secret_key(pipeline.settings), pipeline.settings.signup_min_fill_s
+    )
     # Storing blocks on the database (and the throttle on Redis): not on the event loop.
-    return await run_in_threadpool(_subscribe_answer, request, pipeline, background, form)
+    return await run_in_threadpool(
+        _subscribe_answer, request, pipeline, background, _read_form(sent), human
+    )
 
 
 def _subscribe_answer(
-    request: Request, pipeline: Pipeline, background: BackgroundTasks, form: SignupForm
+    request: Request,
+    pipeline: Pipeline,
+    background: BackgroundTasks,
+    form: SignupForm,
+    human: bool,
 ) -> HTMLResponse:
     settings = pipeline.settings
     snap = public.snapshot(pipeline.store, settings)
+    if not human:  # nothing checked, stored or counted for a script (web/botcheck.py)
+        return _again(settings, snap, form, {"form": botcheck.REFUSED}, 422)
     offered = [c.name for c in snap.components]
     checked = _checked(pipeline, form, offered)
     if isinstance(checked, dict):
