@@ -244,3 +244,40 @@ def test_the_preference_centres_resend_is_throttled(
     assert "Retry-After" in answers[-1].headers
     assert re.search(r"we sent this address several confirmations already", answers[-1].text, re.I)
     assert len(sandbox.messages("sms")) == 3
+
+
+def test_a_new_number_saved_past_its_limit_is_kept_and_confirmed_later(
+    base: Settings, sandbox: Sandbox, clock: time_machine.Traveller
+) -> None:
+    """The preference centre saves the change (nothing accepted is lost) and says the
+    confirmation waits; the throttle counted the number, not the person's other changes."""
+    settings = base.model_copy(update={"signup_limit_per_address": "1/day"})
+    with app(settings) as client:
+        pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+        ada = records.add(
+            pipeline.store,
+            pipeline.registry,
+            SubscriberIn(name="Ada", email="ada@example.org", channels=["email"], confirmed=True),
+        )
+        others = records.add(
+            pipeline.store,
+            pipeline.registry,
+            SubscriberIn(name="Bo", email="bo@example.org", channels=["email"], confirmed=True),
+        )
+        form = {
+            "order": ["sms", "email"],
+            "channels": ["sms", "email"],
+            "email": "ada@example.org",
+            "phone": mobile(9),
+            "min_severity": "minor",
+            "timezone": "UTC",
+            "locale": "en",
+        }
+        for who in (others, ada):  # the number's one confirmation of the day goes to Bo
+            page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, who.id)).path
+            saved = client.post(page, data={**form, "email": who.email}, follow_redirects=False)
+        assert saved.status_code == 303
+        assert saved.headers["location"].endswith("?done=saved_unsent")
+        assert records.list_all(pipeline.store)[0].phone == mobile(9), "the change is kept"
+        assert "cannot send the confirmation just now" in client.get(saved.headers["location"]).text
+    assert len(sandbox.messages("sms")) == 1
