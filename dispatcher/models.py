@@ -77,6 +77,7 @@ class MessageKind(StrEnum):
 
     UPDATE = "update"  # an incident update (`update_id` names it)
     CONFIRMATION = "confirmation"  # "is this your address?": the double opt-in, no update
+    NOTICE = "notice"  # a word to the team from the dispatcher itself (sign-up by text paused)
 
 
 class WaitReason(StrEnum):

@@ -6,14 +6,19 @@ a fresh machine; a deployment changes only environment variables, never code pat
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+import limits
+import phonenumbers
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -32,6 +37,16 @@ def templates_dir() -> Path:
     `templates/` (the company's wording, another language), else the project's. Read when the
     templates are first loaded, as the Jinja environments are built once per process."""
     return Path(os.environ.get("OUTAGE_TEMPLATES_DIR") or TEMPLATES_DIR)
+
+
+# Where text messages may go by default: North America, the UK and Ireland, the EU and EEA,
+# Switzerland, Australia and New Zealand. Set OUTAGE_SMS_COUNTRIES to the countries your
+# customers live in; the fewer, the less an SMS-pumping attack can cost.
+SMS_COUNTRIES = (
+    *("US", "CA", "GB", "IE", "CH", "NO", "IS", "LI", "AU", "NZ"),
+    *("AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IT"),
+    *("LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"),
+)
 
 
 class RateLimit(BaseModel):
@@ -104,7 +119,8 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         default="outage",
         min_length=1,
-        description="starts the Redis keys of rate buckets and breakers (not Celery's queues)",
+        description="starts this dispatcher's Redis keys: rate buckets, breakers, sign-up"
+        " counters (not Celery's queues)",
     )
     breaker_threshold: int = Field(default=5, ge=1, description="transient failures in a row")
     breaker_open_s: float = Field(default=30.0, gt=0, description="open this long, then probe")
@@ -142,7 +158,12 @@ class Settings(BaseSettings):
     generic_hmac_secret: SecretStr | None = Field(
         default=None, description="lets the generic source sign bodies instead of a token"
     )
-    webhook_max_bytes: int = Field(default=1_048_576, ge=1024)
+    webhook_max_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="the largest request body on any route (monitoring webhooks send the"
+        " largest; the subscriber forms have smaller caps of their own)",
+    )
     flap_window_s: float = Field(
         default=900, ge=0, description="a group firing again this soon reopens its incident"
     )
@@ -209,6 +230,68 @@ class Settings(BaseSettings):
     signup_enabled: bool = Field(
         default=True, description="accept public sign-ups at POST /api/subscribers"
     )
+    sms_countries: Annotated[list[str], NoDecode] = Field(
+        default=list(SMS_COUNTRIES),
+        description="countries whose mobile numbers may sign up for texts (ISO codes, comma"
+        " separated): dispatcher/subscribers/numbers.py",
+    )
+
+    # Sign-up abuse (dispatcher/subscribers/throttle.py): how often anyone may make us send a
+    # confirmation. Limits in the `limits` library's notation: "5/hour", "3 per day".
+    signup_limit_per_client: str = Field(
+        default="5/hour", description="confirmation messages one client IP may ask for"
+    )
+    signup_limit_per_address: str = Field(
+        default="3/day", description="confirmation messages one email address or number gets"
+    )
+    sms_confirmation_budget: str = Field(
+        default="100/hour",
+        description="confirmation texts for everyone together; past it, sign-up by text pauses"
+        " and the team is told",
+    )
+    limits_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="Redis URL for the sign-up counters; unset: the broker when it is Redis,"
+        " else this process's memory",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For names the client",
+    )
+    signup_min_fill_s: float = Field(
+        default=3.0, ge=0, description="a sign-up form sent sooner after it was shown is a bot's"
+    )
+
+    @field_validator("sms_countries", mode="before")
+    @classmethod
+    def _country_codes(cls, value: object) -> object:
+        """`US,DE,FR` as operators write it (a JSON list works too); each a known code."""
+        codes = [str(code).upper() for code in _listed(value)]
+        unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"not ISO 3166 country codes with a number plan: {unknown}")
+        return codes
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str]:
+        """`10.0.0.0/8, 192.0.2.7` (a JSON list works too); each an IP network."""
+        try:
+            return [str(ip_network(str(item), strict=False)) for item in _listed(value)]
+        except ValueError as exc:
+            raise ValueError(f"not an IP network: {exc}") from None
+
+    @field_validator(
+        "signup_limit_per_client", "signup_limit_per_address", "sms_confirmation_budget"
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as 5/hour or 3 per day") from None
+        return value
 
     @property
     def embedded(self) -> bool:
@@ -224,6 +307,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def _listed(value: object) -> list[object]:
+    """A list setting as an operator writes it in the environment: comma separated, or JSON."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+    if not isinstance(value, list | tuple):
+        raise ValueError("a comma-separated list")
+    return [item.strip() if isinstance(item, str) else item for item in value if str(item).strip()]
 
 
 @lru_cache(maxsize=1)

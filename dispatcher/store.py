@@ -233,6 +233,7 @@ class Delivery(Base):
     )
     # The update it carries; None for a message that belongs to no update (a confirmation).
     update_id: Mapped[int | None] = mapped_column(ForeignKey("updates.id"), index=True)
+    notice: Mapped[str | None] = mapped_column(Text)  # a notice's text (MessageKind.NOTICE)
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
     )

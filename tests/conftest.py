@@ -139,6 +139,7 @@ def settings(database_url: str, sandbox: Sandbox) -> Settings:
         delivery_backoff_max_s=0,
         coalesce_window_s=0,
         provider_timeout_s=2,
+        redis_prefix=REDIS_PREFIX,
     )
 
 

@@ -35,6 +35,8 @@ from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Base, Store, make_engine, read_schema, upgrade_schema
 
+HEAD = migrations.head()  # the latest revision: what an upgrade ends at
+
 RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "schema-0.1.0"
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 REFUSAL = "run `outage db upgrade`"
@@ -280,7 +282,7 @@ def test_a_0_1_0_database_is_upgraded_keeping_every_row(
     code, out, _ = outage(monkeypatch, database_url, "db", "upgrade")
     assert (code, out) == (
         0,
-        "upgraded the schema from revision 0001 (release 0.1.0, not stamped) to revision 0002",
+        f"upgraded the schema from revision 0001 (release 0.1.0, not stamped) to revision {HEAD}",
     )
     assert snapshot(engine) == release_0_1_0, "every row and every value as before"
     assert snapshot(engine, Base.metadata) == ROWS_0_1_0, "and read by this release as written"
@@ -304,7 +306,7 @@ def test_a_0_1_0_database_is_upgraded_keeping_every_row(
     assert [message["to"] for message in sandbox.messages("sms")] == ["+14155550100"]
 
     code, out, _ = outage(monkeypatch, database_url, "db", "upgrade")
-    assert (code, out) == (0, "the schema is at revision 0002 already: nothing to do")
+    assert (code, out) == (0, f"the schema is at revision {HEAD} already: nothing to do")
 
 
 def test_a_failed_upgrade_leaves_the_schema_as_it_was(
@@ -340,7 +342,7 @@ def test_an_ordinary_command_refuses_an_old_schema_and_changes_nothing(
         assert (code, err) == (
             2,
             "error: the database schema is at revision 0001 (release 0.1.0, not stamped), this "
-            f"release needs 0002: {REFUSAL}",
+            f"release needs {HEAD}: {REFUSAL}",
         ), command_line
     assert read_schema(database_url).current is None, "not even stamped"
     assert snapshot(engine) == release_0_1_0
@@ -348,8 +350,8 @@ def test_an_ordinary_command_refuses_an_old_schema_and_changes_nothing(
     code, out, _ = outage(monkeypatch, database_url, "db", "current")
     assert code == 1
     assert out == (
-        "revision 0001 (release 0.1.0, not stamped), the latest is 0002: pending 0002 (message "
-        f"kinds, wait reasons, heartbeats); {REFUSAL}"
+        f"revision 0001 (release 0.1.0, not stamped), the latest is {HEAD}: pending 0002 (message "
+        f"kinds, wait reasons, heartbeats), 0003 (notices to the team); {REFUSAL}"
     )
 
 
@@ -359,10 +361,10 @@ def test_a_stamped_older_revision_is_named_as_such(
     with pytest.raises(migrations.SchemaMismatch) as refused:
         Store(database_url)
     assert str(refused.value) == (
-        f"the database schema is at revision 0001, this release needs 0002: {REFUSAL}"
+        f"the database schema is at revision 0001, this release needs {HEAD}: {REFUSAL}"
     )
     code, out, _ = outage(monkeypatch, database_url, "db", "upgrade")
-    assert (code, out) == (0, "upgraded the schema from revision 0001 to revision 0002")
+    assert (code, out) == (0, f"upgraded the schema from revision 0001 to revision {HEAD}")
 
 
 def test_a_revision_of_a_newer_release_is_refused_even_by_upgrade(
@@ -417,9 +419,9 @@ def test_workers_starting_together_upgrade_once(
     for worker in workers:
         worker.join()
     upgraded = (
-        "upgraded the schema from revision 0001 (release 0.1.0, not stamped) to revision 0002"
+        f"upgraded the schema from revision 0001 (release 0.1.0, not stamped) to revision {HEAD}"
     )
-    nothing = "the schema is at revision 0002 already: nothing to do"
+    nothing = f"the schema is at revision {HEAD} already: nothing to do"
     assert sorted(said) == [nothing] * (starting - 1) + [upgraded]
     assert snapshot(engine) == release_0_1_0
 
@@ -430,13 +432,13 @@ def test_doctor_names_the_pending_migration(database_url: str, stamped_0001: Non
         [pending] = check_schema(context)
         assert pending.status is Status.FAIL
         assert pending.detail == (
-            "revision 0001, the latest is 0002: pending 0002 (message kinds, wait reasons, "
-            "heartbeats)"
+            f"revision 0001, the latest is {HEAD}: pending 0002 (message kinds, wait reasons, "
+            "heartbeats), 0003 (notices to the team)"
         )
         assert REFUSAL in str(pending.fix)
         upgrade_schema(database_url)
         [current] = check_schema(context)
-        assert (current.status, current.detail) == (Status.OK, "all 10 tables at revision 0002")
+        assert (current.status, current.detail) == (Status.OK, f"all 10 tables at revision {HEAD}")
     finally:
         context.close()
 
@@ -448,7 +450,7 @@ def test_a_fresh_database_is_created_at_the_latest_revision(
     Store(database_url).close()
     assert read_schema(database_url).up_to_date
     code, out, _ = outage(monkeypatch, database_url, "db", "current")
-    assert (code, out) == (0, "revision 0002, the latest: no migration pending")
+    assert (code, out) == (0, f"revision {HEAD}, the latest: no migration pending")
 
 
 def _differences(engine: Engine, metadata: MetaData) -> list[Any]:

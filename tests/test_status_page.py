@@ -4,12 +4,14 @@ sees, and what it must never see (drafts, internal notes)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
@@ -421,10 +423,19 @@ def subscribers_of(client: TestClient) -> list[Subscriber]:
         return list(session.scalars(select(Subscriber).order_by(Subscriber.id)))
 
 
+def post_form(client: TestClient, form: dict[str, Any], *, after_s: float = 5) -> Any:
+    """The sign-up form as a person's browser submits it: loaded from the page (with its
+    stamp and empty honeypot), filled in, and sent `after_s` seconds later (a moved clock)."""
+    page = client.get("/subscribe").text
+    stamp = re.search(r'name="form_stamp" value="([^"]+)"', page)
+    assert stamp is not None, "the form carries its signed stamp"
+    with time_machine.travel(time.time() + after_s, tick=False):
+        return client.post("/subscribe", data={"form_stamp": stamp[1], "website": "", **form})
+
+
 def test_the_form_signs_up_and_asks_to_confirm(client: TestClient, seeded: dict[str, int]) -> None:
-    answer = client.post(
-        "/subscribe",
-        data={"name": "Ada", "email": "ada@example.org", "components": ["checkout"]},
+    answer = post_form(
+        client, {"name": "Ada", "email": "ada@example.org", "components": ["checkout"]}
     )
     assert answer.status_code == 200, answer.text
     assert "Check your inbox" in answer.text
@@ -438,8 +449,8 @@ def test_the_form_signs_up_and_asks_to_confirm(client: TestClient, seeded: dict[
 def test_signing_up_twice_gives_the_same_answer_and_no_second_subscriber(
     client: TestClient,
 ) -> None:
-    first = client.post("/subscribe", data={"name": "Ada", "email": "ada@example.org"})
-    again = client.post("/subscribe", data={"name": "Someone", "email": "ada@example.org"})
+    first = post_form(client, {"name": "Ada", "email": "ada@example.org"})
+    again = post_form(client, {"name": "Someone", "email": "ada@example.org"})
     assert first.status_code == again.status_code == 200
     assert "Check your inbox" in again.text
     assert len(subscribers_of(client)) == 1
@@ -458,7 +469,7 @@ def test_signing_up_twice_gives_the_same_answer_and_no_second_subscriber(
 def test_a_bad_form_comes_back_filled_in_with_the_error_by_its_field(
     client: TestClient, form: dict[str, Any], field: str
 ) -> None:
-    answer = client.post("/subscribe", data=form)
+    answer = post_form(client, form)
     assert answer.status_code == 422
     assert "Please check the form." in answer.text
     if field in ("name", "email", "phone"):

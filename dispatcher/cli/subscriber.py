@@ -21,6 +21,9 @@ from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import Subscriber
 from dispatcher.subscribers import confirmations, preferences, records
 
+# Fields of a subscriber that `add` takes as an option of the same name.
+OPTION_FIELDS = ("email", "phone", "webhook", "channels")
+
 app = typer.Typer(
     help="Add, import, list and remove subscribers, and print their links.", no_args_is_help=True
 )
@@ -34,7 +37,10 @@ def subscriber_add(
         str, typer.Option(help="Channels in order of preference: sms,email,webhook.")
     ],
     email: Annotated[str | None, typer.Option(help="Email address.")] = None,
-    phone: Annotated[str | None, typer.Option(help="Phone number in +E.164 form.")] = None,
+    phone: Annotated[
+        str | None,
+        typer.Option(help="Mobile number in +E.164 form, in a country of OUTAGE_SMS_COUNTRIES."),
+    ] = None,
     webhook: Annotated[
         str | None, typer.Option(help="http(s) URL to POST signed updates to.")
     ] = None,
@@ -53,7 +59,9 @@ def subscriber_add(
     confirmed: Annotated[
         bool,
         typer.Option(
-            help="You vouch that the addresses are theirs: no confirmation is sent (audited)."
+            help="You vouch that the addresses are theirs: no confirmation is sent (audited). "
+            "A vouched --phone may be a landline or from outside OUTAGE_SMS_COUNTRIES; "
+            "premium-rate and shared-cost numbers are refused all the same."
         ),
     ] = False,
     internal: Annotated[
@@ -86,7 +94,13 @@ def subscriber_add(
         tier=tier,
     )
     with open_pipeline() as pipeline:
-        subscriber = records.add(pipeline.store, pipeline.registry, data)
+        try:
+            subscriber = records.add(pipeline.store, pipeline.registry, data)
+        except records.SubscriberError as exc:  # named as the option that was typed
+            field, _, why = str(exc).partition(": ")
+            if field not in OPTION_FIELDS:
+                raise
+            raise records.SubscriberError(f"--{field}: {why}") from None
         requested = [] if data.confirmed else confirmations.request(pipeline, subscriber.id)
         with pipeline.store.session() as session:
             opted_out = sorted(records.opt_outs(session, subscriber))

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
-from dispatcher.delivery.rows import Claimed, ClaimedConfirmation, Loaded
+from dispatcher.delivery.rows import Claimed, ClaimedConfirmation, ClaimedNotice, Loaded
 from dispatcher.links import LinkPurpose
 from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
+from dispatcher.policy import notices
 from dispatcher.policy.audience import address_of
 from dispatcher.render.messages import render
 from dispatcher.render.shared import Shared, render_shared, shared_key
@@ -73,12 +74,16 @@ def prepare(
         newest = _newest_updates(session, updates)
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
-    for confirmation in (item for item in items if isinstance(item, ClaimedConfirmation)):
-        composed = _confirmation(channel, context, confirmation, blocked)
+    for own in (item for item in items if not isinstance(item, Claimed)):
+        composed = (
+            _confirmation(channel, context, own, blocked)
+            if isinstance(own, ClaimedConfirmation)
+            else _notice(channel, own, blocked)
+        )
         if isinstance(composed, Message):
             messages.append(composed)
         else:
-            outcomes[confirmation.delivery.id] = composed
+            outcomes[own.delivery.id] = composed
     for item in updates:
         if newest.get((item.incident.id, item.delivery.recipient), 0) > item.update.id:
             outcomes[item.delivery.id] = Skipped(
@@ -114,21 +119,48 @@ def _confirmation(
     """The confirmation to the subscriber's address on this channel as it is now, or why it
     is not sent: opted out, or confirmed since it was asked for."""
     field, subscriber = channel.address_field, item.subscriber
-    address = address_of(subscriber, field) if subscriber and field else None
-    if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
-        return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
-    if field not in CONFIRMABLE or not address:
-        return Outcome(
-            key=item.delivery.id,
-            failure=FailureKind.PERMANENT,
-            error=f"{channel.name}: no {field} to confirm on file",
-            attempts=0,
-            reason=FailureReason.RENDER,
-        )
+    address = _address(channel, item, blocked)
+    if not isinstance(address, str):
+        return address
+    if subscriber is None or field not in CONFIRMABLE:
+        return _no_address(channel, item)
     if getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None:
         return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
     return compose(
         channel, context.links, context.settings, item.delivery.id, subscriber, field, address
+    )
+
+
+def _notice(
+    channel: Channel, item: ClaimedNotice, blocked: set[Address]
+) -> Message | Outcome | Skipped:
+    """A notice to a member of the team, at their address on this channel as it is now."""
+    address = _address(channel, item, blocked)
+    if not isinstance(address, str):
+        return address
+    secret = item.subscriber.webhook_secret if item.subscriber else None
+    return notices.compose(channel, item.delivery.id, address, item.delivery.notice or "", secret)
+
+
+def _address(
+    channel: Channel, item: ClaimedConfirmation | ClaimedNotice, blocked: set[Address]
+) -> str | Outcome | Skipped:
+    """Where a message of its own (no update) goes on this channel, or why it goes nowhere:
+    the subscriber opted out or was removed, or has no such address on file."""
+    field, subscriber = channel.address_field, item.subscriber
+    address = address_of(subscriber, field) if subscriber and field else None
+    if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
+        return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
+    return address or _no_address(channel, item)
+
+
+def _no_address(channel: Channel, item: ClaimedConfirmation | ClaimedNotice) -> Outcome:
+    return Outcome(
+        key=item.delivery.id,
+        failure=FailureKind.PERMANENT,
+        error=f"{channel.name}: no {channel.address_field} on file",
+        attempts=0,
+        reason=FailureReason.RENDER,
     )
 
 

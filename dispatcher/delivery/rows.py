@@ -28,6 +28,7 @@ class _ClaimedDelivery:
     id: int
     kind: MessageKind
     update_id: int | None  # None: a message that belongs to no update (a confirmation)
+    notice: str | None  # a notice's text (MessageKind.NOTICE)
     channel: str
     recipient: str
     priority: int
@@ -79,7 +80,15 @@ class ClaimedConfirmation:
     subscriber: _ClaimedSubscriber | None
 
 
-Loaded = Claimed | ClaimedConfirmation  # what one send batch holds
+@dataclass(frozen=True)
+class ClaimedNotice:
+    """A claimed notice to the team: its row (with the text) and its subscriber only."""
+
+    delivery: _ClaimedDelivery
+    subscriber: _ClaimedSubscriber | None
+
+
+Loaded = Claimed | ClaimedConfirmation | ClaimedNotice  # what one send batch holds
 
 
 # A row being reclaimed (its lease ran out) that its holder had handed to the provider.
@@ -145,6 +154,9 @@ def load(store: Store, delivery_ids: list[int]) -> list[Loaded]:
         subscriber = _ClaimedSubscriber(*row[split:]) if row[split] is not None else None
         if delivery.kind is MessageKind.CONFIRMATION:
             claimed.append(ClaimedConfirmation(delivery, subscriber))
+            continue
+        if delivery.kind is MessageKind.NOTICE:
+            claimed.append(ClaimedNotice(delivery, subscriber))
             continue
         found = updates.get(delivery.update_id or 0)
         if found is None:  # as the inner join it replaces: never, with the foreign key

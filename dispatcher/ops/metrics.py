@@ -33,6 +33,10 @@ Metric names and labels (see the README's "Operating it" section):
   outage_database_up                                  gauge: 1 when the queries above succeeded
   outage_metrics_query_seconds                        gauge: what the last collection took
   outage_webhooks_received_total{source,outcome}      counter, this process: monitoring webhooks
+  outage_signups_refused_total{reason}                counter, this process: sign-ups and
+                                                      confirmations refused by the throttle
+  outage_sms_confirmations_remaining                  gauge: confirmation texts left in the
+                                                      budget's window (0: sign-up by text paused)
 """
 
 from __future__ import annotations
@@ -83,6 +87,15 @@ WEBHOOKS_RECEIVED = Counter(
     "Monitoring webhooks received by this process, by source and outcome",
     ["source", "outcome"],
     registry=None,  # registered in each app's registry (registry_for), not the global one
+)
+
+
+# Sign-ups and confirmations the throttle refused, by dispatcher.subscribers.throttle.Reason.
+SIGNUPS_REFUSED = Counter(
+    "outage_signups_refused",
+    "Sign-ups and confirmations refused by the throttle in this process, by reason",
+    ["reason"],
+    registry=None,
 )
 
 
@@ -374,24 +387,52 @@ class DatabaseCollector(Collector):
         yield family
 
 
-def new_registry(collector: DatabaseCollector) -> CollectorRegistry:
-    """A registry for one app: its database collector, the process's webhook counter, and the
-    usual process, platform and GC metrics (so one scrape shows the web process's health too)."""
+class BudgetCollector(Collector):
+    """The confirmation texts left in the budget's window, read from the shared counters at
+    scrape time (nothing when they do not answer: /readyz says why)."""
+
+    def __init__(self, remaining: Callable[[], int | None]) -> None:
+        self.remaining = remaining
+
+    def collect(self) -> Iterable[Metric]:
+        left = self.remaining()
+        if left is None:
+            return []
+        return [
+            GaugeMetricFamily(
+                "outage_sms_confirmations_remaining",
+                "Confirmation texts left in the budget's window; 0: sign-up by text is paused",
+                value=left,
+            )
+        ]
+
+
+def new_registry(
+    collector: DatabaseCollector, sms_remaining: Callable[[], int | None] | None = None
+) -> CollectorRegistry:
+    """A registry for one app: its database collector, the process's own counters, the SMS
+    budget when the app has a throttle, and the usual process, platform and GC metrics (so one
+    scrape shows the web process's health too)."""
     registry = CollectorRegistry()
     registry.register(collector)
     registry.register(WEBHOOKS_RECEIVED)
+    registry.register(SIGNUPS_REFUSED)
+    if sms_remaining is not None:
+        registry.register(BudgetCollector(sms_remaining))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
 
 
-def registry_for(pipeline: Pipeline) -> CollectorRegistry:
+def registry_for(
+    pipeline: Pipeline, sms_remaining: Callable[[], int | None] | None = None
+) -> CollectorRegistry:
     """The metrics registry of a web app serving `pipeline`."""
     collector = DatabaseCollector(
         pipeline.store, pipeline.registry.names, breaker_states_for(pipeline)
     )
-    return new_registry(collector)
+    return new_registry(collector, sms_remaining)
 
 
 REDIS_TIMEOUT_S = 0.5  # a scrape must not hang on a Redis that does not answer

@@ -105,7 +105,6 @@ def request(
     confirmed, not suppressed) for one: a delivery row each, sent now when the queue is
     in-process (it must not wait behind an outage's fan-out), else by the workers. Returns what
     was asked and how it stands; a failure is recorded on its row, never raised."""
-    wanted = set(fields) & set(CONFIRMABLE)
     now = utcnow()
     asked: list[tuple[str, str, int]] = []  # field, channel, delivery id
     with pipeline.store.session() as session:
@@ -113,13 +112,9 @@ def request(
         if subscriber is None or subscriber.unsubscribed_at is not None:
             return []
         blocked = opt_outs(session, subscriber)
+        unconfirmed = waiting(subscriber, fields)
         for name in CONFIRMABLE:
-            pending = (
-                name in wanted
-                and getattr(subscriber, ADDRESS_COLUMNS[name])
-                and getattr(subscriber, CONFIRMATION_COLUMNS[name] or "") is None
-                and name not in blocked
-            )
+            pending = name in unconfirmed and name not in blocked
             channel_name = channel_for(pipeline.registry, subscriber, name) if pending else None
             if channel_name is None:
                 continue
@@ -149,6 +144,18 @@ def request(
         Requested(name, channel, delivery_id, statuses[delivery_id])
         for name, channel, delivery_id in asked
     ]
+
+
+def waiting(subscriber: Subscriber, fields: Iterable[str] = CONFIRMABLE) -> dict[str, str]:
+    """Those of the address `fields` that wait for a confirmation: on file and not confirmed
+    yet, with their addresses (what `request` would ask for, opt-outs aside)."""
+    return {
+        name: getattr(subscriber, ADDRESS_COLUMNS[name])
+        for name in CONFIRMABLE
+        if name in set(fields)
+        and getattr(subscriber, ADDRESS_COLUMNS[name])
+        and getattr(subscriber, CONFIRMATION_COLUMNS[name] or "") is None
+    }
 
 
 def compose(

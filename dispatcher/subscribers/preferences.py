@@ -43,7 +43,7 @@ from dispatcher.store import (
     Suppression,
     utcnow,
 )
-from dispatcher.subscribers.records import as_input, check_channels
+from dispatcher.subscribers.records import as_input, check_channels, check_phone
 from dispatcher.subscribers.suppressions import suppress
 
 # Names of the languages we may have templates for; a language without a name shows its code.
@@ -101,6 +101,8 @@ def update_preferences(
         before = as_input(subscriber)
         data = SubscriberIn.model_validate({**before, **changes})
         check_channels(data, registry)
+        if data.phone != before["phone"]:  # a number on file stays, whatever the rules now
+            check_phone(data, registry)
         after = data.model_dump(exclude={"confirmed"})
         after["webhook"] = str(data.webhook) if data.webhook else None
         changed = tuple(name for name in after if after[name] != before[name])

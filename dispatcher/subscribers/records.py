@@ -24,6 +24,7 @@ from dispatcher.delivery.registry import ChannelRegistry, UnknownChannel
 from dispatcher.errors import OutageError
 from dispatcher.models import SubscriberIn, SuppressionReason
 from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, utcnow
+from dispatcher.subscribers import numbers
 
 # What a channel's address field is called in messages to people (not the CLI's --flags).
 ADDRESS_NOUNS = {"email": "an email address", "phone": "a phone number", "webhook": "a webhook URL"}
@@ -58,6 +59,16 @@ def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:
             raise SubscriberError(f"channels: {name!r} needs {noun}")
 
 
+def check_phone(data: SubscriberIn, registry: ChannelRegistry) -> None:
+    """A number we would text: a mobile in OUTAGE_SMS_COUNTRIES, or what an operator vouches
+    for (`data.confirmed`), never a premium-rate one (dispatcher/subscribers/numbers.py)."""
+    if data.phone is None:
+        return
+    why = numbers.refusal(data.phone, registry.settings.sms_countries, vouched=data.confirmed)
+    if why is not None:
+        raise SubscriberError(f"phone: {why}")
+
+
 def _row(data: SubscriberIn) -> Subscriber:
     confirmed_at = utcnow() if data.confirmed else None
     return Subscriber(
@@ -87,10 +98,7 @@ def sign_up(
     confirmations to. An address already known gives that subscriber again, so the answer does
     not tell strangers who is subscribed, and nobody is added twice. Only components this
     dispatcher offers may be named."""
-    unknown = [name for name in data.components if name not in offered]
-    if unknown:
-        raise SubscriberError(f"components: unknown component {unknown[0]!r}")
-    check_channels(data, registry)
+    check_sign_up(registry, data, offered)
     with store.session() as session:
         known = find_by_address(session, data.email, data.phone)
         if known is not None:
@@ -98,10 +106,21 @@ def sign_up(
     return add(store, registry, data, actor="subscriber").id
 
 
+def check_sign_up(registry: ChannelRegistry, data: SubscriberIn, offered: Collection[str]) -> None:
+    """What `sign_up` checks before storing anything, for a caller that has more to check
+    before it stores (the throttle); raises SubscriberError naming the field."""
+    unknown = [name for name in data.components if name not in offered]
+    if unknown:
+        raise SubscriberError(f"components: unknown component {unknown[0]!r}")
+    check_channels(data, registry)
+    check_phone(data, registry)
+
+
 def add(
     store: Store, registry: ChannelRegistry, data: SubscriberIn, *, actor: str = "operator"
 ) -> Subscriber:
     check_channels(data, registry)
+    check_phone(data, registry)
     with store.session() as session:
         subscriber = _row(data)
         session.add(subscriber)
@@ -215,6 +234,7 @@ def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportRep
             try:
                 data = SubscriberIn.model_validate(_csv_fields(fields))
                 check_channels(data, registry)
+                check_phone(data, registry)
             except ValidationError as exc:
                 report.errors.append((line, describe(exc)))
                 continue

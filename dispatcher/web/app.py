@@ -18,8 +18,10 @@ from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.runner import Runner
 from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
+from dispatcher.subscribers.throttle import Throttle
 from dispatcher.web import (
     confirm,
+    feed,
     health,
     inbound,
     incidents_api,
@@ -30,7 +32,7 @@ from dispatcher.web import (
 )
 from dispatcher.web import status as status_page
 from dispatcher.web.callbacks import router as callbacks_router
-from dispatcher.web.limits import BodySizeLimit
+from dispatcher.web.limits import BodySizeLimit, JsonNestingLimit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipeline = connect(config)
         app.state.pipeline = pipeline
+        secret_key = pipeline.settings.secret_key
+        assert secret_key is not None, "the Pipeline always resolves the links' secret key"
+        app.state.throttle = Throttle(pipeline.settings, secret_key.get_secret_value())
         runner = Runner(pipeline) if config.embedded else None
         app.state.runner = runner
         if runner is not None:
@@ -49,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if runner is not None:
                 runner.stop()
+            app.state.throttle.close()
             pipeline.close()
 
     app = FastAPI(
@@ -66,9 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pages' HTML."""
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
-    app.add_middleware(
-        BodySizeLimit, max_bytes=config.webhook_max_bytes, path_prefixes=("/webhooks", "/api")
-    )
+    # Every route, the last added outermost: the size is capped before the JSON is looked at.
+    app.add_middleware(JsonNestingLimit)
+    app.add_middleware(BodySizeLimit, max_bytes=config.webhook_max_bytes)
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(incidents_api.router)
@@ -78,5 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(confirm.router)
     app.include_router(inbound.router)
     app.include_router(status_page.router)
+    app.include_router(feed.router)
     app.include_router(callbacks_router)
     return app

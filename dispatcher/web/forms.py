@@ -34,13 +34,18 @@ class Form:
 
 
 async def read_form(request: Request) -> Form:
-    """The body as a url-encoded form, read with a size cap (these routes are public, and not
-    under the app's /api and /webhooks body limit); 413 or 400, never a 500."""
+    """The body as a url-encoded form, read with the forms' size cap; 413 or 400, never a 500."""
+    return await form_of(request, FORM_MAX_BYTES)
+
+
+async def form_of(request: Request, max_bytes: int) -> Form:
+    """The body as a url-encoded form, streamed and refused as soon as it grows past
+    `max_bytes` (a form is far smaller than the app's body limit, which is set for webhooks)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > FORM_MAX_BYTES:
-            raise HTTPException(413, detail=f"form body larger than {FORM_MAX_BYTES} bytes")
+        if len(body) > max_bytes:
+            raise HTTPException(413, detail=f"form body larger than {max_bytes} bytes")
     try:
         pairs = parse_qsl(
             body.decode("utf-8"), keep_blank_values=True, max_num_fields=FORM_MAX_FIELDS

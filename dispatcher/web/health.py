@@ -63,7 +63,9 @@ def _app_registry(request: Request, pipeline: PipelineDep) -> CollectorRegistry:
     with _registry_lock:
         registry: CollectorRegistry | None = getattr(state, "metrics_registry", None)
         if registry is None:
-            registry = state.metrics_registry = metrics.registry_for(pipeline)
+            registry = state.metrics_registry = metrics.registry_for(
+                pipeline, state.throttle.sms_remaining
+            )
     return registry
 
 

@@ -4,10 +4,14 @@ hours and language, from the link in our messages (the rules of these pages: web
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
                                 from everything; subscribe again; resend a confirmation
+
+Every confirmation these pages lead to (sending one again, a new address, coming back) asks the
+sign-up throttle first (dispatcher/web/throttling.py): a link is no licence to make us text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from fastapi import APIRouter, BackgroundTasks, Request
@@ -20,9 +24,17 @@ from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
 from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
+from dispatcher.web import throttling
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.forms import FormDep
-from dispatcher.web.pages import ADDRESS_LABELS, PageRoute, gone, link_subscriber, page
+from dispatcher.web.pages import (
+    ADDRESS_LABELS,
+    PageRoute,
+    gone,
+    link_subscriber,
+    page,
+    sentence,
+)
 from dispatcher.web.preference_form import CHANNEL_LABELS, FormState, errors_of
 
 SEVERITY_HINTS = {
@@ -42,6 +54,10 @@ DONE_NOTICES = {
     "unsubscribed": "You are unsubscribed from everything. We will send you nothing more.",
     "resubscribed": "Welcome back: you will hear about outages again.",
     "resent": "We sent the confirmation again. It can take a minute to arrive.",
+    "saved_unsent": "Your preferences are saved, but we cannot send the confirmation just now: "
+    "too many were asked for. Use “Send it again” later.",
+    "resubscribed_unsent": "Welcome back. We cannot send the confirmation just now: too many "
+    "were asked for. Use “Send it again” later.",
 }
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
@@ -151,10 +167,24 @@ def change_preferences(
         return _back_to(request, "unsubscribed")
     if action == "resubscribe":
         preferences.resubscribe(pipeline.store, subscriber.id, actor="subscriber")
-        background.add_task(confirmations.request, pipeline, subscriber.id)
-        return _back_to(request, "resubscribed")
+        sent = _confirm(request, pipeline, background, subscriber.id, confirmations.CONFIRMABLE)
+        return _back_to(request, "resubscribed" if sent else "resubscribed_unsent")
     if action == "resend":
-        background.add_task(confirmations.request, pipeline, subscriber.id, [form.get("field")])
+        asked = confirmations.waiting(subscriber, [form.get("field")])
+        refused = throttling.ask(request, pipeline, background, asked)
+        if refused is not None:
+            state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
+            answer = _centre(
+                request,
+                pipeline,
+                subscriber,
+                state,
+                status_code=refused.http_status,
+                notice=sentence(refused.message),
+            )
+            answer.headers.update(throttling.retry_after(refused))
+            return answer
+        background.add_task(confirmations.request, pipeline, subscriber.id, list(asked))
         return _back_to(request, "resent")
     offered = _offered(pipeline, subscriber)
     state = FormState.of_form(form, offered)
@@ -182,6 +212,25 @@ def change_preferences(
     if saved is None:
         failed = replace(state, errors=problems)
         return _centre(request, pipeline, subscriber, failed, status_code=422)
-    if saved.to_confirm:
-        background.add_task(confirmations.request, pipeline, subscriber.id, saved.to_confirm)
+    if saved.to_confirm and not _confirm(
+        request, pipeline, background, subscriber.id, saved.to_confirm
+    ):
+        return _back_to(request, "saved_unsent")
     return _back_to(request, "saved")
+
+
+def _confirm(
+    request: Request,
+    pipeline: Pipeline,
+    background: BackgroundTasks,
+    subscriber_id: int,
+    fields: Iterable[str],
+) -> bool:
+    """Ask for the confirmations these fields wait for, if the throttle lets them go now
+    (after a change that is already saved: the person sends them again later otherwise)."""
+    asked = confirmations.waiting(preferences.get(pipeline.store, subscriber_id), fields)
+    if throttling.ask(request, pipeline, background, asked) is not None:
+        return False
+    if asked:
+        background.add_task(confirmations.request, pipeline, subscriber_id, list(asked))
+    return True

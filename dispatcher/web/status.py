@@ -1,4 +1,5 @@
-"""The public status page: `/`, `/incidents/{id}`, `/feed.atom`, `/api/status` and `/subscribe`.
+"""The public status page: `/`, `/incidents/{id}`, `/api/status` and `/subscribe` (the feed:
+web/feed.py).
 
 Server-rendered HTML (Jinja2, autoescaped, no JavaScript, no external assets) so the page works
 on any phone, in any reader, and when the company's CDN is what is down. Every route reads through
@@ -6,10 +7,12 @@ on any phone, in any reader, and when the company's CDN is what is down. Every r
 this module only presents them. Costs: `/` and `/api/status` two queries, `/incidents/{id}` and
 `/feed.atom` one (see `dispatcher.incidents.public`).
 
-The sign-up form posts here, to `/subscribe`, as a plain form (no JSON, so no script is needed);
-the handler makes the subscriber with `records.add` and asks for the double opt-in with
-`confirmations.request`, the same core the JSON sign-up API uses. Its answer is the same whether
-the address was new or already known, so the form does not tell strangers who subscribes.
+The sign-up form posts here, to `/subscribe`, as a plain form (no JSON, so no script is needed),
+with the bot check's honeypot and signed timestamp (dispatcher/web/botcheck.py); the handler
+checks it, asks the throttle (dispatcher/web/throttling.py), makes the subscriber with
+`records.sign_up` and asks for the double opt-in with `confirmations.request`, the same core the
+JSON sign-up API uses. Its answer is the same whether the address was new or already known, so
+the form does not tell strangers who subscribes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ import secrets
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Final
-from urllib.parse import parse_qs
-from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -34,11 +35,13 @@ from dispatcher.render.calendar import clock, day
 from dispatcher.settings import Settings, templates_dir
 from dispatcher.store import utcnow
 from dispatcher.subscribers import confirmations, records
+from dispatcher.web import botcheck, throttling
 from dispatcher.web.deps import PipelineDep, SettingsDep
+from dispatcher.web.forms import Form, form_of
+from dispatcher.web.pages import sentence
 
 router = APIRouter(tags=["status"])
 
-ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 FORM_MAX_BYTES: Final = 16_384  # a sign-up form is a few hundred bytes
 # Public pages may be cached briefly: during an outage everyone reloads the status page at once.
 CACHE_PUBLIC: Final = "public, max-age=30"
@@ -68,7 +71,7 @@ def pages() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(clock=clock, day=day, iso=_iso, state_label=STATE_LABELS.__getitem__)
+    env.filters.update(clock=clock, day=day, iso=iso, state_label=STATE_LABELS.__getitem__)
     return env
 
 
@@ -89,6 +92,7 @@ def _page(
             support_url=settings.support_url,
             signup_enabled=settings.signup_enabled,
             nonce=nonce,
+            form_stamp=botcheck.stamp(_secret_key(settings)),
             **context,
         )
     )
@@ -99,6 +103,12 @@ def _page(
         "Cache-Control": cache_control,
     }
     return HTMLResponse(body, status_code=status_code, headers=headers)
+
+
+def _secret_key(settings: Settings) -> str:
+    key = settings.secret_key
+    assert key is not None, "the Pipeline always resolves the links' secret key"
+    return key.get_secret_value()
 
 
 def _snapshot(pipeline: PipelineDep) -> public.Snapshot:
@@ -125,62 +135,7 @@ def incident_page(pipeline: PipelineDep, incident_id: str) -> HTMLResponse:
     return _page(pipeline.settings, "incident", {"incident": found, "now": utcnow()})
 
 
-@router.get("/feed.atom", include_in_schema=False)
-def atom_feed(pipeline: PipelineDep) -> Response:
-    """Atom (RFC 4287): one entry per published update, newest first."""
-    body = atom(public.feed(pipeline.store), pipeline.settings)
-    return Response(
-        body,
-        media_type="application/atom+xml; charset=utf-8",
-        headers={"Cache-Control": CACHE_PUBLIC, "X-Content-Type-Options": "nosniff"},
-    )
-
-
-def atom(
-    entries: list[tuple[public.PublicIncident, public.PublicUpdate]], settings: Settings
-) -> bytes:
-    """The feed document, built with ElementTree so that every text is escaped by the XML
-    library, not by hand. Entry ids are the update's anchor on its incident's page: unique and
-    stable for as long as the public URL is."""
-    base = settings.public_url.rstrip("/")
-    ET.register_namespace("", ATOM_NS)
-    feed = ET.Element(f"{{{ATOM_NS}}}feed")
-    _text(feed, "id", f"{base}/")
-    _text(feed, "title", f"{settings.company_name} status")
-    _text(feed, "updated", _iso(entries[0][1].created_at) if entries else _iso(utcnow()))
-    ET.SubElement(feed, f"{{{ATOM_NS}}}link", rel="self", href=f"{base}/feed.atom")
-    ET.SubElement(feed, f"{{{ATOM_NS}}}link", rel="alternate", type="text/html", href=f"{base}/")
-    author = ET.SubElement(feed, f"{{{ATOM_NS}}}author")
-    _text(author, "name", settings.company_name)
-    for incident, update in entries:
-        url = f"{base}/incidents/{incident.id}#update-{update.id}"
-        entry = ET.SubElement(feed, f"{{{ATOM_NS}}}entry")
-        _text(entry, "id", url)
-        _text(entry, "title", f"[{STATE_LABELS[update.state]}] {incident.title}")
-        _text(entry, "updated", _iso(update.created_at))
-        _text(entry, "published", _iso(update.created_at))
-        ET.SubElement(entry, f"{{{ATOM_NS}}}link", rel="alternate", type="text/html", href=url)
-        ET.SubElement(entry, f"{{{ATOM_NS}}}category", term=str(incident.severity))
-        _text(entry, "content", _entry_text(incident, update)).set("type", "text")
-    document: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
-    return document
-
-
-def _entry_text(incident: public.PublicIncident, update: public.PublicUpdate) -> str:
-    lines = [update.message or f"{STATE_LABELS[update.state]}.", ""]
-    lines.append(f"Affects: {', '.join(incident.components)} ({incident.severity}).")
-    if update.next_update_at is not None and update.state.is_open:
-        lines.append(f"Next update by {clock(update.next_update_at, update.created_at)}.")
-    return "\n".join(lines)
-
-
-def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
-    element = ET.SubElement(parent, f"{{{ATOM_NS}}}{tag}")
-    element.text = text
-    return element
-
-
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -291,52 +246,82 @@ async def subscribe(
     """Sign up from the plain HTML form (application/x-www-form-urlencoded)."""
     if not pipeline.settings.signup_enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND)
-    body = await request.body()
-    if len(body) > FORM_MAX_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="form too large")
-    # Storing blocks on the database: not on the event loop.
-    return await run_in_threadpool(_subscribe_answer, pipeline, background, _read_form(body))
+    sent = await form_of(request, FORM_MAX_BYTES)
+    human = botcheck.passes(
+        sent, _secret_key(pipeline.settings), pipeline.settings.signup_min_fill_s
+    )
+    # Storing blocks on the database (and the throttle on Redis): not on the event loop.
+    return await run_in_threadpool(
+        _subscribe_answer, request, pipeline, background, _read_form(sent), human
+    )
 
 
 def _subscribe_answer(
-    pipeline: Pipeline, background: BackgroundTasks, form: SignupForm
+    request: Request,
+    pipeline: Pipeline,
+    background: BackgroundTasks,
+    form: SignupForm,
+    human: bool,
 ) -> HTMLResponse:
     settings = pipeline.settings
     snap = public.snapshot(pipeline.store, settings)
-    outcome = _sign_up(pipeline, form, [c.name for c in snap.components])
-    if isinstance(outcome, dict):
-        return _page(
-            settings,
-            "subscribe",
-            {"snap": snap, "form": form.model_copy(update={"errors": outcome})},
-            status_code=422,
-            cache_control="no-store",
+    if not human:  # nothing checked, stored or counted for a script (web/botcheck.py)
+        return _again(settings, snap, form, {"form": botcheck.REFUSED}, 422)
+    offered = [c.name for c in snap.components]
+    checked = _checked(pipeline, form, offered)
+    if isinstance(checked, dict):
+        return _again(settings, snap, form, checked, 422)
+    refused = throttling.ask(request, pipeline, background, throttling.given(checked))
+    if refused is not None:
+        again = _again(
+            settings, snap, form, {"form": sentence(refused.message)}, refused.http_status
         )
+        again.headers.update(throttling.retry_after(refused))
+        return again
+    try:
+        known_id = records.sign_up(pipeline.store, pipeline.registry, checked, offered)
+    except records.SubscriberError as exc:  # what changed since it was checked (a component)
+        return _again(settings, snap, form, _subscriber_errors(exc), 422)
     # After the answer, as the JSON sign-up does: a request never waits for a provider.
-    background.add_task(confirmations.request, pipeline, outcome)
+    background.add_task(confirmations.request, pipeline, known_id)
     return _page(settings, "subscribed", {"form": form}, cache_control="no-store")
 
 
-def _read_form(body: bytes) -> SignupForm:
-    fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=200)
+def _again(
+    settings: Settings,
+    snap: public.Snapshot,
+    form: SignupForm,
+    errors: dict[str, str],
+    status_code: int,
+) -> HTMLResponse:
+    """The form again, filled in as it was sent, with what is wrong by field."""
+    return _page(
+        settings,
+        "subscribe",
+        {"snap": snap, "form": form.model_copy(update={"errors": errors})},
+        status_code=status_code,
+        cache_control="no-store",
+    )
 
+
+def _read_form(form: Form) -> SignupForm:
     def one(name: str) -> str:
-        return (fields.get(name) or [""])[0].strip()[:500]
+        return form.get(name)[:500]
 
     return SignupForm(
         name=one("name"),
         email=one("email"),
         phone=one("phone"),
-        components=[c.strip() for c in fields.get("components", []) if c.strip()][:100],
+        components=[c for c in form.getlist("components") if c][:100],
     )
 
 
-def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | dict[str, str]:
-    """The subscriber to send confirmations to (new, or already known by one of the addresses:
-    the same answer either way, and the pending confirmation again), or the errors by field.
-
-    The same core call as `POST /api/subscribers` without a token (`records.sign_up`), with
-    `SubscriberIn` so no operator-only field can be set from this form."""
+def _checked(
+    pipeline: Pipeline, form: SignupForm, offered: list[str]
+) -> SubscriberIn | dict[str, str]:
+    """The sign-up the form asks for, checked as `records.sign_up` will store it (the same core
+    rules as `POST /api/subscribers` without a token, with `SubscriberIn` so no operator-only
+    field can be set from this form), or the errors by field."""
     if not form.email and not form.phone:
         return {"form": "Give an email address, a phone number, or both."}
     channels = [
@@ -352,12 +337,18 @@ def _sign_up(pipeline: Pipeline, form: SignupForm, offered: list[str]) -> int | 
             channels=channels or ["email"],
             components=form.components,
         )
-        return records.sign_up(pipeline.store, pipeline.registry, data, offered)
+        records.check_sign_up(pipeline.registry, data, offered)
     except ValidationError as exc:
         return _field_errors(exc)
     except records.SubscriberError as exc:
-        field, _, message = str(exc).partition(": ")
-        return {field if field == "components" else "form": message if message else str(exc)}
+        return _subscriber_errors(exc)
+    return data
+
+
+def _subscriber_errors(exc: records.SubscriberError) -> dict[str, str]:
+    field, _, message = str(exc).partition(": ")
+    named = field in ("components", "phone")
+    return {field if named else "form": message or str(exc)}
 
 
 _FIELD_NAMES: Final = {

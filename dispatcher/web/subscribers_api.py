@@ -10,10 +10,12 @@
 
 The public sign-up answers the same whether the address is new or already known, so it cannot
 be used to find out who subscribes; a known address is not subscribed twice, and gets its
-pending confirmation again instead. Confirmations are sent after the answer (a background task),
-because a request never waits for a provider. Every change is validated by the same rules as the
-CLI (`SubscriberIn`, merged over the stored subscriber for a PATCH), and bad input is a 422 whose
-`loc` names the field. An unknown id is a 404, answered by the app's OutageError handler.
+pending confirmation again instead, within the throttle's limits (per client, per address, and
+the budget of confirmation texts: 429 or 503 with Retry-After, dispatcher/web/throttling.py).
+Confirmations are sent after the answer (a background task), because a request never waits for
+a provider. Every change is validated by the same rules as the CLI (`SubscriberIn`, merged over
+the stored subscriber for a PATCH), and bad input is a 422 whose `loc` names the field. An
+unknown id is a 404, answered by the app's OutageError handler.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import Subscriber
 from dispatcher.subscribers import confirmations, preferences, records
 from dispatcher.subscribers.records import SubscriberError
+from dispatcher.web import throttling
 from dispatcher.web.deps import OperatorDep, PipelineDep, require_operator
 
 router = APIRouter(prefix="/api/subscribers", tags=["subscribers"])
@@ -127,7 +130,7 @@ def sign_up(
     background: BackgroundTasks,
     body: SubscriberIn,
     response: Response,
-) -> SignupAccepted | SubscriberOut:
+) -> SignupAccepted | SubscriberOut | Response:
     """Sign up (public; 202, pending double opt-in), or add a subscriber (operator token; 201).
 
     The public form takes name, email, phone, channels, components, min_severity, locale and
@@ -138,13 +141,17 @@ def sign_up(
         return _operator_add(pipeline, background, body, response)
     if not pipeline.settings.signup_enabled:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="public sign-up is switched off")
-    refused = [name for name in OPERATOR_ONLY if name in body.model_fields_set]
-    if refused:
+    forbidden = [name for name in OPERATOR_ONLY if name in body.model_fields_set]
+    if forbidden:
         raise _invalid(
-            [((name,), "forbidden", "only an operator may set this") for name in refused]
+            [((name,), "forbidden", "only an operator may set this") for name in forbidden]
         )
     offered = preferences.known_components(pipeline.store, pipeline.settings)
     try:
+        records.check_sign_up(pipeline.registry, body, offered)
+        refused = throttling.ask(request, pipeline, background, throttling.given(body))
+        if refused is not None:
+            return throttling.refusal(refused, background)
         known_id = records.sign_up(pipeline.store, pipeline.registry, body, offered)
     except SubscriberError as exc:
         raise _from_subscriber_error(exc) from None
