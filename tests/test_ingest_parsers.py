@@ -1,15 +1,13 @@
 """Each monitoring source's parser against payloads shaped like the product really sends them.
 
-Fixtures in tests/fixtures/ingest follow each product's documentation and source (see the report
-that introduced them); these tests pin what events they become and which shapes are refused.
+Fixtures in tests/fixtures/ingest name, at the top of each, what they follow; these tests pin
+what events they become and which shapes are refused.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,18 +16,14 @@ from pydantic import ValidationError
 from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
 from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
 from dispatcher.models import Severity
+from tests.webhooks_support import fixture as load
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 MAPPING = IngestMapping()
 FIRING, RESOLVED = AlertStatus.FIRING, AlertStatus.RESOLVED
 AM_GROUP = '{}:{alertname="ProbeFailure"}'
 CHECKOUT, PAYMENTS, STATUS_API = "0c5be584e506c4e4", "821cb099e781ed20", "93170237cb4b0eed"
 
 Parser = Callable[[dict[str, object], IngestMapping], list[AlertEvent]]
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def statuses(events: list[AlertEvent]) -> dict[str, AlertStatus]:
