@@ -1,4 +1,4 @@
-"""Each monitoring source's parser against payloads shaped like the product really sends them.
+"""Each monitoring source's parser against payloads as the products really send them.
 
 Fixtures in tests/fixtures/ingest name, at the top of each, what they follow; these tests pin
 what events they become and which shapes are refused.
@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
-from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
+from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
 from dispatcher.models import Severity
 from tests.webhooks_support import fixture as load
 
@@ -22,19 +22,25 @@ MAPPING = IngestMapping()
 FIRING, RESOLVED = AlertStatus.FIRING, AlertStatus.RESOLVED
 AM_GROUP = '{}:{alertname="ProbeFailure"}'
 CHECKOUT, PAYMENTS, STATUS_API = "0c5be584e506c4e4", "821cb099e781ed20", "93170237cb4b0eed"
+GRAFANA_GROUP = '{}:{alertname="Checkout error rate", grafana_folder="Storefront"}'
+EU_WEST, US_EAST = "1e60a7cc2132a9dc", "68ec241837c41db0"
 
-Parser = Callable[[dict[str, object], IngestMapping], list[AlertEvent]]
+Parser = Callable[[dict[str, object], IngestMapping], Parsed]
 
 
-def statuses(events: list[AlertEvent]) -> dict[str, AlertStatus]:
-    return {event.alert_key: event.status for event in events}
+def events(parse: Parser, name: str, mapping: IngestMapping = MAPPING) -> list[AlertEvent]:
+    return list(parse(load(name), mapping).events)
+
+
+def statuses(found: list[AlertEvent]) -> dict[str, AlertStatus]:
+    return {event.alert_key: event.status for event in found}
 
 
 # --- Alertmanager ---------------------------------------------------------------------------
 
 
 def test_alertmanager_firing_group_maps_each_alert() -> None:
-    checkout, payments = alertmanager.parse(load("alertmanager_firing"), MAPPING)
+    checkout, payments = events(alertmanager.parse, "alertmanager_firing")
 
     assert checkout == AlertEvent(
         source="alertmanager",
@@ -55,24 +61,24 @@ def test_alertmanager_firing_group_maps_each_alert() -> None:
 
 
 def test_alertmanager_mixed_payload_gives_both_statuses() -> None:
-    events = alertmanager.parse(load("alertmanager_mixed"), MAPPING)
+    found = events(alertmanager.parse, "alertmanager_mixed")
 
     # Top-level status is "firing"; each alert's own status decides.
-    assert statuses(events) == {CHECKOUT: RESOLVED, PAYMENTS: FIRING}
-    assert {event.group_key for event in events} == {AM_GROUP}
+    assert statuses(found) == {CHECKOUT: RESOLVED, PAYMENTS: FIRING}
+    assert {event.group_key for event in found} == {AM_GROUP}
 
 
 def test_alertmanager_all_resolved() -> None:
-    events = alertmanager.parse(load("alertmanager_resolved"), MAPPING)
+    found = events(alertmanager.parse, "alertmanager_resolved")
 
-    assert statuses(events) == {CHECKOUT: RESOLVED, PAYMENTS: RESOLVED}
+    assert statuses(found) == {CHECKOUT: RESOLVED, PAYMENTS: RESOLVED}
 
 
 def test_alertmanager_new_alert_joining_the_group() -> None:
-    events = alertmanager.parse(load("alertmanager_third_alert"), MAPPING)
+    found = events(alertmanager.parse, "alertmanager_third_alert")
 
-    assert statuses(events) == {CHECKOUT: FIRING, PAYMENTS: FIRING, STATUS_API: FIRING}
-    joined = events[2]
+    assert statuses(found) == {CHECKOUT: FIRING, PAYMENTS: FIRING, STATUS_API: FIRING}
+    joined = found[2]
     assert joined.group_key == AM_GROUP
     assert joined.components == ["general"]  # neither component nor service label
     assert joined.severity is Severity.MAJOR  # "P2" is not in the map: default severity
@@ -83,7 +89,7 @@ def test_status_never_comes_from_ends_at() -> None:
     payload = load("alertmanager_mixed")
     payload["alerts"][1]["endsAt"] = "2025-03-04T09:00:00Z"  # in the past, still "firing"
 
-    assert statuses(alertmanager.parse(payload, MAPPING))[PAYMENTS] is FIRING
+    assert statuses(list(alertmanager.parse(payload, MAPPING).events))[PAYMENTS] is FIRING
 
 
 def test_component_falls_back_to_common_labels() -> None:
@@ -91,7 +97,7 @@ def test_component_falls_back_to_common_labels() -> None:
     del payload["alerts"][0]["labels"]["service"]
     payload["commonLabels"]["service"] = "storefront"
 
-    assert alertmanager.parse(payload, MAPPING)[0].components == ["storefront"]
+    assert alertmanager.parse(payload, MAPPING).events[0].components == ["storefront"]
 
 
 @pytest.mark.parametrize("fingerprint", [None, ""])
@@ -103,7 +109,7 @@ def test_missing_fingerprint_falls_back_to_alertmanagers_own(fingerprint: str | 
         payload["alerts"][0]["fingerprint"] = fingerprint
 
     # The fixture's fingerprints are Alertmanager's, so the fallback keys the alert identically.
-    assert alertmanager.parse(payload, MAPPING)[0].alert_key == CHECKOUT
+    assert alertmanager.parse(payload, MAPPING).events[0].alert_key == CHECKOUT
 
 
 def test_labels_fingerprint_matches_prometheus_test_vectors() -> None:
@@ -120,56 +126,92 @@ def test_custom_mapping_is_honoured() -> None:
         severity_map={"p2": Severity.MINOR},
         default_severity=Severity.CRITICAL,
     )
-    events = alertmanager.parse(load("alertmanager_third_alert"), mapping)
+    found = events(alertmanager.parse, "alertmanager_third_alert", mapping)
 
-    assert [event.components for event in events] == [["unassigned"], ["unassigned"], ["platform"]]
-    assert [event.severity for event in events] == [
+    assert [event.components for event in found] == [["unassigned"], ["unassigned"], ["platform"]]
+    assert [event.severity for event in found] == [
         Severity.CRITICAL,  # "page" is not in this map
         Severity.CRITICAL,
         Severity.MINOR,  # "P2", case-insensitively
     ]
-    assert [event.components for event in grafana.parse(load("grafana_firing"), mapping)] == [
-        ["blue"],
-        ["blue"],
+    folders = IngestMapping(component_labels=["grafana_folder"])
+    assert [e.components for e in events(grafana.parse, "grafana_firing", folders)] == [
+        ["Storefront"],
+        ["Storefront"],
     ]
 
 
 # --- Grafana --------------------------------------------------------------------------------
 
 
-def test_grafana_firing_and_resolved() -> None:
-    firing = grafana.parse(load("grafana_firing"), MAPPING)
-    resolved = grafana.parse(load("grafana_resolved"), MAPPING)
+def test_grafana_real_body_maps_each_alert() -> None:
+    eu, us = events(grafana.parse, "grafana_firing")
 
-    expected_keys = ["c6eadffa33fcdf37", "bc97ff14869b13e3"]
-    assert [event.alert_key for event in firing] == expected_keys
-    assert [event.alert_key for event in resolved] == expected_keys
-    assert {event.status for event in firing} == {FIRING}
-    assert {event.status for event in resolved} == {RESOLVED}
-    memory = firing[0]
-    assert (memory.source, memory.group_key) == ("grafana", "{}:{}")
-    assert memory.components == ["general"]
-    assert memory.severity is Severity.MAJOR
-    assert memory.message == "This alert was triggered for zone us-1"
-    assert memory.url == "https://grafana.example.com/alerting/grafana/1afz29v7z/view?orgId=1"
-    assert memory.started_at == datetime(2021, 10, 12, 7, 51, 3, 157076, tzinfo=UTC)
+    assert eu == AlertEvent(
+        source="grafana",
+        group_key=GRAFANA_GROUP,  # the default policy: grouped by folder and alert name
+        alert_key=EU_WEST,
+        status=FIRING,
+        title="Checkout is failing for some customers",
+        severity=Severity.CRITICAL,
+        components=["checkout"],
+        message="Checkout errors above 5% in eu-west",
+        started_at=datetime(2025, 3, 4, 9, 12, 40, tzinfo=UTC),
+        url="https://grafana.example.com/alerting/grafana/ddlq2v9xyz0zkb/view?orgId=1",
+    )
+    assert (us.alert_key, us.status) == (US_EAST, FIRING)
 
 
-def test_grafana_test_notification_parses() -> None:
-    [event] = grafana.parse(load("grafana_test_notification"), MAPPING)
+def test_grafana_repeat_with_fresh_values_is_the_same_events() -> None:
+    assert (
+        load("grafana_repeat")["alerts"][0]["values"]
+        != load("grafana_firing")["alerts"][0]["values"]
+    )
+    assert events(grafana.parse, "grafana_repeat") == events(grafana.parse, "grafana_firing")
 
-    assert event.status is FIRING
-    assert event.alert_key == "57c6d9296de2ad39"
-    assert event.components == ["general"]
-    assert event.message == "Notification test"
-    assert event.url is None  # generatorURL is "" for the test alert
+
+def test_grafana_resolved() -> None:
+    found = events(grafana.parse, "grafana_resolved")
+
+    assert statuses(found) == {EU_WEST: RESOLVED, US_EAST: RESOLVED}
+    assert {event.group_key for event in found} == {GRAFANA_GROUP}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "grafana_test_webhook",  # since October 2025: receiver "webhook"
+        "grafana_test_contact_point",  # October 2023 on: receiver the contact point's name
+        "grafana_test_custom",  # the user's labels merged over the test alert's
+        "grafana_test_legacy",  # before October 2023: labels and time as Go prints them
+    ],
+)
+def test_grafana_test_button_is_a_test_and_no_alert(name: str) -> None:
+    assert grafana.parse(load(name), MAPPING) == Parsed(test=True)
+
+
+def test_an_alert_rule_named_like_the_test_is_still_an_alert() -> None:
+    """A real group of a rule called TestAlert: its key is the route's and group labels'."""
+    payload = load("grafana_test_webhook")
+    payload["groupKey"] = '{}:{alertname="TestAlert", instance="Grafana"}'
+    payload["receiver"] = "outage-dispatcher"
+
+    [event] = grafana.parse(payload, MAPPING).events
+    assert event.group_key == '{}:{alertname="TestAlert", instance="Grafana"}'
+
+
+def test_a_test_shaped_key_of_another_alert_is_not_a_test() -> None:
+    payload = load("grafana_test_webhook")
+    payload["alerts"][0]["fingerprint"] = EU_WEST  # not the fingerprint in the key
+
+    assert grafana.parse(payload, MAPPING).test is False
 
 
 # --- Uptime Kuma ----------------------------------------------------------------------------
 
 
 def test_uptime_kuma_down_fires() -> None:
-    [event] = uptime_kuma.parse(load("uptime_kuma_down"), MAPPING)
+    [event] = events(uptime_kuma.parse, "uptime_kuma_down")
 
     assert event == AlertEvent(
         source="uptime-kuma",
@@ -185,8 +227,8 @@ def test_uptime_kuma_down_fires() -> None:
 
 
 def test_uptime_kuma_up_resolves_with_the_outage_start() -> None:
-    [event] = uptime_kuma.parse(
-        load("uptime_kuma_up"), IngestMapping(default_severity=Severity.MINOR)
+    [event] = events(
+        uptime_kuma.parse, "uptime_kuma_up", IngestMapping(default_severity=Severity.MINOR)
     )
 
     assert (event.group_key, event.alert_key, event.status) == ("7", "7", RESOLVED)
@@ -198,22 +240,22 @@ def test_uptime_kuma_placeholder_message_is_dropped() -> None:
     payload = load("uptime_kuma_down")
     payload["heartbeat"]["msg"] = "N/A"
 
-    assert uptime_kuma.parse(payload, MAPPING)[0].message is None
+    assert uptime_kuma.parse(payload, MAPPING).events[0].message is None
 
 
 @pytest.mark.parametrize(
     "fixture", ["uptime_kuma_pending", "uptime_kuma_maintenance", "uptime_kuma_test"]
 )
 def test_uptime_kuma_accepts_but_ignores(fixture: str) -> None:
-    assert uptime_kuma.parse(load(fixture), MAPPING) == []
+    assert uptime_kuma.parse(load(fixture), MAPPING) == Parsed()
 
 
 # --- generic --------------------------------------------------------------------------------
 
 
 def test_generic_firing_and_resolved() -> None:
-    [firing] = generic.parse(load("generic_firing"), MAPPING)
-    [resolved] = generic.parse(load("generic_resolved"), MAPPING)
+    [firing] = events(generic.parse, "generic_firing")
+    [resolved] = events(generic.parse, "generic_resolved")
 
     assert firing == AlertEvent(
         source="generic",
@@ -278,6 +320,12 @@ WRONG_SHAPES = [
         "grafana_firing",
         _set(("alerts", 0, "status"), "exploded"),
         ("alerts", 0, "status"),
+    ),
+    (
+        grafana.parse,
+        "grafana_firing",
+        _set(("alerts", 0, "values"), "high"),
+        ("alerts", 0, "values"),
     ),
     (
         uptime_kuma.parse,

@@ -54,7 +54,12 @@ def test_alertmanager_group_lifecycle(app_client: TestClient, sandbox: Sandbox) 
     assert len(emails(sandbox)) == 1
 
     again = post(app_client, "alertmanager", fixture("alertmanager_firing"))
-    assert again.json() == {"incidents": [incident_id], "updates": 0, "changed": False}
+    assert again.json() == {
+        "incidents": [incident_id],
+        "updates": 0,
+        "changed": False,
+        "test": False,
+    }
     settle(app_client)
     assert len(emails(sandbox)) == 1, "a repeated notification sends nothing"
 
@@ -108,7 +113,7 @@ def test_uptime_kuma_test_and_pending_are_accepted_and_change_nothing(
 ) -> None:
     answer = post(app_client, "uptime-kuma", fixture(name))
     assert answer.status_code == 202
-    assert answer.json() == {"incidents": [], "updates": 0, "changed": False}
+    assert answer.json() == {"incidents": [], "updates": 0, "changed": False, "test": False}
 
 
 @pytest.mark.settings(flap_window_s=3600)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
+from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
 
 # prometheus/common model.LabelSet.Fingerprint: FNV-1a 64 over sorted name/value pairs.
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -100,6 +100,7 @@ def events_from_webhook(
     return events
 
 
-def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent]:
+def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
     """Validate an Alertmanager webhook body (raising pydantic.ValidationError) into events."""
-    return events_from_webhook(AlertmanagerWebhook.model_validate(payload), mapping, "alertmanager")
+    webhook = AlertmanagerWebhook.model_validate(payload)
+    return Parsed(events_from_webhook(webhook, mapping, "alertmanager"))

@@ -7,6 +7,8 @@ The correlation step only ever sees these events, so adding a source is adding a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -35,6 +37,17 @@ class AlertEvent(BaseModel):
     message: str | None = None
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a payload holds: its alerts' events, or the sender's own test.
+
+    A test (Grafana's "Test" button) is recorded and answered 2xx, so the sender shows it
+    passed; it never becomes an incident."""
+
+    events: Sequence[AlertEvent] = ()
+    test: bool = False
 
 
 class IngestMapping(BaseModel):

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
+from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
 
 
 class KumaStatus(IntEnum):
@@ -86,7 +86,7 @@ class UptimeKumaWebhook(BaseModel):
         return value
 
 
-def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent]:
+def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
     """Validate an Uptime Kuma webhook body (raising pydantic.ValidationError) into events.
 
     A monitor has no labels, so its name is the component and the mapping's default severity
@@ -95,20 +95,22 @@ def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent
     webhook = UptimeKumaWebhook.model_validate(payload)
     beat, monitor = webhook.heartbeat, webhook.monitor
     if beat is None or monitor is None or beat.status not in _EVENT_STATUS:
-        return []
+        return Parsed()
     status = _EVENT_STATUS[beat.status]
     component = monitor.name
-    return [
-        AlertEvent(
-            source="uptime-kuma",
-            group_key=str(monitor.id),
-            alert_key=str(monitor.id),
-            status=status,
-            title=mapping.title(component, {}),
-            severity=mapping.default_severity,
-            components=[component],
-            message=None if beat.msg in _NO_MESSAGE else beat.msg,
-            # An UP beat's own time is the recovery; the outage began at the last DOWN, if sent.
-            started_at=beat.time if status is AlertStatus.FIRING else beat.last_down_time,
-        )
-    ]
+    return Parsed(
+        [
+            AlertEvent(
+                source="uptime-kuma",
+                group_key=str(monitor.id),
+                alert_key=str(monitor.id),
+                status=status,
+                title=mapping.title(component, {}),
+                severity=mapping.default_severity,
+                components=[component],
+                message=None if beat.msg in _NO_MESSAGE else beat.msg,
+                # An UP beat's own time is the recovery; the outage began at the last DOWN, if sent.
+                started_at=beat.time if status is AlertStatus.FIRING else beat.last_down_time,
+            )
+        ]
+    )

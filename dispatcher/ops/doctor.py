@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from channels.base import Channel, ChannelError
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents.reports import runners_alive
+from dispatcher.ingest.source_tests import last_received
 from dispatcher.models import DeliveryStatus, FailureReason, IncidentState
 from dispatcher.render.messages import render
 from dispatcher.render.samples import sample
@@ -511,6 +512,21 @@ def check_webhook_token(ctx: Context) -> list[Finding]:
     return [ok("webhook_token", "set")]
 
 
+def check_monitoring(ctx: Context) -> list[Finding]:
+    """When each monitoring source last sent its own test (Grafana's "Test" button), so a new
+    set-up can be seen working from our side."""
+    findings: list[Finding] = []
+    if "database" in ctx.failed or "schema" in ctx.failed:
+        return findings
+    with Session(ctx.engine) as session:
+        tests = last_received(session)
+    detail = "; ".join(
+        f"{source}: last test {at:%Y-%m-%d %H:%M:%S} UTC" for source, at in sorted(tests.items())
+    )
+    findings.append(ok("monitoring", detail or "no monitoring source has sent a test yet"))
+    return findings
+
+
 # -- running them ------------------------------------------------------------------------------
 
 READINESS: tuple[tuple[str, Check], ...] = (
@@ -530,6 +546,7 @@ DOCTOR: tuple[tuple[str, Check], ...] = (
     ("senders", check_senders),
     ("public_url", check_public_url),
     ("webhook_token", check_webhook_token),
+    ("monitoring", check_monitoring),
 )
 
 # Doctor's checks that only make sense once an earlier one passed.

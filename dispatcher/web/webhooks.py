@@ -3,12 +3,14 @@
 Order of checks, so that nothing is stored from a request that should not be: the body size (the
 BodySizeLimit middleware, 413), the credentials (401), the JSON and its shape (422 naming the
 field), and only then the correlation, in one transaction per alert group. The answer comes as
-soon as that is committed; the fan-out is queued, never awaited.
+soon as that is committed; the fan-out is queued, never awaited. A source's own test is recorded
+and answered like any other payload.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,17 +23,19 @@ from pydantic import BaseModel, ValidationError
 from channels.webhook import verify
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import correlate
-from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
-from dispatcher.ingest.events import AlertEvent, IngestMapping
+from dispatcher.ingest import alertmanager, generic, grafana, source_tests, uptime_kuma
+from dispatcher.ingest.events import IngestMapping, Parsed
 from dispatcher.web.deps import PipelineDep, bearer_token, check_token
 from dispatcher.web.health import WebhookMetricsRoute
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-outage-signature"
 
 
 @dataclass(frozen=True)
 class Source:
-    parse: Callable[[dict[str, object], IngestMapping], list[AlertEvent]]
+    parse: Callable[[dict[str, object], IngestMapping], Parsed]
     model: type[BaseModel]  # for the OpenAPI description of the body
     accepts_signature: bool = False  # the generic source may sign instead of sending a token
 
@@ -47,11 +51,13 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=WebhookMet
 
 
 class Accepted(BaseModel):
-    """The webhook's answer: which incidents it touched and whether anyone will be told."""
+    """The webhook's answer: which incidents it touched, whether anyone will be told, and
+    whether it was the sender's own test (recorded, never an incident)."""
 
     incidents: list[int]
     updates: int
     changed: bool
+    test: bool = False
 
 
 def _authenticate(request: Request, pipeline: Pipeline, name: str, body: bytes) -> None:
@@ -85,7 +91,7 @@ def _json(body: bytes) -> dict[str, object]:
     return payload
 
 
-def _events(name: str, payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent]:
+def _parsed(name: str, payload: dict[str, object], mapping: IngestMapping) -> Parsed:
     try:
         return SOURCES[name].parse(payload, mapping)
     except ValidationError as exc:
@@ -101,14 +107,20 @@ def _receive(name: str) -> Callable[..., Any]:
     async def receive(request: Request, pipeline: PipelineDep) -> Accepted:
         body = await request.body()
         _authenticate(request, pipeline, name, body)
-        events = _events(name, _json(body), pipeline.settings.ingest)
+        parsed = _parsed(name, _json(body), pipeline.settings.ingest)
+        if parsed.test:
+            await run_in_threadpool(source_tests.record, pipeline.store, name)
+            log.info("%s: the sender's test notification received", name)
         # The database work is blocking: keep it off the event loop.
         result = await run_in_threadpool(
-            correlate.ingest, pipeline.store, pipeline.settings, events
+            correlate.ingest, pipeline.store, pipeline.settings, parsed.events
         )
         pipeline.announce(*result.update_ids)
         return Accepted(
-            incidents=result.incident_ids, updates=len(result.update_ids), changed=result.changed
+            incidents=result.incident_ids,
+            updates=len(result.update_ids),
+            changed=result.changed,
+            test=parsed.test,
         )
 
     receive.__name__ = f"receive_{name.replace('-', '_')}"
