@@ -68,10 +68,12 @@ def test_alertmanager_mixed_payload_gives_both_statuses() -> None:
     assert {event.group_key for event in found} == {AM_GROUP}
 
 
-def test_alertmanager_all_resolved() -> None:
+def test_alertmanager_resolved_alerts_say_nothing_of_their_own_to_customers() -> None:
     found = events(alertmanager.parse, "alertmanager_resolved")
 
     assert statuses(found) == {CHECKOUT: RESOLVED, PAYMENTS: RESOLVED}
+    # Their summary still reads "Probe failure: …": not what customers are told at the end.
+    assert [event.message for event in found] == [None, None]
 
 
 def test_alertmanager_new_alert_joining_the_group() -> None:
@@ -83,6 +85,19 @@ def test_alertmanager_new_alert_joining_the_group() -> None:
     assert joined.components == ["general"]  # neither component nor service label
     assert joined.severity is Severity.MAJOR  # "P2" is not in the map: default severity
     assert joined.title == "Disruption affecting general"
+
+
+def test_alertmanager_newer_fields_are_accepted_and_change_nothing() -> None:
+    payload = load("alertmanager_v034_firing")
+    assert payload["notification_reason"] == "first notification"
+    assert payload["routeLabels"] == {"team": "storefront"}
+
+    assert events(alertmanager.parse, "alertmanager_v034_firing") == events(
+        alertmanager.parse, "alertmanager_firing"
+    )
+    for reason in ("repeat interval elapsed", "new alerts added", "some new reason"):
+        again = {**payload, "notification_reason": reason, "routeLabels": None}
+        assert alertmanager.parse(again, MAPPING) == alertmanager.parse(payload, MAPPING)
 
 
 def test_status_never_comes_from_ends_at() -> None:
@@ -175,6 +190,7 @@ def test_grafana_resolved() -> None:
 
     assert statuses(found) == {EU_WEST: RESOLVED, US_EAST: RESOLVED}
     assert {event.group_key for event in found} == {GRAFANA_GROUP}
+    assert [event.message for event in found] == [None, None]
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,16 @@ from dispatcher.incidents import reports
 from dispatcher.ops import doctor
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
-from tests.webhooks_support import emails, fixture, post, settings_marker, settle, webhook_app
+from tests.webhooks_support import (
+    TEAM,
+    bodies,
+    emails,
+    fixture,
+    post,
+    settings_marker,
+    settle,
+    webhook_app,
+)
 
 NOW = datetime(2025, 3, 4, 10, 2, 11, tzinfo=UTC)
 NOTHING = {"incidents": [], "updates": 0, "changed": False, "test": False}
@@ -115,6 +124,10 @@ def test_grafana_real_body_opens_repeats_and_resolves(
     assert emails(sandbox) == [
         "[Investigating] Checkout is failing for some customers — Example Cloud"
     ]
+    assert "Checkout errors above 5% in eu-west" in bodies(sandbox)[0]
+    generator = "https://grafana.example.com/alerting/grafana/ddlq2v9xyz0zkb/view?orgId=1"
+    assert generator in bodies(sandbox, TEAM)[0], "the team gets the link to the rule"
+    assert generator not in bodies(sandbox)[0]
 
     repeated = post(app_client, "grafana", fixture("grafana_repeat"))  # fresh values, 4 h later
     assert repeated.json() == {**NOTHING, "incidents": [incident_id]}
@@ -124,5 +137,25 @@ def test_grafana_real_body_opens_repeats_and_resolves(
     pipeline = settle(app_client)
     found, updates = reports.incident(pipeline.store, incident_id)
     assert (found.state, found.severity, found.components) == ("resolved", "critical", ["checkout"])
-    assert [u.state for u in updates] == ["investigating", "resolved"]
+    assert updates[-1].message == "Checkout is working normally again."
     assert len(emails(sandbox)) == 2
+
+
+# --- Alertmanager's newer fields ------------------------------------------------------------
+
+
+def test_alertmanager_newer_fields_are_accepted_and_ignored(
+    app_client: TestClient, sandbox: Sandbox
+) -> None:
+    opened = post(app_client, "alertmanager", fixture("alertmanager_v034_firing"))
+    assert opened.status_code == 202, opened.text
+    assert opened.json()["changed"] is True
+    older = post(app_client, "alertmanager", fixture("alertmanager_firing"))  # same group
+    assert older.json() == {**NOTHING, "incidents": opened.json()["incidents"]}
+    repeat = {
+        **fixture("alertmanager_v034_firing"),
+        "notification_reason": "repeat interval elapsed",
+    }
+    assert post(app_client, "alertmanager", repeat).json()["changed"] is False
+    settle(app_client)
+    assert len(emails(sandbox)) == 1

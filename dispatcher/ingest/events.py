@@ -3,6 +3,10 @@
 Sources differ in shape, not in meaning: each has groups (an Alertmanager group, a Grafana
 notification group, an Uptime Kuma monitor, a generic key) made of alerts that fire and resolve.
 The correlation step only ever sees these events, so adding a source is adding a parser.
+
+Two kinds of words travel with an event and never mix: `message` is written for customers (a
+rule author's `summary`), `detail` is the monitor's own output ("connect ECONNREFUSED
+10.0.3.7:443", "200 - OK"), which only the team sees, as the update's internal note.
 """
 
 from __future__ import annotations
@@ -11,15 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dispatcher.models import Severity
+
+DETAIL_MAX_CHARS = 1000  # a monitor's output is kept for the team, never at any length
 
 
 class AlertStatus(StrEnum):
     FIRING = "firing"  # the condition holds: something is broken
     RESOLVED = "resolved"  # the condition cleared
+
+
+def _clip(text: str | None) -> str | None:
+    return text[:DETAIL_MAX_CHARS] if text else None
 
 
 class AlertEvent(BaseModel):
@@ -34,7 +45,8 @@ class AlertEvent(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     severity: Severity
     components: list[str] = Field(min_length=1)
-    message: str | None = None
+    message: str | None = None  # for customers; None lets the templates speak
+    detail: Annotated[str | None, AfterValidator(_clip)] = None  # for the team only
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
 
