@@ -226,44 +226,81 @@ def test_a_test_shaped_key_of_another_alert_is_not_a_test() -> None:
 # --- Uptime Kuma ----------------------------------------------------------------------------
 
 
-def test_uptime_kuma_down_fires() -> None:
-    [event] = events(uptime_kuma.parse, "uptime_kuma_down")
+@pytest.mark.parametrize("name", ["uptime_kuma_down", "uptime_kuma_v1_down"])
+def test_uptime_kuma_down_fires_for_the_component_its_tags_name(name: str) -> None:
+    [event] = events(uptime_kuma.parse, name)
 
     assert event == AlertEvent(
         source="uptime-kuma",
         group_key="7",
         alert_key="7",
         status=FIRING,
-        title="Disruption affecting Checkout API",
-        severity=Severity.MAJOR,
-        components=["Checkout API"],
-        message="Request failed with status code 503",
+        title="Disruption affecting checkout",
+        severity=Severity.CRITICAL,  # the severity tag
+        components=["checkout"],  # the service tag, not the monitor's name
+        message=None,  # the checker's words are for the team
+        detail="[Checkout API] [🔴 Down] Request failed with status code 503",
         started_at=datetime(2025, 3, 4, 9, 12, 45, 527000, tzinfo=UTC),
     )
 
 
+def test_uptime_kuma_resend_while_down_is_the_same_event() -> None:
+    [down] = events(uptime_kuma.parse, "uptime_kuma_down")
+    [resent] = events(uptime_kuma.parse, "uptime_kuma_resend")
+
+    assert load("uptime_kuma_resend")["heartbeat"]["important"] is False
+    assert resent.model_copy(update={"started_at": down.started_at}) == down
+
+
 def test_uptime_kuma_up_resolves_with_the_outage_start() -> None:
-    [event] = events(
-        uptime_kuma.parse, "uptime_kuma_up", IngestMapping(default_severity=Severity.MINOR)
-    )
+    [event] = events(uptime_kuma.parse, "uptime_kuma_up")
 
     assert (event.group_key, event.alert_key, event.status) == ("7", "7", RESOLVED)
-    assert event.severity is Severity.MINOR
+    assert event.message is None  # never "200 - OK"
+    assert event.detail == "[Checkout API] [✅ Up] 200 - OK"
     assert event.started_at == datetime(2025, 3, 4, 9, 12, 45, 527000, tzinfo=UTC)
+    [old] = events(uptime_kuma.parse, "uptime_kuma_v1_up")  # 1.23 sends no lastDownTime
+    assert (old.status, old.started_at, old.components) == (RESOLVED, None, ["checkout"])
 
 
-def test_uptime_kuma_placeholder_message_is_dropped() -> None:
+def test_uptime_kuma_without_tags_falls_back_to_the_monitor_name() -> None:
     payload = load("uptime_kuma_down")
-    payload["heartbeat"]["msg"] = "N/A"
+    payload["monitor"]["tags"] = []
 
-    assert uptime_kuma.parse(payload, MAPPING).events[0].message is None
+    [event] = uptime_kuma.parse(payload, IngestMapping(default_severity=Severity.MINOR)).events
+    assert (event.components, event.severity) == (["Checkout API"], Severity.MINOR)
 
 
-@pytest.mark.parametrize(
-    "fixture", ["uptime_kuma_pending", "uptime_kuma_maintenance", "uptime_kuma_test"]
-)
-def test_uptime_kuma_accepts_but_ignores(fixture: str) -> None:
-    assert uptime_kuma.parse(load(fixture), MAPPING) == Parsed()
+def test_uptime_kuma_tags_match_regardless_of_case_and_may_name_several() -> None:
+    payload = load("uptime_kuma_down")
+    payload["monitor"]["tags"] = [
+        {"tag_id": 3, "monitor_id": 7, "value": "", "name": "Service", "color": "#000"},
+        {"tag_id": 3, "monitor_id": 7, "value": "checkout", "name": "Service", "color": "#000"},
+        {"tag_id": 3, "monitor_id": 7, "value": "payments", "name": "SERVICE ", "color": "#000"},
+        {"tag_id": 4, "monitor_id": 7, "value": "Info", "name": "Severity", "color": "#000"},
+        {"tag_id": 5, "monitor_id": 7, "value": None, "name": "component", "color": "#000"},
+    ]
+
+    [event] = uptime_kuma.parse(payload, MAPPING).events
+    assert event.components == ["checkout", "payments"]
+    assert event.severity is Severity.MINOR
+    assert event.title == "Disruption affecting checkout, payments"
+
+
+@pytest.mark.parametrize("name", ["uptime_kuma_pending", "uptime_kuma_maintenance"])
+def test_uptime_kuma_pending_and_maintenance_are_no_event(name: str) -> None:
+    assert uptime_kuma.parse(load(name), MAPPING) == Parsed()
+
+
+def test_uptime_kuma_test_button_is_a_test() -> None:
+    assert uptime_kuma.parse(load("uptime_kuma_test"), MAPPING) == Parsed(test=True)
+
+
+@pytest.mark.parametrize("name", ["uptime_kuma_cert_expiry", "uptime_kuma_domain_expiry"])
+def test_uptime_kuma_expiry_warnings_are_a_notice_for_the_team(name: str) -> None:
+    parsed = uptime_kuma.parse(load(name), MAPPING)
+
+    assert parsed == Parsed(notice=load(name)["msg"])
 
 
 # --- generic --------------------------------------------------------------------------------
@@ -356,6 +393,7 @@ WRONG_SHAPES = [
         ("heartbeat", "status"),
     ),
     (uptime_kuma.parse, "uptime_kuma_down", _set(("monitor",), None), ("monitor",)),
+    (uptime_kuma.parse, "uptime_kuma_down", _set(("monitor", "tags"), "x"), ("monitor", "tags")),
     (uptime_kuma.parse, "uptime_kuma_test", _drop(("msg",)), ("msg",)),
     (generic.parse, "generic_firing", _set(("mesage",), "typo"), ("mesage",)),
     (generic.parse, "generic_firing", _set(("status",), "exploded"), ("status",)),

@@ -1,25 +1,34 @@
 """Monitoring sources as they really send, end to end: each product's own bodies (fixtures written
 from its source, named at the top of each) over HTTP, and what the sandbox then received.
 
-Grafana's "Test" button is answered 2xx, recorded, and reaches nobody.
+Grafana's and Uptime Kuma's "Test" buttons are answered 2xx, recorded, and reach nobody; Uptime
+Kuma arrives as JSON, form-data or GET and names components by its tags.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import time_machine
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import reports
+from dispatcher.models import SubscriberIn
 from dispatcher.ops import doctor
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
+from dispatcher.store import Alert
+from dispatcher.subscribers import records
 from tests.webhooks_support import (
+    AUTH,
     TEAM,
     bodies,
     emails,
@@ -73,6 +82,17 @@ def doctor_says(client: TestClient) -> str:
     context = doctor.Context(pipeline.settings, pipeline.store.engine, registry=pipeline.registry)
     [finding] = doctor.check_monitoring(context)
     return finding.detail
+
+
+def follower_of(client: TestClient, component: str, email: str) -> None:
+    pipeline = pipeline_of(client)
+    records.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(
+            name=component, email=email, channels=["email"], components=[component], confirmed=True
+        ),
+    )
 
 
 # --- Grafana's "Test" button ----------------------------------------------------------------
@@ -139,6 +159,159 @@ def test_grafana_real_body_opens_repeats_and_resolves(
     assert (found.state, found.severity, found.components) == ("resolved", "critical", ["checkout"])
     assert updates[-1].message == "Checkout is working normally again."
     assert len(emails(sandbox)) == 2
+
+
+# --- Uptime Kuma ----------------------------------------------------------------------------
+
+
+def kuma_json(client: TestClient, payload: dict[str, Any]) -> Any:
+    return post(client, "uptime-kuma", payload)
+
+
+def kuma_form(client: TestClient, payload: dict[str, Any]) -> Any:
+    """form-data: one field `data` holding the JSON, no file name (the npm form-data package)."""
+    return client.post(
+        "/webhooks/uptime-kuma", files={"data": (None, json.dumps(payload))}, headers=AUTH
+    )
+
+
+def kuma_get(client: TestClient, payload: dict[str, Any]) -> Any:
+    """GET: msg, and heartbeat and monitor JSON-encoded, as query parameters (2.1+)."""
+    params = {"msg": payload["msg"]}
+    params |= {k: json.dumps(payload[k]) for k in ("heartbeat", "monitor") if payload[k]}
+    return client.get("/webhooks/uptime-kuma", params=params, headers=AUTH)
+
+
+MODES = {"json": kuma_json, "form-data": kuma_form, "get": kuma_get}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_uptime_kuma_each_body_mode_opens_resends_and_resolves(
+    app_client: TestClient, sandbox: Sandbox, mode: str
+) -> None:
+    send = MODES[mode]
+    follower_of(app_client, "checkout", "follows-checkout@example.org")
+
+    opened = send(app_client, fixture("uptime_kuma_down"))
+    assert opened.status_code == 202, opened.text
+    assert opened.json()["changed"] is True
+    settle(app_client)
+    assert send(app_client, fixture("uptime_kuma_resend")).json() == {
+        **NOTHING,
+        "incidents": opened.json()["incidents"],
+    }
+    closed = send(app_client, fixture("uptime_kuma_up"))
+    assert closed.json()["updates"] == 1
+    pipeline = settle(app_client)
+
+    # The component comes from the monitor's `service` tag, so its follower hears of it.
+    assert emails(sandbox, "follows-checkout@example.org") == [
+        "[Investigating] Disruption affecting checkout — Example Cloud",
+        "[Resolved] Disruption affecting checkout — Example Cloud",
+    ]
+    found, updates = reports.incident(pipeline.store, opened.json()["incidents"][0])
+    assert (found.severity, updates[-1].message) == (
+        "critical",
+        "Checkout is working normally again.",
+    )
+    for text in bodies(sandbox):
+        assert "200 - OK" not in text and "503" not in text, "the checker's words stay internal"
+    assert "[Checkout API] [✅ Up] 200 - OK" in bodies(sandbox, TEAM)[-1]
+
+
+def test_uptime_kuma_1_23_bodies_open_and_resolve(app_client: TestClient, sandbox: Sandbox) -> None:
+    opened = post(app_client, "uptime-kuma", fixture("uptime_kuma_v1_down"))
+    assert opened.status_code == 202, opened.text
+    settle(app_client)
+    closed = post(app_client, "uptime-kuma", fixture("uptime_kuma_v1_up"))
+    assert closed.json()["incidents"] == opened.json()["incidents"]
+    settle(app_client)
+    assert emails(sandbox) == [
+        "[Investigating] Disruption affecting checkout — Example Cloud",
+        "[Resolved] Disruption affecting checkout — Example Cloud",
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_uptime_kuma_test_button_reaches_nobody_and_is_recorded(
+    app_client: TestClient, sandbox: Sandbox, clock: time_machine.Coordinates, mode: str
+) -> None:
+    answer = MODES[mode](app_client, fixture("uptime_kuma_test"))
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == TESTED
+    nothing_reached_anyone(app_client, sandbox)
+    assert last_tests(app_client) == {"uptime-kuma": NOW.timestamp()}
+
+
+@pytest.mark.parametrize("name", ["uptime_kuma_cert_expiry", "uptime_kuma_domain_expiry"])
+def test_uptime_kuma_expiry_warnings_reach_no_customer(
+    app_client: TestClient, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dispatcher.web.webhooks"):
+        answer = post(app_client, "uptime-kuma", fixture(name))
+
+    assert answer.json() == NOTHING
+    nothing_reached_anyone(app_client, sandbox)
+    assert any("will expire in" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("request_it", "where"),
+    [
+        (
+            lambda c: c.post("/webhooks/uptime-kuma", files={"x": (None, "{}")}, headers=AUTH),
+            "data",
+        ),
+        (
+            lambda c: c.post("/webhooks/uptime-kuma", files={"data": (None, "{no")}, headers=AUTH),
+            "data",
+        ),
+        (
+            lambda c: c.post(
+                "/webhooks/uptime-kuma",
+                content=b"--x\r\nbroken",
+                headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
+            ),
+            "body",
+        ),
+        (
+            lambda c: c.get(
+                "/webhooks/uptime-kuma", params={"msg": "m", "heartbeat": "[1"}, headers=AUTH
+            ),
+            "heartbeat",
+        ),
+        (lambda c: c.get("/webhooks/uptime-kuma", headers=AUTH), "msg"),
+    ],
+)
+def test_uptime_kuma_bad_form_or_query_is_422_naming_where(
+    app_client: TestClient, request_it: Any, where: str
+) -> None:
+    answer = request_it(app_client)
+
+    assert answer.status_code == 422, answer.text
+    assert where in json.dumps(answer.json()["detail"])
+    assert reports.incidents(pipeline_of(app_client).store) == []
+
+
+def test_uptime_kuma_get_without_the_token_is_401_and_stores_nothing(
+    app_client: TestClient,
+) -> None:
+    payload = fixture("uptime_kuma_down")
+    params = {k: json.dumps(payload[k]) for k in ("heartbeat", "monitor")} | {"msg": payload["msg"]}
+    answer = app_client.get("/webhooks/uptime-kuma", params=params)
+
+    assert answer.status_code == 401
+    with pipeline_of(app_client).store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Alert)) == 0
+
+
+@pytest.mark.settings(webhook_max_bytes=4096)
+def test_uptime_kuma_query_over_the_size_limit_is_refused(app_client: TestClient) -> None:
+    limit = pipeline_of(app_client).settings.webhook_max_bytes
+    answer = app_client.get("/webhooks/uptime-kuma", params={"msg": "x" * limit}, headers=AUTH)
+
+    assert answer.status_code == 414
 
 
 # --- Alertmanager's newer fields ------------------------------------------------------------

@@ -107,8 +107,8 @@ def test_each_source_opens_and_resolves(
     assert "resolved" in subjects[1].lower()
 
 
-@pytest.mark.parametrize("name", ["uptime_kuma_test", "uptime_kuma_pending"])
-def test_uptime_kuma_test_and_pending_are_accepted_and_change_nothing(
+@pytest.mark.parametrize("name", ["uptime_kuma_pending", "uptime_kuma_maintenance"])
+def test_uptime_kuma_pending_and_maintenance_are_accepted_and_change_nothing(
     app_client: TestClient, name: str
 ) -> None:
     answer = post(app_client, "uptime-kuma", fixture(name))

@@ -53,13 +53,15 @@ class AlertEvent(BaseModel):
 
 @dataclass(frozen=True)
 class Parsed:
-    """What a payload holds: its alerts' events, or the sender's own test.
+    """What a payload holds: its alerts' events, or the sender's own test, or a notice.
 
-    A test (Grafana's "Test" button) is recorded and answered 2xx, so the sender shows it
-    passed; it never becomes an incident."""
+    A test (Grafana's "Test" button, Uptime Kuma's) is recorded and answered 2xx, so the sender
+    shows it passed; a notice is a warning about no alert (Uptime Kuma's certificate expiry), for
+    the team's log. Neither becomes an incident."""
 
     events: Sequence[AlertEvent] = ()
     test: bool = False
+    notice: str | None = None
 
 
 class IngestMapping(BaseModel):
@@ -89,8 +91,11 @@ class IngestMapping(BaseModel):
         )
 
     def severity(self, labels: dict[str, str]) -> Severity:
-        value = labels.get(self.severity_label, "").strip().lower()
-        return self.severity_map.get(value, self.default_severity)
+        return self.severity_of(labels.get(self.severity_label, ""))
+
+    def severity_of(self, value: str) -> Severity:
+        """A severity word as a source spells it ("Critical", "warning"), case-insensitively."""
+        return self.severity_map.get(value.strip().lower(), self.default_severity)
 
     def message(self, annotations: dict[str, str]) -> str | None:
         return next((annotations[n] for n in self.message_annotations if annotations.get(n)), None)
