@@ -1,11 +1,13 @@
 """Each monitoring source's parser against payloads as the products really send them.
 
-Fixtures in tests/fixtures/ingest name, at the top of each, what they follow; these tests pin
-what events they become and which shapes are refused.
+Fixtures in tests/fixtures/ingest follow each product's own source (named at the top of each
+file); these tests pin what events they become and which shapes are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +15,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.ingest import alertmanager, generic, grafana, uptime_kuma
+from dispatcher.ingest import alertmanager, generic, grafana, pagerduty, uptime_kuma
 from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
 from dispatcher.models import Severity
 from tests.webhooks_support import fixture as load
 
-MAPPING = IngestMapping()
+MAPPING = IngestMapping(pagerduty_services={"PF9KMXH": "checkout"})
 FIRING, RESOLVED = AlertStatus.FIRING, AlertStatus.RESOLVED
 AM_GROUP = '{}:{alertname="ProbeFailure"}'
 CHECKOUT, PAYMENTS, STATUS_API = "0c5be584e506c4e4", "821cb099e781ed20", "93170237cb4b0eed"
@@ -303,6 +305,101 @@ def test_uptime_kuma_expiry_warnings_are_a_notice_for_the_team(name: str) -> Non
     assert parsed == Parsed(notice=load(name)["msg"])
 
 
+# --- PagerDuty ------------------------------------------------------------------------------
+
+
+def test_pagerduty_triggered_on_a_mapped_service() -> None:
+    [event] = events(pagerduty.parse, "pagerduty_triggered")
+
+    assert event == AlertEvent(
+        source="pagerduty",
+        group_key="Q2CKYRLH85UNN4",
+        alert_key="Q2CKYRLH85UNN4",
+        status=FIRING,
+        title="Disruption affecting checkout",  # not the responders' title
+        severity=Severity.MAJOR,  # high urgency, no priority
+        components=["checkout"],
+        detail="PagerDuty incident #37 triggered: CRITICAL: checkout-api 5xx rate 7.1% on "
+        "prod-eu-1",
+        started_at=datetime(2025, 3, 4, 9, 12, 51, tzinfo=UTC),
+        url="https://acme.pagerduty.com/incidents/Q2CKYRLH85UNN4",
+    )
+
+
+def test_pagerduty_resolved_and_reopened() -> None:
+    [resolved] = events(pagerduty.parse, "pagerduty_resolved")
+    [reopened] = events(pagerduty.parse, "pagerduty_reopened")
+
+    assert (resolved.status, resolved.reopens) == (RESOLVED, False)
+    assert (reopened.status, reopened.reopens) == (FIRING, True)
+    assert resolved.group_key == reopened.group_key == "Q2CKYRLH85UNN4"
+
+
+@pytest.mark.parametrize(
+    "name", ["pagerduty_acknowledged", "pagerduty_escalated", "pagerduty_annotated"]
+)
+def test_pagerduty_responders_events_say_nothing(name: str) -> None:
+    assert pagerduty.parse(load(name), MAPPING) == Parsed()
+
+
+def test_pagerduty_unknown_event_types_are_accepted() -> None:
+    payload = load("pagerduty_annotated")
+    payload["event"]["event_type"] = "incident.something_new"
+    payload["event"]["data"] = {"type": "something_new", "anything": [1, 2]}
+
+    assert pagerduty.parse(payload, MAPPING) == Parsed()
+
+
+def test_pagerduty_ping_is_a_test() -> None:
+    assert pagerduty.parse(load("pagerduty_ping"), MAPPING) == Parsed(test=True)
+
+
+def test_pagerduty_service_not_mapped_is_nobody_s_business() -> None:
+    assert pagerduty.parse(load("pagerduty_triggered"), IngestMapping()) == Parsed()
+
+
+@pytest.mark.parametrize(
+    ("priority", "urgency", "severity"),
+    [
+        (None, "high", Severity.MAJOR),
+        (None, "low", Severity.MINOR),
+        ({"id": "PSO75BM", "summary": "P1"}, "low", Severity.CRITICAL),  # p1 in the map
+        ({"id": "PSO75BN", "summary": "P4"}, "low", Severity.MINOR),  # not in it: urgency
+        (None, "weird", Severity.MAJOR),  # neither: the default severity
+    ],
+)
+def test_pagerduty_severity_from_priority_then_urgency(
+    priority: dict[str, str] | None, urgency: str, severity: Severity
+) -> None:
+    payload = load("pagerduty_triggered")
+    payload["event"]["data"] |= {"priority": priority, "urgency": urgency}
+    mapping = MAPPING.model_copy(
+        update={"severity_map": {**MAPPING.severity_map, "p1": Severity.CRITICAL}}
+    )
+
+    assert pagerduty.parse(payload, mapping).events[0].severity is severity
+
+
+def _v1(secret: str, body: bytes) -> str:
+    return "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_pagerduty_signature_checks() -> None:
+    body = b'{"event": {}}'
+    good, old = _v1("new-secret", body), _v1("old-secret", body)
+
+    assert pagerduty.signed(["new-secret"], good, body)
+    assert pagerduty.signed(["new-secret"], f"{old},{good}", body)  # PagerDuty rotating
+    assert pagerduty.signed(["old-secret", "new-secret"], old, body)  # we are rotating
+    assert pagerduty.signed(["new-secret"], good.upper().replace("V1=", "v1="), body)
+    assert not pagerduty.signed(["new-secret"], old, body)
+    assert not pagerduty.signed(["new-secret"], good, body + b" ")
+    assert not pagerduty.signed(["new-secret"], good.replace("v1=", "v0="), body)
+    assert not pagerduty.signed(["new-secret"], None, body)
+    assert not pagerduty.signed(["new-secret"], "v1=caf\u00e9, ,v1=", body)
+    assert pagerduty.signing_secrets(" a, ,b ") == ["a", "b"]
+
+
 # --- generic --------------------------------------------------------------------------------
 
 
@@ -395,6 +492,20 @@ WRONG_SHAPES = [
     (uptime_kuma.parse, "uptime_kuma_down", _set(("monitor",), None), ("monitor",)),
     (uptime_kuma.parse, "uptime_kuma_down", _set(("monitor", "tags"), "x"), ("monitor", "tags")),
     (uptime_kuma.parse, "uptime_kuma_test", _drop(("msg",)), ("msg",)),
+    (pagerduty.parse, "pagerduty_triggered", _drop(("event",)), ("event",)),
+    (
+        pagerduty.parse,
+        "pagerduty_triggered",
+        _drop(("event", "event_type")),
+        ("event", "event_type"),
+    ),
+    (
+        pagerduty.parse,
+        "pagerduty_triggered",
+        _drop(("event", "data", "service")),
+        ("event", "data", "incident", "service"),
+    ),
+    (pagerduty.parse, "pagerduty_triggered", _drop(("event", "data", "type")), ("event",)),
     (generic.parse, "generic_firing", _set(("mesage",), "typo"), ("mesage",)),
     (generic.parse, "generic_firing", _set(("status",), "exploded"), ("status",)),
     (generic.parse, "generic_firing", _set(("source",), "Billing Cron"), ("source",)),

@@ -1,12 +1,15 @@
 """Monitoring sources as they really send, end to end: each product's own bodies (fixtures written
 from its source, named at the top of each) over HTTP, and what the sandbox then received.
 
-Grafana's and Uptime Kuma's "Test" buttons are answered 2xx, recorded, and reach nobody; Uptime
-Kuma arrives as JSON, form-data or GET and names components by its tags.
+Grafana's and Uptime Kuma's "Test" buttons and PagerDuty's ping are answered 2xx, recorded,
+and reach nobody; Uptime Kuma arrives as JSON, form-data or GET and names components by its
+tags; PagerDuty signs its bodies.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Iterator
@@ -39,6 +42,8 @@ from tests.webhooks_support import (
     webhook_app,
 )
 
+PD_SECRET = "pd-subscription-secret"
+MAPPED = {"pagerduty_services": {"PF9KMXH": "checkout"}}
 NOW = datetime(2025, 3, 4, 10, 2, 11, tzinfo=UTC)
 NOTHING = {"incidents": [], "updates": 0, "changed": False, "test": False}
 TESTED = {**NOTHING, "test": True}
@@ -46,7 +51,8 @@ TESTED = {**NOTHING, "test": True}
 
 @pytest.fixture
 def app_client(web_settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestClient]:
-    with webhook_app(web_settings, **settings_marker(request)) as running:
+    overrides = {"ingest": MAPPED, "pagerduty_webhook_secret": PD_SECRET}
+    with webhook_app(web_settings, **{**overrides, **settings_marker(request)}) as running:
         yield running
 
 
@@ -312,6 +318,129 @@ def test_uptime_kuma_query_over_the_size_limit_is_refused(app_client: TestClient
     answer = app_client.get("/webhooks/uptime-kuma", params={"msg": "x" * limit}, headers=AUTH)
 
     assert answer.status_code == 414
+
+
+# --- PagerDuty ------------------------------------------------------------------------------
+
+
+def signature(body: bytes, *secrets: str) -> str:
+    return ",".join("v1=" + hmac.new(s.encode(), body, hashlib.sha256).hexdigest() for s in secrets)
+
+
+def pagerduty(client: TestClient, name: str, *secrets: str, body: bytes | None = None) -> Any:
+    raw = body if body is not None else json.dumps(fixture(name)).encode()
+    headers = {"Content-Type": "application/json"}
+    if secrets:
+        headers["X-PagerDuty-Signature"] = signature(raw, *secrets)
+    return client.post("/webhooks/pagerduty", content=raw, headers=headers)
+
+
+def test_pagerduty_incident_lifecycle(
+    app_client: TestClient, sandbox: Sandbox, clock: time_machine.Coordinates
+) -> None:
+    opened = pagerduty(app_client, "pagerduty_triggered", PD_SECRET)
+    assert opened.status_code == 202, opened.text
+    [incident_id] = opened.json()["incidents"]
+    settle(app_client)
+    assert emails(sandbox) == ["[Investigating] Disruption affecting checkout — Example Cloud"]
+    assert "CRITICAL: checkout-api" not in bodies(sandbox)[0], "the responders' title stays inside"
+    assert "PagerDuty incident #37 triggered" in bodies(sandbox, TEAM)[0]
+
+    for quiet in ("pagerduty_acknowledged", "pagerduty_escalated", "pagerduty_annotated"):
+        answer = pagerduty(app_client, quiet, PD_SECRET)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["changed"] is False, quiet
+    assert pagerduty(app_client, "pagerduty_triggered", PD_SECRET).json()["changed"] is False
+
+    assert pagerduty(app_client, "pagerduty_resolved", PD_SECRET).json()["updates"] == 1
+    settle(app_client)
+    clock.shift(timedelta(hours=2))  # well past the flap window: PagerDuty says it is the same
+    reopened = pagerduty(app_client, "pagerduty_reopened", PD_SECRET)
+    assert reopened.json()["incidents"] == [incident_id]
+    pipeline = settle(app_client)
+
+    found, updates = reports.incident(pipeline.store, incident_id)
+    assert [u.state for u in updates] == ["investigating", "resolved", "investigating"]
+    assert updates[1].message == "Checkout is working normally again."
+    assert found.state == "investigating"
+    assert len(emails(sandbox)) == 3
+
+
+@pytest.mark.settings(auto_publish={})
+def test_pagerduty_opens_a_draft_by_default(app_client: TestClient, sandbox: Sandbox) -> None:
+    [incident_id] = pagerduty(app_client, "pagerduty_triggered", PD_SECRET).json()["incidents"]
+    pipeline = settle(app_client)
+
+    assert reports.incident(pipeline.store, incident_id)[0].draft is True
+    assert len(emails(sandbox, TEAM)) == 1
+    assert emails(sandbox) == []
+    assert sandbox.messages("social") == []
+
+
+def test_pagerduty_ping_and_unmapped_services_reach_nobody(
+    app_client: TestClient, sandbox: Sandbox, clock: time_machine.Coordinates
+) -> None:
+    assert pagerduty(app_client, "pagerduty_ping", PD_SECRET).json() == TESTED
+    other = fixture("pagerduty_triggered")
+    other["event"]["data"]["service"]["id"] = "PINTERN"
+    answer = pagerduty(app_client, "", PD_SECRET, body=json.dumps(other).encode())
+    assert answer.json() == NOTHING
+    nothing_reached_anyone(app_client, sandbox)
+    assert last_tests(app_client) == {"pagerduty": NOW.timestamp()}
+
+
+@pytest.mark.settings(pagerduty_webhook_secret=f"new-secret,{PD_SECRET}")
+def test_pagerduty_signatures_while_secrets_rotate(app_client: TestClient) -> None:
+    # PagerDuty rotating: it signs with the old and the new secret; we know one of them.
+    assert pagerduty(app_client, "pagerduty_ping", "unknown", PD_SECRET).status_code == 202
+    # We rotating: two secrets configured, PagerDuty still on one.
+    assert pagerduty(app_client, "pagerduty_ping", "new-secret").status_code == 202
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [(), ("not-the-secret",), ("not-the-secret", "neither")],
+    ids=["missing", "forged", "forged-twice"],
+)
+def test_pagerduty_forged_or_missing_signature_is_401_and_stores_nothing(
+    app_client: TestClient, secrets: tuple[str, ...]
+) -> None:
+    answer = pagerduty(app_client, "pagerduty_triggered", *secrets)
+
+    assert answer.status_code == 401
+    assert PD_SECRET not in answer.text
+    pipeline = settle(app_client)
+    assert reports.incidents(pipeline.store) == []
+    with pipeline.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Alert)) == 0
+
+
+def test_pagerduty_a_body_changed_after_signing_is_401(app_client: TestClient) -> None:
+    body = json.dumps(fixture("pagerduty_triggered")).encode()
+    tampered = body.replace(b'"urgency": "high"', b'"urgency": "low"')
+    answer = app_client.post(
+        "/webhooks/pagerduty",
+        content=tampered,
+        headers={"X-PagerDuty-Signature": signature(body, PD_SECRET)},
+    )
+    assert answer.status_code == 401
+
+
+@pytest.mark.settings(pagerduty_webhook_secret=None)
+def test_pagerduty_without_a_secret_configured_refuses_everything(app_client: TestClient) -> None:
+    answer = pagerduty(app_client, "pagerduty_triggered", PD_SECRET)
+
+    assert answer.status_code == 401
+    assert "PAGERDUTY_WEBHOOK_SECRET" in answer.json()["detail"]
+
+
+def test_pagerduty_wrong_shape_after_a_good_signature_is_422(app_client: TestClient) -> None:
+    broken = fixture("pagerduty_triggered")
+    del broken["event"]["data"]["service"]
+    answer = pagerduty(app_client, "", PD_SECRET, body=json.dumps(broken).encode())
+
+    assert answer.status_code == 422
+    assert "service" in json.dumps(answer.json()["detail"])
 
 
 # --- Alertmanager's newer fields ------------------------------------------------------------

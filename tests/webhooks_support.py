@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from dispatcher.delivery.pipeline import Pipeline
@@ -30,7 +31,7 @@ from tests.conftest import WEBHOOK_TOKEN
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 TEAM, CUSTOMER = "ops@example.org", "customer@example.org"
-SOURCES = ("alertmanager", "grafana", "uptime-kuma", "generic")
+SOURCES = ("alertmanager", "grafana", "uptime-kuma", "pagerduty", "generic")
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -48,7 +49,12 @@ def publishing(settings: Settings, **extra: object) -> Settings:
         "resolve_hold_s": 0,
     }
     values.update(extra)
-    return Settings.model_validate({**settings.model_dump(), **values})
+    # Read from the environment only (PAGERDUTY_WEBHOOK_SECRET), so carried over by hand.
+    secret = values.pop("pagerduty_webhook_secret", settings.pagerduty_webhook_secret)
+    validated = Settings.model_validate({**settings.model_dump(), **values})
+    if isinstance(secret, str):
+        secret = SecretStr(secret)
+    return validated.model_copy(update={"pagerduty_webhook_secret": secret})
 
 
 @contextmanager

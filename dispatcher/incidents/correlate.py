@@ -9,7 +9,8 @@ alert's *change* of status (kept per alert in the `alerts` table), never from th
 - a new alert joining an open group adds an update and widens the incident;
 - when every alert of the group has resolved, the incident is resolved only after the resolve
   has held for `resolve_hold_s` (the sweep announces it), so a blip does not page twice;
-- a group that fires again within `flap_window_s` of its resolution reopens the same incident.
+- a group that fires again within `flap_window_s` of its resolution reopens the same incident
+  (and always, when the source says it is the same incident again: PagerDuty's "reopened").
 
 Customers read what was written for them: a rule's `summary`, else the templates' own words; and
 at the end "Checkout is working normally again", never a monitor's "200 - OK". The monitor's own
@@ -112,7 +113,8 @@ def _apply(
     update_ids: list[int] = []
 
     if changes.new_alerts or changes.refiring:
-        if incident is None or _beyond_flap_window(incident, settings, now):
+        reopens = any(e.reopens for e in firing)
+        if incident is None or (not reopens and _beyond_flap_window(incident, settings, now)):
             incident, update_id = _open(session, settings, source, group_key, firing)
             update_ids.append(update_id)
         elif incident.resolved_at is not None:

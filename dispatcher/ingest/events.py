@@ -1,8 +1,9 @@
 """What every monitoring source is turned into: one AlertEvent per alert in a payload.
 
 Sources differ in shape, not in meaning: each has groups (an Alertmanager group, a Grafana
-notification group, an Uptime Kuma monitor, a generic key) made of alerts that fire and resolve.
-The correlation step only ever sees these events, so adding a source is adding a parser.
+notification group, an Uptime Kuma monitor, a PagerDuty incident, a generic key) made of alerts
+that fire and resolve. The correlation step only ever sees these events, so adding a source is
+adding a parser.
 
 Two kinds of words travel with an event and never mix: `message` is written for customers (a
 rule author's `summary`), `detail` is the monitor's own output ("connect ECONNREFUSED
@@ -38,7 +39,7 @@ class AlertEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    source: str  # "alertmanager", "grafana", "uptime-kuma", "generic"
+    source: str  # "alertmanager", "grafana", "uptime-kuma", "pagerduty", "generic"
     group_key: str  # alerts with the same group key belong to one incident
     alert_key: str  # one alert within the group (fingerprint, monitor id, key)
     status: AlertStatus
@@ -49,15 +50,18 @@ class AlertEvent(BaseModel):
     detail: Annotated[str | None, AfterValidator(_clip)] = None  # for the team only
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
+    # The source itself says this is the same incident again (PagerDuty's "reopened"), so it
+    # reopens ours however long ago it resolved, rather than opening a new one.
+    reopens: bool = False
 
 
 @dataclass(frozen=True)
 class Parsed:
     """What a payload holds: its alerts' events, or the sender's own test, or a notice.
 
-    A test (Grafana's "Test" button, Uptime Kuma's) is recorded and answered 2xx, so the sender
-    shows it passed; a notice is a warning about no alert (Uptime Kuma's certificate expiry), for
-    the team's log. Neither becomes an incident."""
+    A test (Grafana's "Test" button, Uptime Kuma's, PagerDuty's ping) is recorded and answered
+    2xx, so the sender shows it passed; a notice is a warning about no alert (Uptime Kuma's
+    certificate expiry), for the team's log. Neither becomes an incident."""
 
     events: Sequence[AlertEvent] = ()
     test: bool = False
@@ -83,6 +87,12 @@ class IngestMapping(BaseModel):
     # Alert names are internal jargon ("HighErrorRate"): customers see a title annotation written
     # for them, else a plain one built from the component.
     title_annotations: list[str] = ["customer_title", "title"]
+    # PagerDuty service id (as in its URL, /services/PF9KMXH) -> our component. A service not
+    # listed is an internal one: its incidents are accepted and tell nobody.
+    pagerduty_services: dict[str, str] = {}
+    # A PagerDuty incident's urgency, when its priority (looked up in `severity_map`, e.g.
+    # "p1") says nothing.
+    pagerduty_urgency: dict[str, Severity] = {"high": Severity.MAJOR, "low": Severity.MINOR}
 
     def component(self, labels: dict[str, str]) -> str:
         return next(
@@ -94,7 +104,7 @@ class IngestMapping(BaseModel):
         return self.severity_of(labels.get(self.severity_label, ""))
 
     def severity_of(self, value: str) -> Severity:
-        """A severity word as a source spells it ("Critical", "warning"), case-insensitively."""
+        """A severity word as a source spells it ("Critical", "P1"), case-insensitively."""
         return self.severity_map.get(value.strip().lower(), self.default_severity)
 
     def message(self, annotations: dict[str, str]) -> str | None:

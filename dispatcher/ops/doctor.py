@@ -513,9 +513,19 @@ def check_webhook_token(ctx: Context) -> list[Finding]:
 
 
 def check_monitoring(ctx: Context) -> list[Finding]:
-    """When each monitoring source last sent its own test (Grafana's "Test" button), so a new
-    set-up can be seen working from our side."""
+    """When each monitoring source last sent its own test (Grafana's "Test" button, Uptime
+    Kuma's, PagerDuty's ping), so a new set-up can be seen working from our side; and PagerDuty
+    services mapped with no secret to check PagerDuty's signature."""
     findings: list[Finding] = []
+    if ctx.settings.ingest.pagerduty_services and ctx.settings.pagerduty_webhook_secret is None:
+        findings.append(
+            warn(
+                "monitoring",
+                "PagerDuty services are mapped but PAGERDUTY_WEBHOOK_SECRET is unset: every "
+                "PagerDuty webhook is refused (401)",
+                "set PAGERDUTY_WEBHOOK_SECRET to the webhook subscription's signing secret",
+            )
+        )
     if "database" in ctx.failed or "schema" in ctx.failed:
         return findings
     with Session(ctx.engine) as session:

@@ -1,7 +1,7 @@
 """`/webhooks/<source>`: monitoring systems open, update and resolve incidents.
 
 Order of checks, so that nothing is stored from a request that should not be: the body size (the
-BodySizeLimit middleware, 413), the credentials (401: a token, or a signature),
+BodySizeLimit middleware, 413), the credentials (401: a token, or the source's own signature),
 the payload and its shape (422 naming the field), and only then the correlation, in one
 transaction per alert group. The answer comes as soon as that is committed; the fan-out is
 queued, never awaited. A source's own test is recorded and answered like any other payload.
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from channels.webhook import verify
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import correlate
-from dispatcher.ingest import alertmanager, generic, grafana, source_tests, uptime_kuma
+from dispatcher.ingest import alertmanager, generic, grafana, pagerduty, source_tests, uptime_kuma
 from dispatcher.ingest.events import IngestMapping, Parsed
 from dispatcher.settings import Settings
 from dispatcher.web import webhook_bodies
@@ -59,6 +59,22 @@ def _token_or_signature(request: Request, settings: Settings, name: str, body: b
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="bad or stale signature")
 
 
+def _pagerduty_signature(request: Request, settings: Settings, name: str, body: bytes) -> None:
+    """PagerDuty signs every body with the subscription's secret (X-PagerDuty-Signature)."""
+    configured = settings.pagerduty_webhook_secret
+    secrets = pagerduty.signing_secrets(configured.get_secret_value()) if configured else []
+    if not secrets:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="PAGERDUTY_WEBHOOK_SECRET is not configured on this dispatcher; set it to "
+            "accept requests",
+        )
+    if not pagerduty.signed(secrets, request.headers.get(pagerduty.SIGNATURE_HEADER), body):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail="missing or wrong X-PagerDuty-Signature"
+        )
+
+
 async def _json(request: Request, body: bytes, max_bytes: int) -> dict[str, Any]:
     """How every source may send: the body is one JSON object."""
     return webhook_bodies.json_object(body)
@@ -77,6 +93,9 @@ SOURCES = {
     "grafana": Source(grafana.parse, grafana.GrafanaWebhook),
     "uptime-kuma": Source(
         uptime_kuma.parse, uptime_kuma.UptimeKumaWebhook, read=webhook_bodies.json_or_form
+    ),
+    "pagerduty": Source(
+        pagerduty.parse, pagerduty.PagerDutyWebhook, authenticate=_pagerduty_signature
     ),
     "generic": Source(generic.parse, generic.GenericAlert, authenticate=_token_or_signature),
 }
