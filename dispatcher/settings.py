@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     generic_hmac_secret: SecretStr | None = Field(
         default=None, description="lets the generic source sign bodies instead of a token"
     )
+    pagerduty_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias="PAGERDUTY_WEBHOOK_SECRET",
+        description="the V3 webhook subscription's signing secret; comma-separated while rotating",
+    )
     webhook_max_bytes: int = Field(
         default=1_048_576,
         ge=1024,

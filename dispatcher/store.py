@@ -201,6 +201,16 @@ class Alert(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SourceTest(Base):
+    """The last test a monitoring source sent (a "Test" button, a ping): what `outage doctor` and
+    /metrics show, so an operator sees the set-up works end to end."""
+
+    __tablename__ = "source_tests"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    received_at: Mapped[datetime]
+
+
 class Update(Base):
     __tablename__ = "updates"
     # A milestone (a maintenance notice, a post-incident review) is posted once per incident.

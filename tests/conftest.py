@@ -63,7 +63,9 @@ def need_service(url: str, what: str) -> None:
 def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test sees the developer's OUTAGE_* or provider variables, nor another test's cache."""
     for name in list(os.environ):
-        if name.startswith(("OUTAGE_", "TWILIO_", "SENDGRID_", "X_")) and name not in (
+        if name.startswith(
+            ("OUTAGE_", "TWILIO_", "SENDGRID_", "X_", "PAGERDUTY_")
+        ) and name not in (
             "OUTAGE_REQUIRE_SERVICES",
             "OUTAGE_TEST_POSTGRES_URL",
             "OUTAGE_TEST_REDIS_URL",

@@ -5,6 +5,7 @@ of `outage incident show --follow`."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -31,8 +32,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Update, utcnow
 from dispatcher.subscribers import records
 from tests.conftest import WEBHOOK_TOKEN
-
-FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+from tests.webhooks_support import fixture
 
 
 def registry_of(pipeline: Pipeline, **kwargs: object) -> CollectorRegistry:
@@ -206,7 +206,7 @@ def test_metrics_endpoint_serves_the_deployment_and_counts_webhooks(client: Test
     assert client.post("/webhooks/alertmanager", json={}).status_code == 401
     auth = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
     assert client.post("/webhooks/alertmanager", content=b"{", headers=auth).status_code == 422
-    alert = (FIXTURES / "alertmanager_firing.json").read_bytes()
+    alert = json.dumps(fixture("alertmanager_firing")).encode()
     response = client.post("/webhooks/alertmanager", content=alert, headers=auth)
     assert response.status_code == 202, response.text
 

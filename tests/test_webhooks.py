@@ -9,89 +9,37 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from channels.webhook import sign
-from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import reports
-from dispatcher.models import DeliveryStatus, SubscriberIn
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
-from dispatcher.store import Delivery, Incident, Update, utcnow
-from dispatcher.subscribers import records
+from dispatcher.store import Incident, utcnow
 from dispatcher.web.app import create_app
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
-
-FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
-AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
-
-
-def fixture(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
-    return loaded
-
-
-def publishing(settings: Settings, **extra: object) -> Settings:
-    """Sources publish at once and resolves are announced without a hold, unless overridden."""
-    values: dict[str, object] = {
-        "auto_publish": {s: "minor" for s in ("alertmanager", "grafana", "uptime-kuma", "generic")},
-        "resolve_hold_s": 0,
-    }
-    values.update(extra)
-    return Settings.model_validate({**settings.model_dump(), **values})
+from tests.webhooks_support import (
+    AUTH,
+    emails,
+    fixture,
+    post,
+    publishing,
+    settings_marker,
+    settle,
+    webhook_app,
+)
 
 
 @pytest.fixture
-def app_client(web_settings: Settings, request: pytest.FixtureRequest) -> Any:
-    marker = request.node.get_closest_marker("settings")
-    overrides = marker.kwargs if marker else {}
-    with TestClient(create_app(publishing(web_settings, **overrides))) as running:
-        pipeline: Pipeline = running.app.state.pipeline  # type: ignore[attr-defined]
-        for n, email in enumerate(["ops@example.org", "customer@example.org"]):
-            records.add(
-                pipeline.store,
-                pipeline.registry,
-                SubscriberIn(
-                    name=f"s{n}", email=email, channels=["email"], confirmed=True, internal=n == 0
-                ),
-            )
+def app_client(web_settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    with webhook_app(web_settings, **settings_marker(request)) as running:
         yield running
-
-
-def settle(client: TestClient) -> Pipeline:
-    """Help the embedded runner finish the fan-out, and wait (bounded) until the database says
-    every update is fanned out and no delivery is queued or in flight."""
-    pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        pipeline.sweep(stale_s=0)
-        pipeline.drain()
-        with pipeline.store.session() as session:
-            pending = session.scalar(
-                select(func.count()).select_from(Update).where(Update.fanned_out_at.is_(None))
-            ) or session.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]))
-            )
-        if not pending:
-            return pipeline
-        time.sleep(0.05)
-    pytest.fail("the fan-out did not finish within 15 s")
-
-
-def post(client: TestClient, source: str, payload: object, **headers: str) -> Any:
-    return client.post(f"/webhooks/{source}", json=payload, headers={**AUTH, **headers})
-
-
-def emails(sandbox: Sandbox, to: str = "customer@example.org") -> list[str]:
-    return [m["subject"] for m in sandbox.messages("email") if m["to"] == to]
 
 
 pytestmark = pytest.mark.usefixtures("app_client")
@@ -106,7 +54,12 @@ def test_alertmanager_group_lifecycle(app_client: TestClient, sandbox: Sandbox) 
     assert len(emails(sandbox)) == 1
 
     again = post(app_client, "alertmanager", fixture("alertmanager_firing"))
-    assert again.json() == {"incidents": [incident_id], "updates": 0, "changed": False}
+    assert again.json() == {
+        "incidents": [incident_id],
+        "updates": 0,
+        "changed": False,
+        "test": False,
+    }
     settle(app_client)
     assert len(emails(sandbox)) == 1, "a repeated notification sends nothing"
 
@@ -154,13 +107,13 @@ def test_each_source_opens_and_resolves(
     assert "resolved" in subjects[1].lower()
 
 
-@pytest.mark.parametrize("name", ["uptime_kuma_test", "uptime_kuma_pending"])
-def test_uptime_kuma_test_and_pending_are_accepted_and_change_nothing(
+@pytest.mark.parametrize("name", ["uptime_kuma_pending", "uptime_kuma_maintenance"])
+def test_uptime_kuma_pending_and_maintenance_are_accepted_and_change_nothing(
     app_client: TestClient, name: str
 ) -> None:
     answer = post(app_client, "uptime-kuma", fixture(name))
     assert answer.status_code == 202
-    assert answer.json() == {"incidents": [], "updates": 0, "changed": False}
+    assert answer.json() == {"incidents": [], "updates": 0, "changed": False, "test": False}
 
 
 @pytest.mark.settings(flap_window_s=3600)

@@ -9,7 +9,12 @@ alert's *change* of status (kept per alert in the `alerts` table), never from th
 - a new alert joining an open group adds an update and widens the incident;
 - when every alert of the group has resolved, the incident is resolved only after the resolve
   has held for `resolve_hold_s` (the sweep announces it), so a blip does not page twice;
-- a group that fires again within `flap_window_s` of its resolution reopens the same incident.
+- a group that fires again within `flap_window_s` of its resolution reopens the same incident
+  (and always, when the source says it is the same incident again: PagerDuty's "reopened").
+
+Customers read what was written for them: a rule's `summary`, else the templates' own words; and
+at the end "Checkout is working normally again", never a monitor's "200 - OK". The monitor's own
+output and the link to it go to the team, as each update's internal note.
 """
 
 from __future__ import annotations
@@ -22,12 +27,20 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dispatcher.incidents import lifecycle
+from dispatcher.incidents.lifecycle import Extras
 from dispatcher.ingest.events import AlertEvent, AlertStatus
 from dispatcher.models import IncidentIn, Severity
 from dispatcher.settings import Settings
 from dispatcher.store import Alert, Incident, Store, utcnow
 
-RESOLVED_MESSAGE = "The monitoring that detected the problem reports everything working again."
+
+def resolved_message(components: Sequence[str]) -> str:
+    """What customers read when the monitoring says it is over, in the incident's own words:
+    "Checkout is working normally again", "Checkout and payments are …"."""
+    names = list(components) or ["the service"]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    verb = "is" if len(names) == 1 else "are"
+    return f"{listed[:1].upper()}{listed[1:]} {verb} working normally again."
 
 
 @dataclass
@@ -73,7 +86,8 @@ def settle(store: Store, settings: Settings) -> list[int]:
             .with_for_update(skip_locked=True)
         ).all()
         for incident in due:
-            update_ids.append(lifecycle.close(session, incident, RESOLVED_MESSAGE).update_id)
+            message = resolved_message(incident.components)
+            update_ids.append(lifecycle.close(session, incident, message).update_id)
     return update_ids
 
 
@@ -99,12 +113,14 @@ def _apply(
     update_ids: list[int] = []
 
     if changes.new_alerts or changes.refiring:
-        if incident is None or _beyond_flap_window(incident, settings, now):
+        reopens = any(e.reopens for e in firing)
+        if incident is None or (not reopens and _beyond_flap_window(incident, settings, now)):
             incident, update_id = _open(session, settings, source, group_key, firing)
             update_ids.append(update_id)
         elif incident.resolved_at is not None:
             message = f"The problem has returned. {_message(firing) or ''}".strip()
-            update_ids.append(lifecycle.reopen(session, incident, message).update_id)
+            reopened = lifecycle.reopen(session, incident, message, _for_the_team(firing))
+            update_ids.append(reopened.update_id)
             incident.resolve_pending_since = None
         else:
             incident.resolve_pending_since = None  # a blip before the resolve was announced
@@ -114,8 +130,9 @@ def _apply(
         if incident.resolve_pending_since is None:
             incident.resolve_pending_since = now
         if settings.resolve_hold_s == 0:
-            resolved_message = _message(events) or RESOLVED_MESSAGE
-            update_ids.append(lifecycle.close(session, incident, resolved_message).update_id)
+            message = _message(events) or resolved_message(incident.components)
+            closed = lifecycle.close(session, incident, message, _for_the_team(events))
+            update_ids.append(closed.update_id)
 
     if incident is not None:
         _link_alerts(session, source, group_key, incident.id)
@@ -182,6 +199,7 @@ def _open(
         source=source,
         source_key=group_key,
         draft=not _may_publish(settings, source, severity),
+        extras=_for_the_team(firing),
     )
     return session.get_one(Incident, posted.incident_id), posted.update_id
 
@@ -196,7 +214,8 @@ def _widen(session: Session, incident: Incident, new_alerts: list[AlertEvent]) -
     message = _message(new_alerts)
     if added:
         message = f"Also affecting {', '.join(added)}. {message or ''}".strip()
-    return lifecycle.add_update(session, incident, incident.state, message).update_id
+    extras = _for_the_team(new_alerts)
+    return lifecycle.add_update(session, incident, incident.state, message, extras).update_id
 
 
 def _link_alerts(session: Session, source: str, group_key: str, incident_id: int) -> None:
@@ -215,3 +234,11 @@ def _may_publish(settings: Settings, source: str, severity: Severity) -> bool:
 
 def _message(events: Sequence[AlertEvent]) -> str | None:
     return next((e.message for e in events if e.message), None)
+
+
+def _for_the_team(events: Sequence[AlertEvent]) -> Extras:
+    """The monitor's own words and where to see them, as the update's internal note."""
+    lines = dict.fromkeys(
+        " ".join(part for part in (e.detail, e.url) if part) for e in events if e.detail or e.url
+    )
+    return Extras(internal_note="\n".join(lines) or None)

@@ -7,6 +7,14 @@ Alertmanager sends the whole group on every notification: alerts still firing, a
 resolved since the last one, and alerts that joined. Each alert's own `status` says which; the
 top-level `status` is only "firing if any alert fires". `endsAt` is not a status either: it is the
 zero time while firing and a time in the past once resolved, so it is kept out of the decision.
+
+A resolved alert carries the same annotations as when it fired ("Probe failure: …"), so its
+`summary` is not a message for customers that it is over: the correlation writes that one.
+
+Followed: prometheus/alertmanager notify/webhook/webhook.go (`Message`) and template/template.go
+(`Data`, `Alert`), including the fields added in v0.32 (`notification_reason`) and v0.34
+(`routeLabels`), which are accepted and not used: every notification is judged by its alerts'
+statuses, whatever made Alertmanager send it.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
+from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
 
 # prometheus/common model.LabelSet.Fingerprint: FNV-1a 64 over sorted name/value pairs.
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -54,6 +62,10 @@ class AlertmanagerWebhook(BaseModel):
     group_key: str = Field(alias="groupKey", min_length=1)
     # Alerts beyond the receiver's `max_alerts` are dropped by the sender and never reach us.
     truncated_alerts: int = Field(default=0, alias="truncatedAlerts")
+    # Why it was sent ("first notification", "repeat interval elapsed", …) and the route's own
+    # labels: declared for the OpenAPI description, never read (see the module docstring).
+    notification_reason: str = ""
+    route_labels: dict[str, str] | None = Field(default=None, alias="routeLabels")
 
 
 def labels_fingerprint(labels: Mapping[str, str]) -> str:
@@ -83,6 +95,7 @@ def events_from_webhook(
         labels = {**webhook.common_labels, **alert.labels}
         annotations = {**webhook.common_annotations, **alert.annotations}
         component = mapping.component(labels)
+        firing = alert.status is AlertStatus.FIRING
         events.append(
             AlertEvent(
                 source=source,
@@ -92,7 +105,7 @@ def events_from_webhook(
                 title=mapping.title(component, annotations),
                 severity=mapping.severity(labels),
                 components=[component],
-                message=mapping.message(annotations),
+                message=mapping.message(annotations) if firing else None,
                 started_at=alert.starts_at,
                 url=alert.generator_url or None,
             )
@@ -100,6 +113,7 @@ def events_from_webhook(
     return events
 
 
-def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent]:
+def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
     """Validate an Alertmanager webhook body (raising pydantic.ValidationError) into events."""
-    return events_from_webhook(AlertmanagerWebhook.model_validate(payload), mapping, "alertmanager")
+    webhook = AlertmanagerWebhook.model_validate(payload)
+    return Parsed(events_from_webhook(webhook, mapping, "alertmanager"))

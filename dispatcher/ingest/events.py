@@ -1,18 +1,28 @@
 """What every monitoring source is turned into: one AlertEvent per alert in a payload.
 
 Sources differ in shape, not in meaning: each has groups (an Alertmanager group, a Grafana
-notification group, an Uptime Kuma monitor, a generic key) made of alerts that fire and resolve.
-The correlation step only ever sees these events, so adding a source is adding a parser.
+notification group, an Uptime Kuma monitor, a PagerDuty incident, a generic key) made of alerts
+that fire and resolve. The correlation step only ever sees these events, so adding a source is
+adding a parser.
+
+Two kinds of words travel with an event and never mix: `message` is written for customers (a
+rule author's `summary`), `detail` is the monitor's own output ("connect ECONNREFUSED
+10.0.3.7:443", "200 - OK"), which only the team sees, as the update's internal note.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from dispatcher.models import Severity
+
+DETAIL_MAX_CHARS = 1000  # a monitor's output is kept for the team, never at any length
 
 
 class AlertStatus(StrEnum):
@@ -20,21 +30,42 @@ class AlertStatus(StrEnum):
     RESOLVED = "resolved"  # the condition cleared
 
 
+def _clip(text: str | None) -> str | None:
+    return text[:DETAIL_MAX_CHARS] if text else None
+
+
 class AlertEvent(BaseModel):
     """One alert's status as a source reported it, mapped to our vocabulary."""
 
     model_config = ConfigDict(frozen=True)
 
-    source: str  # "alertmanager", "grafana", "uptime-kuma", "generic"
+    source: str  # "alertmanager", "grafana", "uptime-kuma", "pagerduty", "generic"
     group_key: str  # alerts with the same group key belong to one incident
     alert_key: str  # one alert within the group (fingerprint, monitor id, key)
     status: AlertStatus
     title: str = Field(min_length=1, max_length=200)
     severity: Severity
     components: list[str] = Field(min_length=1)
-    message: str | None = None
+    message: str | None = None  # for customers; None lets the templates speak
+    detail: Annotated[str | None, AfterValidator(_clip)] = None  # for the team only
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
+    # The source itself says this is the same incident again (PagerDuty's "reopened"), so it
+    # reopens ours however long ago it resolved, rather than opening a new one.
+    reopens: bool = False
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a payload holds: its alerts' events, or the sender's own test, or a notice.
+
+    A test (Grafana's "Test" button, Uptime Kuma's, PagerDuty's ping) is recorded and answered
+    2xx, so the sender shows it passed; a notice is a warning about no alert (Uptime Kuma's
+    certificate expiry), for the team's log. Neither becomes an incident."""
+
+    events: Sequence[AlertEvent] = ()
+    test: bool = False
+    notice: str | None = None
 
 
 class IngestMapping(BaseModel):
@@ -56,6 +87,12 @@ class IngestMapping(BaseModel):
     # Alert names are internal jargon ("HighErrorRate"): customers see a title annotation written
     # for them, else a plain one built from the component.
     title_annotations: list[str] = ["customer_title", "title"]
+    # PagerDuty service id (as in its URL, /services/PF9KMXH) -> our component. A service not
+    # listed is an internal one: its incidents are accepted and tell nobody.
+    pagerduty_services: dict[str, str] = {}
+    # A PagerDuty incident's urgency, when its priority (looked up in `severity_map`, e.g.
+    # "p1") says nothing.
+    pagerduty_urgency: dict[str, Severity] = {"high": Severity.MAJOR, "low": Severity.MINOR}
 
     def component(self, labels: dict[str, str]) -> str:
         return next(
@@ -64,8 +101,11 @@ class IngestMapping(BaseModel):
         )
 
     def severity(self, labels: dict[str, str]) -> Severity:
-        value = labels.get(self.severity_label, "").strip().lower()
-        return self.severity_map.get(value, self.default_severity)
+        return self.severity_of(labels.get(self.severity_label, ""))
+
+    def severity_of(self, value: str) -> Severity:
+        """A severity word as a source spells it ("Critical", "P1"), case-insensitively."""
+        return self.severity_map.get(value.strip().lower(), self.default_severity)
 
     def message(self, annotations: dict[str, str]) -> str | None:
         return next((annotations[n] for n in self.message_annotations if annotations.get(n)), None)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping
+from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
 from dispatcher.models import Severity
 
 
@@ -30,23 +30,25 @@ class GenericAlert(BaseModel):
     url: str | None = None
 
 
-def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent]:
+def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
     """Validate a generic alert (raising pydantic.ValidationError) into its one event.
 
     `mapping` is accepted for the common parser signature and unused. The sender's name prefixes
     the group key so two systems using the same `key` never share an incident.
     """
     alert = GenericAlert.model_validate(payload)
-    return [
-        AlertEvent(
-            source="generic",
-            group_key=f"{alert.source}:{alert.key}",
-            alert_key=alert.key,
-            status=alert.status,
-            title=alert.title,
-            severity=alert.severity,
-            components=alert.components,
-            message=alert.message,
-            url=alert.url,
-        )
-    ]
+    return Parsed(
+        [
+            AlertEvent(
+                source="generic",
+                group_key=f"{alert.source}:{alert.key}",
+                alert_key=alert.key,
+                status=alert.status,
+                title=alert.title,
+                severity=alert.severity,
+                components=alert.components,
+                message=alert.message,
+                url=alert.url,
+            )
+        ]
+    )

@@ -1,10 +1,12 @@
-"""The doctor's checks of the public face: the links in messages reach this dispatcher, and the
-monitoring webhooks are protected by a token."""
+"""The doctor's checks of the public face: the links in messages reach this dispatcher, the
+monitoring webhooks are protected by a token, and which monitoring sources have sent a test."""
 
 from __future__ import annotations
 
 import httpx
+from sqlalchemy.orm import Session
 
+from dispatcher.ingest.source_tests import last_received
 from dispatcher.ops.findings import PROBE_TIMEOUT_S, Context, Finding, fail, ok, one_line, warn
 
 
@@ -65,3 +67,28 @@ def check_webhook_token(ctx: Context) -> list[Finding]:
 
 
 # -- running them ------------------------------------------------------------------------------
+
+
+def check_monitoring(ctx: Context) -> list[Finding]:
+    """When each monitoring source last sent its own test (Grafana's "Test" button, Uptime
+    Kuma's, PagerDuty's ping), so a new set-up can be seen working from our side; and PagerDuty
+    services mapped with no secret to check PagerDuty's signature."""
+    findings: list[Finding] = []
+    if ctx.settings.ingest.pagerduty_services and ctx.settings.pagerduty_webhook_secret is None:
+        findings.append(
+            warn(
+                "monitoring",
+                "PagerDuty services are mapped but PAGERDUTY_WEBHOOK_SECRET is unset: every "
+                "PagerDuty webhook is refused (401)",
+                "set PAGERDUTY_WEBHOOK_SECRET to the webhook subscription's signing secret",
+            )
+        )
+    if "database" in ctx.failed or "schema" in ctx.failed:
+        return findings
+    with Session(ctx.engine) as session:
+        tests = last_received(session)
+    detail = "; ".join(
+        f"{source}: last test {at:%Y-%m-%d %H:%M:%S} UTC" for source, at in sorted(tests.items())
+    )
+    findings.append(ok("monitoring", detail or "no monitoring source has sent a test yet"))
+    return findings

@@ -25,7 +25,7 @@ from dispatcher.ops.checks_channels import (
     check_templates,
 )
 from dispatcher.ops.checks_infra import check_broker, check_database, check_schema, check_workers
-from dispatcher.ops.checks_web import check_public_url, check_webhook_token
+from dispatcher.ops.checks_web import check_monitoring, check_public_url, check_webhook_token
 from dispatcher.ops.findings import Check, Context, Finding, Status, fail, one_line
 
 READY_DEADLINE_S = 0.8  # /readyz answers by then, whatever is still hanging
@@ -48,6 +48,7 @@ DOCTOR: tuple[tuple[str, Check], ...] = (
     ("senders", check_senders),
     ("public_url", check_public_url),
     ("webhook_token", check_webhook_token),
+    ("monitoring", check_monitoring),
 )
 
 # Doctor's checks that only make sense once an earlier one passed.
