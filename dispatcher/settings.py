@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     )
     sendgrid_event_public_key: str | None = Field(
         default=None, description="verifies SendGrid's signed event webhook (base64 DER)"
+    )
+    # Outgoing webhooks go to public addresses only (dispatcher/egress.py); these networks too.
+    webhook_allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description='internal networks webhooks may be sent to, e.g. ["10.20.0.0/16"]',
     )
     sweep_every_s: float = Field(default=15.0, gt=0, description="beat runs the sweep this often")
     sweep_stale_s: float = Field(

@@ -43,7 +43,7 @@ from dispatcher.store import (
     Suppression,
     utcnow,
 )
-from dispatcher.subscribers.records import as_input, check_channels
+from dispatcher.subscribers.records import as_input, check_channels, check_webhook
 from dispatcher.subscribers.suppressions import suppress
 
 # Names of the languages we may have templates for; a language without a name shows its code.
@@ -103,6 +103,8 @@ def update_preferences(
         check_channels(data, registry)
         after = data.model_dump(exclude={"confirmed"})
         after["webhook"] = str(data.webhook) if data.webhook else None
+        if after["webhook"] != before["webhook"]:
+            check_webhook(after["webhook"], registry)
         changed = tuple(name for name in after if after[name] != before[name])
         now = utcnow()
         to_confirm: list[str] = []

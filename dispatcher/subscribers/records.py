@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.delivery.registry import ChannelRegistry, UnknownChannel
+from dispatcher.egress import EgressPolicy
 from dispatcher.errors import OutageError
 from dispatcher.models import SubscriberIn, SuppressionReason
 from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, utcnow
@@ -56,6 +57,16 @@ def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:
         if getattr(data, "webhook" if column == "webhook_url" else column) is None:
             noun = ADDRESS_NOUNS.get(factory.address_field or "", factory.address_field)
             raise SubscriberError(f"channels: {name!r} needs {noun}")
+
+
+def check_webhook(url: str | None, registry: ChannelRegistry) -> None:
+    """A webhook URL names a receiver we may call: not an internal address or name, unless its
+    network is allowed (dispatcher/egress.py). Checked when a URL is added or changed."""
+    if url is None:
+        return
+    why = EgressPolicy.from_settings(registry.settings).url_refusal(url)
+    if why is not None:
+        raise SubscriberError(f"webhook: {why}")
 
 
 def _row(data: SubscriberIn) -> Subscriber:
@@ -102,6 +113,7 @@ def add(
     store: Store, registry: ChannelRegistry, data: SubscriberIn, *, actor: str = "operator"
 ) -> Subscriber:
     check_channels(data, registry)
+    check_webhook(str(data.webhook) if data.webhook else None, registry)
     with store.session() as session:
         subscriber = _row(data)
         session.add(subscriber)
@@ -215,6 +227,7 @@ def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportRep
             try:
                 data = SubscriberIn.model_validate(_csv_fields(fields))
                 check_channels(data, registry)
+                check_webhook(str(data.webhook) if data.webhook else None, registry)
             except ValidationError as exc:
                 report.errors.append((line, describe(exc)))
                 continue
