@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from dispatcher.links import new_link_secret
 from dispatcher.models import (
     Audience,
     DeliveryStatus,
@@ -102,8 +103,13 @@ class Base(DeclarativeBase):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # Ids are never reused (SQLite would give an erased person's id to the next sign-up).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Bound into every link of theirs (dispatcher/links.py); changed to sign all of them out.
+    # NULL for a subscriber stored before there were secrets: their old links keep working.
+    link_secret: Mapped[str | None] = mapped_column(String(32), default=new_link_secret)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     phone: Mapped[str | None] = mapped_column(String(32), index=True)

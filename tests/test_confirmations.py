@@ -92,7 +92,8 @@ def test_a_confirmation_link_does_not_confirm_a_changed_address(
 def test_a_confirmation_link_for_a_deleted_subscriber_is_410(client: TestClient) -> None:
     pipeline = pipeline_of(client)
     client.post("/api/subscribers", json=SIGNUP)
-    token = pipeline.links.token(LinkPurpose.CONFIRM, 1, "email:0123456789abcdef")
+    ada = preferences.get(pipeline.store, 1)
+    token = pipeline.links.token(LinkPurpose.CONFIRM, ada, "email:0123456789abcdef")
     preferences.erase(pipeline.store, 1, actor="operator")
     assert client.get(f"/confirm/{token}").status_code == 410
     assert client.get("/confirm/not-a-token").status_code == 403

@@ -23,7 +23,7 @@ from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.durations import DurationError
 from dispatcher.errors import OutageError
 from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound
-from dispatcher.links import LinkError
+from dispatcher.links import LinkError, LinkRevoked
 from dispatcher.policy.quiet_hours import QuietHoursError
 from dispatcher.render.templates import RenderError, TemplateMissing
 from dispatcher.settings import Settings
@@ -42,6 +42,7 @@ EXAMPLES: list[tuple[OutageError, int]] = [
     (ConfirmationError("this subscription no longer exists"), 410),
     (LinkError("this link is not valid", expired=False), 403),
     (LinkError("this link has expired; ask for a new one", expired=True), 410),
+    (LinkRevoked(), 410),
     (QuietHoursError("quiet_end: not a time of day like 22:00 ('7')"), 422),
     (DeliveryError("ID: no delivery with id 7"), 422),
     (UnknownChannel("fax", ["email", "sms"]), 422),

@@ -185,11 +185,11 @@ def _message(
             )
         to = address
         secret = subscriber.webhook_secret
-        unsubscribe_url = links.url(LinkPurpose.UNSUBSCRIBE, subscriber.id)
+        unsubscribe_url = links.url(LinkPurpose.UNSUBSCRIBE, subscriber)
         recipient = RecipientView(
             name=subscriber.name,
             locale=subscriber.locale,
-            manage_url=links.url(LinkPurpose.MANAGE, subscriber.id),
+            manage_url=links.url(LinkPurpose.MANAGE, subscriber),
             unsubscribe_url=unsubscribe_url,
             timezone=subscriber.timezone,
         )

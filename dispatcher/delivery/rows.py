@@ -40,6 +40,7 @@ class _ClaimedSubscriber:
     them."""
 
     id: int
+    link_secret: str | None
     name: str
     locale: str
     timezone: str

@@ -72,6 +72,8 @@ class ConfirmationReader(Protocol):
     @property
     def id(self) -> int: ...
     @property
+    def link_secret(self) -> str | None: ...
+    @property
     def name(self) -> str: ...
     @property
     def locale(self) -> str: ...
@@ -169,10 +171,10 @@ def compose(
         "name": subscriber.name,
         "confirm_url": links.url(
             LinkPurpose.CONFIRM,
-            subscriber.id,
+            subscriber,
             confirmation_detail(secret_key.get_secret_value(), field, address),
         ),
-        "manage_url": links.url(LinkPurpose.MANAGE, subscriber.id),
+        "manage_url": links.url(LinkPurpose.MANAGE, subscriber),
     }
     language = language_of(RecipientView(name=subscriber.name, locale=subscriber.locale))
     if channel.limits.has_subject:
@@ -182,7 +184,7 @@ def compose(
             subject=" ".join(_template(language, "email.subject").render(context).split()),
             text=_template(language, "email.text").render(context).strip(),
             html=_template(language, "email.html").render(context).strip(),
-            unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber.id),
+            unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber),
         )
     context["company"] = gsm_transliterate(str(context["company"]))
     text = " ".join(_template(language, "sms.text").render(context).split())
@@ -212,6 +214,7 @@ def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscrib
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
         raise ConfirmationError("this subscription no longer exists")
+    claims.check_holder(subscriber)
     address = getattr(subscriber, ADDRESS_COLUMNS[field])
     expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
     if not hmac.compare_digest(expected, claims.detail or ""):

@@ -59,5 +59,5 @@ def _confirm_page(
         subscriber=subscriber,
         what=ADDRESS_LABELS[address_field].lower(),
         done=done,
-        manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber.id),
+        manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber),
     )
