@@ -77,6 +77,7 @@ class MessageKind(StrEnum):
 
     UPDATE = "update"  # an incident update (`update_id` names it)
     CONFIRMATION = "confirmation"  # "is this your address?": the double opt-in, no update
+    LINK = "link"  # a new preference link, asked for after signing out the old ones; no update
 
 
 class WaitReason(StrEnum):

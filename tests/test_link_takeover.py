@@ -1,8 +1,8 @@
-"""A subscriber's links open that person's page and nobody else's.
+"""A subscriber's links open that person's page and nobody else's, and stop when they should.
 
 Ids are never reused (AUTOINCREMENT on SQLite), and every link is bound to a random secret of
 its subscriber's: an erased person's old link is 410, even where a new person came to hold the
-same id.
+same id, and "send me a new link" signs out every link sent so far.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from dispatcher.links import LinkPurpose
-from dispatcher.models import Severity
-from dispatcher.store import Subscriber, Suppression, utcnow
+from dispatcher.models import DeliveryStatus, MessageKind, Severity
+from dispatcher.render.textfit import sms_segments
+from dispatcher.sandbox.server import Sandbox
+from dispatcher.store import Delivery, Subscriber, Suppression, utcnow
 from dispatcher.subscribers import preferences
 from tests.test_preferences import add, path, pipeline_of, web
 
@@ -71,3 +73,52 @@ def test_a_link_names_the_person_not_only_the_number(web: TestClient) -> None:
     assert preferences.get(pipeline.store, ada.id).unsubscribed_at is None
     with pipeline.store.session() as session:
         assert session.scalars(select(Suppression)).all() == []
+
+
+def test_send_me_a_new_link_signs_out_every_link_sent_so_far(
+    web: TestClient, sandbox: Sandbox
+) -> None:
+    pipeline = pipeline_of(web)
+    ada = add(pipeline, channels=["email", "sms"])
+    manage = path(pipeline, LinkPurpose.MANAGE, ada)
+    unsubscribe = path(pipeline, LinkPurpose.UNSUBSCRIBE, ada)
+    response = web.post(manage, data={"action": "new_link"})
+    assert response.status_code == 200
+    assert "We sent you a new link" in response.text
+    assert "a***@example.org" in response.text
+    (sent,) = sandbox.messages("email")
+    assert sent["to"] == "ada@example.org"
+    assert sandbox.messages("sms") == [], "one message, on the first confirmed channel"
+    fresh = link_in(sent["body"], "preferences")
+    assert web.get(fresh).status_code == 200
+    old = web.get(manage)
+    assert old.status_code == 410 and "This link no longer works" in old.text
+    assert web.post(unsubscribe).status_code == 410
+    assert preferences.get(pipeline.store, ada.id).unsubscribed_at is None
+    with pipeline.store.session() as session:
+        (row,) = session.scalars(select(Delivery)).all()
+    assert (row.kind, row.status) == (MessageKind.LINK, DeliveryStatus.SENT)
+
+
+def test_a_new_link_goes_by_sms_when_that_comes_first_and_fits_two_segments(
+    web: TestClient, sandbox: Sandbox
+) -> None:
+    pipeline = pipeline_of(web)
+    ada = add(pipeline, channels=["sms", "email"])
+    response = web.post(path(pipeline, LinkPurpose.MANAGE, ada), data={"action": "new_link"})
+    assert "+14*******00" in response.text
+    (sent,) = sandbox.messages("sms")
+    assert sent["to"] == "+14155550100"
+    assert web.get(link_in(sent["body"], "preferences")).status_code == 200
+    assert sms_segments(sent["body"]) <= 2
+
+
+def test_a_new_link_needs_a_confirmed_address_to_go_to(web: TestClient, sandbox: Sandbox) -> None:
+    pipeline = pipeline_of(web)
+    ada = add(pipeline, confirmed=False)
+    manage = path(pipeline, LinkPurpose.MANAGE, ada)
+    response = web.post(manage, data={"action": "new_link"})
+    assert response.status_code == 409
+    assert "confirmed" in response.text
+    assert web.get(manage).status_code == 200, "nothing was signed out"
+    assert sandbox.messages("email") == []

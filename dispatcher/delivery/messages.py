@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
-from dispatcher.delivery.rows import Claimed, ClaimedConfirmation, Loaded
+from dispatcher.delivery.rows import Claimed, ClaimedNotice, Loaded
 from dispatcher.links import LinkPurpose
-from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
+from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason, MessageKind
 from dispatcher.policy.audience import address_of
 from dispatcher.render.messages import render
 from dispatcher.render.shared import Shared, render_shared, shared_key
@@ -28,7 +28,8 @@ from dispatcher.render.templates import RenderError
 from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
 from dispatcher.store import CONFIRMATION_COLUMNS, Delivery, Incident, Update
-from dispatcher.subscribers.confirmations import CONFIRMABLE, compose
+from dispatcher.subscribers import confirmations, new_link
+from dispatcher.subscribers.confirmations import CONFIRMABLE
 from dispatcher.subscribers.suppressions import Address, suppressed
 
 _T = TypeVar("_T")
@@ -73,12 +74,13 @@ def prepare(
         newest = _newest_updates(session, updates)
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
-    for confirmation in (item for item in items if isinstance(item, ClaimedConfirmation)):
-        composed = _confirmation(channel, context, confirmation, blocked)
+    for notice in (item for item in items if isinstance(item, ClaimedNotice)):
+        compose = _new_link if notice.delivery.kind is MessageKind.LINK else _confirmation
+        composed = compose(channel, context, notice, blocked)
         if isinstance(composed, Message):
             messages.append(composed)
         else:
-            outcomes[confirmation.delivery.id] = composed
+            outcomes[notice.delivery.id] = composed
     for item in updates:
         if newest.get((item.incident.id, item.delivery.recipient), 0) > item.update.id:
             outcomes[item.delivery.id] = Skipped(
@@ -109,7 +111,7 @@ def unbuildable(items: Sequence[Loaded], why: str) -> dict[int, Outcome | Skippe
 
 
 def _confirmation(
-    channel: Channel, context: Context, item: ClaimedConfirmation, blocked: set[Address]
+    channel: Channel, context: Context, item: ClaimedNotice, blocked: set[Address]
 ) -> Message | Outcome | Skipped:
     """The confirmation to the subscriber's address on this channel as it is now, or why it
     is not sent: opted out, or confirmed since it was asked for."""
@@ -127,8 +129,30 @@ def _confirmation(
         )
     if getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None:
         return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
-    return compose(
+    return confirmations.compose(
         channel, context.links, context.settings, item.delivery.id, subscriber, field, address
+    )
+
+
+def _new_link(
+    channel: Channel, context: Context, item: ClaimedNotice, blocked: set[Address]
+) -> Message | Outcome | Skipped:
+    """The new preference link, with the subscriber's secret as it is now, to their confirmed
+    address on this channel; or why not: opted out since, or the address no longer confirmed."""
+    field, subscriber = channel.address_field, item.subscriber
+    address = new_link.confirmed_address(subscriber, field) if subscriber else None
+    if subscriber is None or (field, address_of(subscriber, field)) in blocked:
+        return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
+    if address is None:
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no confirmed {field} to send the link to",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
+    return new_link.compose(
+        channel, context.links, context.settings, item.delivery.id, subscriber, address
     )
 
 

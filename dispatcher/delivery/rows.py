@@ -27,7 +27,7 @@ class _ClaimedDelivery:
 
     id: int
     kind: MessageKind
-    update_id: int | None  # None: a message that belongs to no update (a confirmation)
+    update_id: int | None  # None: a message that belongs to no update (a confirmation, a link)
     channel: str
     recipient: str
     priority: int
@@ -73,14 +73,15 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class ClaimedConfirmation:
-    """A claimed confirmation ("is this your address?"): its row and its subscriber only."""
+class ClaimedNotice:
+    """A claimed message of no update, its row's `kind` says which (a confirmation, a new
+    link): its row and its subscriber only."""
 
     delivery: _ClaimedDelivery
     subscriber: _ClaimedSubscriber | None
 
 
-Loaded = Claimed | ClaimedConfirmation  # what one send batch holds
+Loaded = Claimed | ClaimedNotice  # what one send batch holds
 
 
 # A row being reclaimed (its lease ran out) that its holder had handed to the provider.
@@ -144,8 +145,8 @@ def load(store: Store, delivery_ids: list[int]) -> list[Loaded]:
     for row in rows:
         delivery = _ClaimedDelivery(*row[:split])
         subscriber = _ClaimedSubscriber(*row[split:]) if row[split] is not None else None
-        if delivery.kind is MessageKind.CONFIRMATION:
-            claimed.append(ClaimedConfirmation(delivery, subscriber))
+        if delivery.kind is not MessageKind.UPDATE:
+            claimed.append(ClaimedNotice(delivery, subscriber))
             continue
         found = updates.get(delivery.update_id or 0)
         if found is None:  # as the inner join it replaces: never, with the foreign key

@@ -22,9 +22,8 @@ import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from jinja2 import Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,9 +33,8 @@ from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.errors import OutageError
 from dispatcher.links import LinkError, LinkPurpose, Links
 from dispatcher.models import DeliveryStatus, MessageKind
-from dispatcher.render.templates import DEFAULT_LOCALE, environment, language_of
-from dispatcher.render.textfit import gsm_transliterate
-from dispatcher.render.views import RecipientView
+from dispatcher.render import notices
+from dispatcher.render.notices import Addressee
 from dispatcher.settings import Settings
 from dispatcher.store import (
     ADDRESS_COLUMNS,
@@ -64,19 +62,6 @@ class ConfirmationError(OutageError):
 
 # Ahead of an outage's messages in the queue: a person who just signed up is waiting for it.
 CONFIRMATION_PRIORITY = 1_000
-
-
-class ConfirmationReader(Protocol):
-    """What composing a confirmation reads of a subscriber: an ORM row or a claimed one."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def link_secret(self) -> str | None: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def locale(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -158,7 +143,7 @@ def compose(
     links: Links,
     settings: Settings,
     key: int,
-    subscriber: ConfirmationReader,
+    subscriber: Addressee,
     field: str,
     address: str,
 ) -> Message:
@@ -176,19 +161,15 @@ def compose(
         ),
         "manage_url": links.url(LinkPurpose.MANAGE, subscriber),
     }
-    language = language_of(RecipientView(name=subscriber.name, locale=subscriber.locale))
-    if channel.limits.has_subject:
-        return Message(
-            key=key,
-            to=address,
-            subject=" ".join(_template(language, "email.subject").render(context).split()),
-            text=_template(language, "email.text").render(context).strip(),
-            html=_template(language, "email.html").render(context).strip(),
-            unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber),
-        )
-    context["company"] = gsm_transliterate(str(context["company"]))
-    text = " ".join(_template(language, "sms.text").render(context).split())
-    return Message(key=key, to=address, text=text)
+    return notices.compose(
+        "confirm",
+        channel.limits,
+        key,
+        subscriber,
+        address,
+        context,
+        unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber),
+    )
 
 
 def confirm_link(pipeline: Pipeline, token: str) -> Confirmed:
@@ -263,8 +244,3 @@ def _secret_key(pipeline: Pipeline) -> str:
     key = pipeline.settings.secret_key
     assert key is not None, "the Pipeline always resolves the links' secret key"
     return key.get_secret_value()
-
-
-def _template(language: str, part: str) -> Template:
-    names = [f"confirm/{language}/{part}.j2", f"confirm/{DEFAULT_LOCALE}/{part}.j2"]
-    return environment().select_template(list(dict.fromkeys(names)))

@@ -3,7 +3,8 @@ hours and language, from the link in our messages (the rules of these pages: web
 
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
-                                from everything; subscribe again; resend a confirmation
+                                from everything; subscribe again; resend a confirmation; send
+                                me a new link (signs out every link sent so far)
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ from pydantic import ValidationError
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkPurpose
+from dispatcher.logs import mask_address
 from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
-from dispatcher.subscribers import confirmations, preferences
+from dispatcher.subscribers import confirmations, new_link, preferences
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.forms import FormDep
-from dispatcher.web.pages import ADDRESS_LABELS, PageRoute, gone, link_subscriber, page
+from dispatcher.web.pages import (
+    ADDRESS_LABELS,
+    PageRoute,
+    gone,
+    link_subscriber,
+    page,
+    sentence,
+)
 from dispatcher.web.preference_form import CHANNEL_LABELS, FormState, errors_of
 
 SEVERITY_HINTS = {
@@ -127,6 +136,28 @@ def _address_status(
     return {"kind": "ok", "text": "Confirmed."}
 
 
+def _new_link(
+    request: Request, pipeline: Pipeline, background: BackgroundTasks, subscriber: Subscriber
+) -> Response:
+    """Sign out every link and send a new one; this page's own link is one of those signed out,
+    so the answer is a page of its own rather than the centre again."""
+    try:
+        asked = new_link.sign_out(pipeline.store, pipeline.registry, subscriber.id)
+    except new_link.NoConfirmedAddress as exc:
+        state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
+        return _centre(
+            request, pipeline, subscriber, state, status_code=409, notice=sentence(str(exc))
+        )
+    background.add_task(pipeline.deliver, [asked.delivery_id])
+    return page(
+        "web/message.html.j2",
+        request,
+        title="We sent you a new link",
+        message=f"It is on its way to {mask_address(asked.address)}. This link, and every link "
+        "in our earlier messages, no longer work.",
+    )
+
+
 @router.get("/preferences/{token}")
 def show_preferences(
     request: Request, pipeline: PipelineDep, token: str, done: str = ""
@@ -156,6 +187,8 @@ def change_preferences(
     if action == "resend":
         background.add_task(confirmations.request, pipeline, subscriber.id, [form.get("field")])
         return _back_to(request, "resent")
+    if action == "new_link":
+        return _new_link(request, pipeline, background, subscriber)
     offered = _offered(pipeline, subscriber)
     state = FormState.of_form(form, offered)
     if form.get("move"):
