@@ -122,6 +122,10 @@ class Subscriber(Base):
     # Double opt-in: nothing is sent to an email address or phone number before it is confirmed.
     email_confirmed_at: Mapped[datetime | None]
     phone_confirmed_at: Mapped[datetime | None]
+    # A new address given through a link, waiting for its confirmation while the confirmed one
+    # above keeps receiving (dispatcher/subscribers/preferences.py).
+    pending_email: Mapped[str | None] = mapped_column(String(320))
+    pending_phone: Mapped[str | None] = mapped_column(String(32))
     internal: Mapped[bool] = mapped_column(default=False)  # the team: drafts and internal notes
     tier: Mapped[int] = mapped_column(default=0)  # higher tiers are told first
     quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00", in `timezone`
@@ -139,6 +143,8 @@ CONFIRMATION_COLUMNS: dict[str, str | None] = {
     "phone": "phone_confirmed_at",
     "webhook": None,
 }
+# The column holding a new address that waits for its confirmation, for each confirmable field.
+PENDING_COLUMNS = {"email": "pending_email", "phone": "pending_phone"}
 
 
 class Suppression(Base):

@@ -16,6 +16,7 @@ from dispatcher.render.textfit import sms_segments
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.suppressions import suppress
+from tests.conftest import settle
 
 SIGNUP = {
     "name": "Ada",
@@ -40,7 +41,8 @@ def announce(pipeline: Pipeline) -> None:
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
-    pipeline.announce(posted.update_id, wait_s=5)
+    pipeline.announce(posted.update_id)
+    settle(pipeline, posted.incident_id)
 
 
 def test_sign_up_then_confirm_by_link_then_updates_arrive(

@@ -2,7 +2,9 @@
 
 Ids are never reused (AUTOINCREMENT on SQLite), and every link is bound to a random secret of
 its subscriber's: an erased person's old link is 410, even where a new person came to hold the
-same id, and "send me a new link" signs out every link sent so far.
+same id, and "send me a new link" signs out every link sent so far. Changing an address through
+a link keeps the confirmed one until the new one is confirmed, so a link that falls into other
+hands cannot quietly move someone's messages to another address.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import re
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from dispatcher.incidents import lifecycle
 from dispatcher.links import LinkPurpose
-from dispatcher.models import DeliveryStatus, MessageKind, Severity
+from dispatcher.models import DeliveryStatus, IncidentIn, MessageKind, Severity
 from dispatcher.render.textfit import sms_segments
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import Delivery, Subscriber, Suppression, utcnow
-from dispatcher.subscribers import preferences
-from tests.test_preferences import add, path, pipeline_of, web
+from dispatcher.subscribers import confirmations, preferences
+from tests.conftest import settle
+from tests.test_preferences import add, form, path, pipeline_of, web
 
 __all__ = ["web"]  # the fixture, shared with test_preferences
 
@@ -122,3 +126,49 @@ def test_a_new_link_needs_a_confirmed_address_to_go_to(web: TestClient, sandbox:
     assert "confirmed" in response.text
     assert web.get(manage).status_code == 200, "nothing was signed out"
     assert sandbox.messages("email") == []
+
+
+def test_a_new_address_waits_for_its_confirmation_and_the_old_one_keeps_working(
+    web: TestClient, sandbox: Sandbox
+) -> None:
+    pipeline = pipeline_of(web)
+    ada = add(pipeline, phone=None, channels=["email"])
+    manage = path(pipeline, LinkPurpose.MANAGE, ada)
+    web.post(manage, data=form(email="mallory@evil.example", phone="", channels=["email"]))
+    saved = preferences.get(pipeline.store, ada.id)
+    assert saved.email == "ada@example.org", "the confirmed address is kept"
+    assert saved.email_confirmed_at is not None
+    (confirmation,) = sandbox.messages("email")
+    assert confirmation["to"] == "mallory@evil.example"
+    page = web.get(manage).text
+    assert 'value="ada@example.org"' in page
+    assert "m***@evil.example" in page and "until you confirm it" in page
+
+    sandbox.clear()
+    posted = lifecycle.open_incident(
+        pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
+    )
+    pipeline.announce(posted.update_id)
+    settle(pipeline, posted.incident_id)
+    assert [m["to"] for m in sandbox.messages("email")] == ["ada@example.org"]
+
+    confirm = link_in(confirmation["body"], "confirm")
+    assert web.post(confirm).status_code == 200
+    moved = preferences.get(pipeline.store, ada.id)
+    assert moved.email == "mallory@evil.example"
+    assert moved.email_confirmed_at is not None
+
+
+def test_a_new_number_replies_yes_to_take_the_place_of_the_old_one(
+    web: TestClient, sandbox: Sandbox
+) -> None:
+    pipeline = pipeline_of(web)
+    ada = add(pipeline, channels=["sms", "email"])
+    web.post(path(pipeline, LinkPurpose.MANAGE, ada), data=form(phone="+14155550177"))
+    (asked,) = sandbox.messages("sms")
+    assert asked["to"] == "+14155550177"
+    assert preferences.get(pipeline.store, ada.id).phone == "+14155550100"
+    assert confirmations.confirm_reply(pipeline.store, "+14155550177") == [ada.id]
+    moved = preferences.get(pipeline.store, ada.id)
+    assert (moved.phone, moved.pending_phone) == ("+14155550177", None)
+    assert moved.phone_confirmed_at is not None

@@ -191,15 +191,16 @@ def test_moving_a_channel_without_javascript_reorders_but_does_not_save(web: Tes
 def test_a_new_address_must_be_confirmed_and_is_sent_a_confirmation(
     web: TestClient, sandbox: Sandbox
 ) -> None:
+    """An address added where there was none (replacing a confirmed one: test_link_takeover)."""
     pipeline = pipeline_of(web)
-    ada = add(pipeline)
-    web.post(path(pipeline, LinkPurpose.MANAGE, ada), data=form(email="ada@new.example.org"))
+    ada = add(pipeline, phone=None, channels=["email"])
+    web.post(path(pipeline, LinkPurpose.MANAGE, ada), data=form(phone="+14155550199"))
     saved = preferences.get(pipeline.store, ada.id)
-    assert saved.email == "ada@new.example.org"
-    assert saved.email_confirmed_at is None
-    assert saved.phone_confirmed_at is not None
-    (sent,) = sandbox.messages("email")
-    assert sent["to"] == "ada@new.example.org"
+    assert saved.phone == "+14155550199"
+    assert saved.phone_confirmed_at is None
+    assert saved.email_confirmed_at is not None
+    (sent,) = sandbox.messages("sms")
+    assert sent["to"] == "+14155550199"
     assert "/confirm/" in sent["body"]
 
 

@@ -27,7 +27,7 @@ from dispatcher.render.shared import Shared, render_shared, shared_key
 from dispatcher.render.templates import RenderError
 from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
-from dispatcher.store import CONFIRMATION_COLUMNS, Delivery, Incident, Update
+from dispatcher.store import Delivery, Incident, Update
 from dispatcher.subscribers import confirmations, new_link
 from dispatcher.subscribers.confirmations import CONFIRMABLE
 from dispatcher.subscribers.suppressions import Address, suppressed
@@ -68,9 +68,7 @@ def prepare(
     field = channel.address_field
     updates = [item for item in items if isinstance(item, Claimed)]
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
-        blocked = suppressed(
-            session, [(field, address_of(i.subscriber, field) or "") for i in items if field]
-        )
+        blocked = suppressed(session, [(field, _address(i, field)) for i in items if field])
         newest = _newest_updates(session, updates)
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
@@ -110,16 +108,28 @@ def unbuildable(items: Sequence[Loaded], why: str) -> dict[int, Outcome | Skippe
     }
 
 
+def _address(item: Loaded, field: str) -> str:
+    """The address a row goes to on `field`: a confirmation's is the one that waits for it
+    (perhaps a new one beside the confirmed one), every other message's the one on file."""
+    if item.subscriber is None:
+        return ""
+    if item.delivery.kind is MessageKind.CONFIRMATION and field in CONFIRMABLE:
+        return confirmations.awaiting(item.subscriber, field) or ""
+    return address_of(item.subscriber, field) or ""
+
+
 def _confirmation(
     channel: Channel, context: Context, item: ClaimedNotice, blocked: set[Address]
 ) -> Message | Outcome | Skipped:
-    """The confirmation to the subscriber's address on this channel as it is now, or why it
-    is not sent: opted out, or confirmed since it was asked for."""
+    """The confirmation to the subscriber's address on this channel that waits for one now, or
+    why it is not sent: opted out, or confirmed since it was asked for."""
     field, subscriber = channel.address_field, item.subscriber
-    address = address_of(subscriber, field) if subscriber and field else None
+    address = _address(item, field) if field else ""
     if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
         return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
     if field not in CONFIRMABLE or not address:
+        if field in CONFIRMABLE and address_of(subscriber, field):
+            return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
         return Outcome(
             key=item.delivery.id,
             failure=FailureKind.PERMANENT,
@@ -127,8 +137,6 @@ def _confirmation(
             attempts=0,
             reason=FailureReason.RENDER,
         )
-    if getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None:
-        return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
     return confirmations.compose(
         channel, context.links, context.settings, item.delivery.id, subscriber, field, address
     )

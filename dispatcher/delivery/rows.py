@@ -52,6 +52,8 @@ class _ClaimedSubscriber:
     webhook_secret: str | None
     email_confirmed_at: datetime | None
     phone_confirmed_at: datetime | None
+    pending_email: str | None
+    pending_phone: str | None
     unsubscribed_at: datetime | None
 
 

@@ -9,8 +9,11 @@ the reply YES, because a reply from the number proves possession as well as a li
 
 The link names the subscriber, the address field and a keyed digest of the address itself, so a
 link sent to an old address cannot confirm the new one after a change, and the token carries no
-personal data. Confirming is a POST from the page the link opens, never the GET itself: mail
-scanners open links, and a scanner must not be able to say yes for a person.
+personal data. The address waiting (`awaiting`) is the one on file while it is unconfirmed, or a
+new one given through a link beside a confirmed one (`pending_email`, `pending_phone`), which
+replaces the confirmed one when it is confirmed. Confirming is a POST from the page the link
+opens, never the GET itself: mail scanners open links, and a scanner must not be able to say yes
+for a person.
 
 Suppressed addresses get no confirmation either: an opt-out means nothing more, of any kind.
 """
@@ -22,9 +25,10 @@ import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message
@@ -39,12 +43,13 @@ from dispatcher.settings import Settings
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
+    PENDING_COLUMNS,
     Delivery,
     Store,
     Subscriber,
     utcnow,
 )
-from dispatcher.subscribers.records import opt_outs
+from dispatcher.subscribers.suppressions import suppressed
 
 if TYPE_CHECKING:  # the engine sends confirmations; this module only asks for them
     from dispatcher.delivery.pipeline import Pipeline
@@ -88,8 +93,8 @@ class Confirmed:
 def request(
     pipeline: Pipeline, subscriber_id: int, fields: Iterable[str] = CONFIRMABLE
 ) -> list[Requested]:
-    """Ask each of these address fields that waits for a confirmation (on file, not yet
-    confirmed, not suppressed) for one: a delivery row each, sent now when the queue is
+    """Ask each of these address fields that waits for a confirmation (`awaiting`, not
+    suppressed) for one: a delivery row each, sent now when the queue is
     in-process (it must not wait behind an outage's fan-out), else by the workers. Returns what
     was asked and how it stands; a failure is recorded on its row, never raised."""
     wanted = set(fields) & set(CONFIRMABLE)
@@ -99,15 +104,11 @@ def request(
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None or subscriber.unsubscribed_at is not None:
             return []
-        blocked = opt_outs(session, subscriber)
         for name in CONFIRMABLE:
-            pending = (
-                name in wanted
-                and getattr(subscriber, ADDRESS_COLUMNS[name])
-                and getattr(subscriber, CONFIRMATION_COLUMNS[name] or "") is None
-                and name not in blocked
-            )
-            channel_name = channel_for(pipeline.registry, subscriber, name) if pending else None
+            address = awaiting(subscriber, name) if name in wanted else None
+            if address is None or suppressed(session, [(name, address)]):
+                continue
+            channel_name = channel_for(pipeline.registry, subscriber, name)
             if channel_name is None:
                 continue
             row = Delivery(
@@ -172,22 +173,58 @@ def compose(
     )
 
 
+class Awaiting(Protocol):
+    """What `awaiting` reads of a subscriber: an ORM row or a claimed one."""
+
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def pending_email(self) -> str | None: ...
+    @property
+    def pending_phone(self) -> str | None: ...
+    @property
+    def email_confirmed_at(self) -> datetime | None: ...
+    @property
+    def phone_confirmed_at(self) -> datetime | None: ...
+
+
+def awaiting(subscriber: Awaiting, field: str) -> str | None:
+    """The address of `field` that waits for its confirmation: a new one kept beside a
+    confirmed one, else the one on file while it is unconfirmed; None when nothing waits."""
+    pending: str | None = getattr(subscriber, PENDING_COLUMNS[field])
+    if pending:
+        return pending
+    address: str | None = getattr(subscriber, ADDRESS_COLUMNS[field])
+    confirmed = getattr(subscriber, CONFIRMATION_COLUMNS[field] or "")
+    return address if address and confirmed is None else None
+
+
+def is_confirmed(subscriber: Subscriber, field: str, address: str) -> bool:
+    """Whether `address` is the subscriber's confirmed address of `field` now."""
+    confirmed = getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None
+    return confirmed and getattr(subscriber, ADDRESS_COLUMNS[field]) == address
+
+
 def confirm_link(pipeline: Pipeline, token: str) -> Confirmed:
     """Confirm the address a confirmation link was sent to. Raises LinkError (forged: 403,
-    expired: 410) or ConfirmationError (the subscriber or that address is gone: 410)."""
+    expired or signed out: 410) or ConfirmationError (the subscriber or that address is gone:
+    410)."""
     with pipeline.store.session() as session:
-        subscriber, field = _claimed(pipeline, session, token)
-        return _mark(session, subscriber, field, actor="subscriber")
+        subscriber, field, address = _claimed(pipeline, session, token)
+        return _mark(session, subscriber, field, address, actor="subscriber")
 
 
-def check_link(pipeline: Pipeline, token: str) -> tuple[Subscriber, str]:
+def check_link(pipeline: Pipeline, token: str) -> tuple[Subscriber, str, str]:
     """What `confirm_link` checks, without confirming: for the page that asks "confirm?"."""
     with pipeline.store.session() as session:
         return _claimed(pipeline, session, token)
 
 
-def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscriber, str]:
-    """The subscriber and address field a confirmation link is for, if it still applies."""
+def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscriber, str, str]:
+    """The subscriber, address field and address a confirmation link is for, if it still
+    applies: the address on file, or the new one waiting beside it."""
     claims = pipeline.links.read(LinkPurpose.CONFIRM, token)
     field, _, digest = (claims.detail or "").partition(":")
     if field not in CONFIRMABLE or not digest:
@@ -196,31 +233,53 @@ def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscrib
     if subscriber is None:
         raise ConfirmationError("this subscription no longer exists")
     claims.check_holder(subscriber)
-    address = getattr(subscriber, ADDRESS_COLUMNS[field])
-    expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
-    if not hmac.compare_digest(expected, claims.detail or ""):
-        raise ConfirmationError(f"this link was for a {field} that has since been changed")
-    return subscriber, field
+    for column in (PENDING_COLUMNS[field], ADDRESS_COLUMNS[field]):
+        address = getattr(subscriber, column)
+        expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
+        if address and hmac.compare_digest(expected, claims.detail or ""):
+            return subscriber, field, address
+    raise ConfirmationError(f"this link was for a {field} that has since been changed")
 
 
 def confirm_reply(store: Store, phone: str) -> list[int]:
-    """A YES (or START) texted from `phone` confirms every subscription waiting on that number;
-    returns their ids. Twilio's signed webhook vouches that the reply came from the number."""
+    """A YES (or START) texted from `phone` confirms every subscription waiting on that number,
+    on file or new; returns their ids. Twilio's signed webhook vouches that the reply came from
+    the number."""
     with store.session() as session:
         waiting = session.scalars(
             select(Subscriber).where(
-                Subscriber.phone == phone, Subscriber.phone_confirmed_at.is_(None)
+                or_(
+                    and_(Subscriber.phone == phone, Subscriber.phone_confirmed_at.is_(None)),
+                    Subscriber.pending_phone == phone,
+                )
             )
         ).all()
-        return [_mark(session, s, "phone", actor="subscriber:sms").subscriber_id for s in waiting]
+        return [
+            _mark(session, s, "phone", phone, actor="subscriber:sms").subscriber_id for s in waiting
+        ]
 
 
-def _mark(session: Session, subscriber: Subscriber, field: str, *, actor: str) -> Confirmed:
+def _mark(
+    session: Session, subscriber: Subscriber, field: str, address: str, *, actor: str
+) -> Confirmed:
+    """`address` confirmed: a new one takes the place of the one it was waiting beside."""
     column = CONFIRMATION_COLUMNS[field] or ""
+    replacing = address == getattr(subscriber, PENDING_COLUMNS[field])
+    if replacing:
+        setattr(subscriber, ADDRESS_COLUMNS[field], address)
+        setattr(subscriber, PENDING_COLUMNS[field], None)
+        setattr(subscriber, column, None)
     already = getattr(subscriber, column) is not None
     if not already:
         setattr(subscriber, column, utcnow())
-        record(session, actor, "address_confirmed", subscriber_id=subscriber.id, kind=field)
+        record(
+            session,
+            actor,
+            "address_confirmed",
+            subscriber_id=subscriber.id,
+            kind=field,
+            replaced=replacing,
+        )
     return Confirmed(subscriber_id=subscriber.id, field=field, already=already)
 
 

@@ -176,6 +176,9 @@ def as_dict(subscriber: Subscriber, *, with_secret: bool = False) -> dict[str, A
         **as_input(subscriber),
         "email_confirmed": subscriber.email_confirmed_at is not None,
         "phone_confirmed": subscriber.phone_confirmed_at is not None,
+        # A new address given through a link, waiting for its confirmation.
+        "pending_email": subscriber.pending_email,
+        "pending_phone": subscriber.pending_phone,
         "unsubscribed": subscriber.unsubscribed_at is not None,
         "created_at": subscriber.created_at,
     }

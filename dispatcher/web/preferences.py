@@ -19,7 +19,7 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkPurpose
 from dispatcher.logs import mask_address
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
+from dispatcher.store import CONFIRMATION_COLUMNS, PENDING_COLUMNS, Subscriber
 from dispatcher.subscribers import confirmations, new_link, preferences
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
@@ -52,6 +52,7 @@ DONE_NOTICES = {
     "resubscribed": "Welcome back: you will hear about outages again.",
     "resent": "We sent the confirmation again. It can take a minute to arrive.",
 }
+WAITING = "Waiting for you to confirm it: check your messages."
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
 
@@ -131,8 +132,15 @@ def _address_status(
         return {"kind": "blocked", "text": OPT_OUT_TEXT.get(blocked[address_field], "Opted out.")}
     if address_field not in confirmations.CONFIRMABLE or not getattr(subscriber, address_field):
         return {"kind": "none", "text": ""}
+    pending = getattr(subscriber, PENDING_COLUMNS[address_field])
+    if pending:
+        return {
+            "kind": "waiting",
+            "text": f"Confirmed. Waiting for you to confirm {mask_address(pending)}: we keep "
+            "using this one until you confirm it.",
+        }
     if getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "") is None:
-        return {"kind": "waiting", "text": "Waiting for you to confirm it: check your messages."}
+        return {"kind": "waiting", "text": WAITING}
     return {"kind": "ok", "text": "Confirmed."}
 
 
@@ -207,6 +215,7 @@ def change_preferences(
                 subscriber.id,
                 state.changes(),
                 actor="subscriber",
+                keep_confirmed=True,
             )
     except (ValidationError, SubscriberError) as exc:
         problems = {**errors_of(exc), **problems}
