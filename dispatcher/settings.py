@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description='internal networks webhooks may be sent to, e.g. ["10.20.0.0/16"]',
     )
+    sendgrid_event_tolerance_s: float = Field(
+        default=300, gt=0, description="a signed SendGrid event stamped further from now: refused"
+    )
     sweep_every_s: float = Field(default=15.0, gt=0, description="beat runs the sweep this often")
     sweep_stale_s: float = Field(
         default=30.0, ge=0, description="a queued delivery untouched this long has lost its task"
