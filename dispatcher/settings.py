@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = Field(
         default=None, description="Bearer token monitoring systems send to /webhooks/*"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token Prometheus sends to /metrics; unset: open"
+    )
+    api_docs: Literal["operator", "public"] = Field(
+        default="operator",
+        description="who may read /docs, /redoc and /openapi.json: the operator token, or anyone",
+    )
 
     # Monitoring webhooks: how payloads map, when a resolve is announced, who may publish.
     ingest: IngestMapping = Field(default_factory=IngestMapping)
