@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from dispatcher.ingest.events import IngestMapping
+from dispatcher.logs import mask_secrets
 from dispatcher.models import Cadence, Severity
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -211,6 +212,15 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         return self.broker_url == "embedded"
 
+    def secret_values(self) -> list[str]:
+        """Every secret set here (credentials, tokens, keys): what logs mask by value."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values = value.values() if isinstance(value, dict) else [value]
+            found += [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+        return found
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -225,5 +235,8 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """One Settings per process; tests clear the cache after changing the environment."""
-    return Settings()
+    """One Settings per process; tests clear the cache after changing the environment. Their
+    secrets are masked in every log line from here on, whichever library writes it."""
+    settings = Settings()
+    mask_secrets(settings.secret_values())
+    return settings
