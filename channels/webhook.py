@@ -51,7 +51,7 @@ from dispatcher.settings import Settings
 USER_AGENT = "outage-dispatcher"
 SIGNATURE_HEADER = "X-Outage-Signature"
 DELIVERY_HEADER = "X-Outage-Delivery"
-ANSWER_BYTES = 2048  # read of a refusing receiver's answer: enough for its excerpt
+ANSWER_BYTES = 2048  # read of a receiver's answer: enough for an excerpt of a refusal
 EXCERPT_CHARS = 100  # kept of it
 _MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 
@@ -184,7 +184,9 @@ class WebhookChannel(Channel):
                 target, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
-                answer = b"" if 200 <= status < 300 else await response.content.read(ANSWER_BYTES)
+                # Bounded: a receiver cannot make us hold a huge answer. A short one is read
+                # to its end, which lets the connection be used again.
+                answer = await response.content.read(ANSWER_BYTES)
                 answer_headers = response.headers
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             raise PermanentError(self.name, "not an http(s) URL") from exc

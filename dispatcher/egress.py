@@ -101,7 +101,7 @@ def _kind(address: IPAddress) -> str | None:
     for refused, kind in checks:
         if refused:
             return kind
-    return None if address.is_global else "not a public address"
+    return None if address.is_global else "a special-purpose address"
 
 
 def _shown(address: IPAddress) -> str:
