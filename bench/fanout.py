@@ -175,6 +175,7 @@ def run_naive(
                 "locale": person.locale,
                 "timezone": person.timezone,
                 "secret": "naive-webhook-secret",
+                "link_secret": "naive-link-secret",
             }
             naive.app.send_task(
                 naive.TASK, args=naive.task_args(incident, update, channel, recipient)

@@ -13,6 +13,7 @@ broker comes from NAIVE_BROKER_URL, the sandbox from OUTAGE_SANDBOX_URL.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -39,6 +40,14 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """Whom a link is for, as the task's arguments carry it."""
+
+    id: int
+    link_secret: str | None
 
 
 @cache
@@ -75,12 +84,13 @@ def deliver(
 ) -> None:
     registry, links, settings = _process()
     adapter: Channel = registry.get(channel)
+    holder = _Holder(recipient["id"], recipient["link_secret"])
     person = RecipientView(
         name=recipient["name"],
         locale=recipient["locale"],
         timezone=recipient["timezone"],
-        manage_url=links.url(LinkPurpose.MANAGE, recipient["id"]),
-        unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, recipient["id"]),
+        manage_url=links.url(LinkPurpose.MANAGE, holder),
+        unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, holder),
     )
     rendered = render(
         channel,

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.request import getproxies
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 _T = TypeVar("_T")
 _lock = threading.Lock()
@@ -71,12 +72,22 @@ class LoopSession:
     """One pooled aiohttp session per adapter, bound to the loop it was made in.
 
     `limit` caps open connections, as the adapter caps requests in flight; the timeout covers a
-    whole request (connect, send, answer), like the blocking clients' did."""
+    whole request (connect, send, answer), like the blocking clients' did. `resolver` makes the
+    connector's DNS resolver (in the loop, as aiohttp's own must be): the webhooks' checks which
+    addresses may be connected to (channels/webhook.py)."""
 
-    def __init__(self, limit: int, timeout_s: float, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        timeout_s: float,
+        headers: dict[str, str] | None = None,
+        resolver: Callable[[], AbstractResolver] | None = None,
+    ) -> None:
         self._limit = max(1, limit)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = headers or {}
+        self._resolver = resolver
+        self._session_resolver: AbstractResolver | None = None  # a connector leaves it open
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
@@ -84,8 +95,10 @@ class LoopSession:
         """The session for the running loop (call inside the loop)."""
         running = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not running:
+            resolver = self._resolver() if self._resolver is not None else None
+            self._session_resolver = resolver
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit),
+                connector=aiohttp.TCPConnector(limit=self._limit, resolver=resolver),
                 timeout=self.timeout,
                 headers=self._headers,
                 # Proxies from the environment, as requests and httpx honoured them. Reading
@@ -100,9 +113,16 @@ class LoopSession:
         """Close the session on its loop, if this process made one (idempotent)."""
         session, self._session = self._session, None
         owner, self._session_loop = self._session_loop, None
+        resolver, self._session_resolver = self._session_resolver, None
         if session is None or session.closed or owner is None or owner is not _loop:
             return  # never opened, or opened by a loop that is gone (a parent's, before a fork)
         if _running_loop() is owner:  # closing from inside the loop: schedule it
-            owner.create_task(session.close())
+            owner.create_task(_close(session, resolver))
         else:
-            run(session.close())
+            run(_close(session, resolver))
+
+
+async def _close(session: aiohttp.ClientSession, resolver: AbstractResolver | None) -> None:
+    await session.close()
+    if resolver is not None:
+        await resolver.close()

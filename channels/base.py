@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +53,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 300
+
+
+def printable(text: str) -> str:
+    """`text` on one line without control or formatting characters: an answer's excerpt is
+    shown by `outage delivery list`, and an escape sequence in it would be run by the terminal."""
+    cleaned = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char for char in text
+    )
+    return re.sub(r"\s+", " ", cleaned).strip()
 
 
 class ChannelError(Exception):
@@ -78,7 +89,7 @@ class ChannelError(Exception):
         self.suppress = suppress
         self.reason = reason
         self.status_code = status_code
-        self.response_excerpt = (response_excerpt or "")[:EXCERPT_CHARS] or None
+        self.response_excerpt = printable(response_excerpt or "")[:EXCERPT_CHARS] or None
         self.retry_after_s = retry_after_s
         super().__init__(str(self))
 

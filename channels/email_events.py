@@ -3,14 +3,18 @@ signature on each POST of them.
 
 SendGrid POSTs batches of events as one JSON array (dispatcher/web/callbacks.py reads the
 request), signed with its ECDSA key over "<timestamp><body>": the route accepts it only when
-`verify` says so, and `parse_events` turns it into `ProviderEvent`s. What each status then does
-to the delivery is dispatcher/delivery/receipts.py's, the same for every provider.
+`verify` says so, and `parse_events` turns it into `ProviderEvent`s. A signature stays valid
+forever, so a captured POST could be replayed a year later: its timestamp must be within a
+window of now (`fresh`, five minutes by default, as our own webhooks' `verify`). What each
+status then does to the delivery is dispatcher/delivery/receipts.py's, the same for every
+provider.
 """
 
 from __future__ import annotations
 
 import binascii
 import logging
+import time
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from sendgrid.helpers.eventwebhook import EventWebhook
@@ -22,6 +26,7 @@ from dispatcher.models import ReceiptStatus
 log = logging.getLogger(__name__)
 
 PROVIDER = "sendgrid"
+TOLERANCE_S = 300.0  # how far an event may be stamped from now (the default of the setting)
 # The headers SendGrid's signed event webhook carries its signature and timestamp in.
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -43,12 +48,30 @@ EVENTS: dict[str, ReceiptStatus] = {
 }
 
 
-def verify(public_key: str, body: bytes, signature: str, timestamp: str) -> bool:
+def fresh(timestamp: str, tolerance_s: float = TOLERANCE_S, now: float | None = None) -> bool:
+    """Whether `timestamp` (Unix seconds, as the -Timestamp header carries it) is within
+    `tolerance_s` of `now`, either way: older is a replay, newer a clock that is off."""
+    if not timestamp.isdigit():
+        return False
+    current = time.time() if now is None else now
+    return abs(current - int(timestamp)) <= tolerance_s
+
+
+def verify(
+    public_key: str,
+    body: bytes,
+    signature: str,
+    timestamp: str,
+    *,
+    tolerance_s: float = TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
     """Whether SendGrid's key (`public_key`, base64 as SendGrid shows it) signed `timestamp` and
     `body` with `signature` (the X-Twilio-Email-Event-Webhook-Signature and -Timestamp headers),
-    as SendGrid's own EventWebhook helper checks it. A malformed signature, a body that is not
-    UTF-8 or an unusable key is False, not an exception: each means "do not trust this"."""
-    if not (signature and timestamp):
+    as SendGrid's own EventWebhook helper checks it, and `timestamp` is `fresh`. A malformed
+    signature, a body that is not UTF-8 or an unusable key is False, not an exception: each
+    means "do not trust this"."""
+    if not (signature and timestamp) or not fresh(timestamp, tolerance_s, now):
         return False
     try:
         return bool(

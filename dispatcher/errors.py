@@ -14,7 +14,9 @@ code that raises it):
   x SubscriberError        422  subscribers/records.py: a subscriber that cannot be stored
   x SubscriberNotFound     404  subscribers/preferences.py
   x ConfirmationError      410  subscribers/confirmations.py: the subscriber or address is gone
+  x NoConfirmedAddress     409  subscribers/new_link.py: nowhere to send a new link to
   x LinkError              403  links.py: forged, or for another page; 410 when expired
+    + LinkRevoked          410  links.py: signed out since (a new link was sent)
   x QuietHoursError        422  policy/quiet_hours.py: quiet hours that cannot be read
   x DeliveryError          422  delivery/operations.py: a retry that cannot be done
   x UnknownChannel         422  delivery/registry.py: no adapter installed by that name

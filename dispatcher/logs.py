@@ -3,9 +3,13 @@ terminal, and never a secret, a full phone number or a full email address in eit
 
 Why a filter on the handler and not only careful call sites: provider answers quoted in errors
 carry addresses ("The 'To' number +14155550100 is not a valid phone number"), and a third-party
-library may log a URL with a token in it. `RedactingFilter` masks every record that reaches our
-handler, whoever wrote it; `mask_phone` and `mask_email` are also what call sites use when they
-log an address on purpose (`log_attempt`).
+library may log a credential: at debug level oauthlib and requests-oauthlib print the X consumer
+key and access token as a tuple, a query string, a percent-encoded base string and a header.
+`RedactingFilter` masks every record that reaches our handler, whoever wrote it, in two ways:
+the process's own secrets by value, whatever the text around them (`mask_secrets`, called with
+the settings' secrets by `get_settings`), and anything in the shapes credentials take in text
+(`redact`); `mask_phone` and `mask_email` are also what call sites use when they log an address
+on purpose (`log_attempt`).
 
 One line per delivery attempt comes from `log_attempt`, with the incident, update, delivery and
 provider ids, the outcome and the duration, as fields a log pipeline can filter on.
@@ -17,8 +21,11 @@ import json
 import logging
 import re
 import sys
+import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from dispatcher.models import DeliveryStatus
 
@@ -28,17 +35,45 @@ FIELDS_ATTRIBUTE = "outage_fields"  # LogRecord attribute holding structured fie
 # E.164 as we store numbers, and as providers quote them: "+" and 7 to 15 digits.
 _PHONE = re.compile(r"(?<![\w+])\+\d{7,15}\b")
 _EMAIL = re.compile(r"\b[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\b")
+# The name of a credential: token, secret, password, API key, OAuth's consumer and owner keys.
+_NAME = (
+    r"[\w-]*(?:token|secret|passw(?:or)?d|api[_-]?key|consumer_key|client_key|owner_key"
+    r"|signature)[\w-]*"
+)
 # Secrets in the shapes they take in text: SendGrid keys, bearer tokens, user:password@ in URLs,
-# and token/secret/key/password/signature query or form parameters.
+# and a credential's value after its name: name=value (quoted or not: query strings, reprs,
+# OAuth headers), name%3Dvalue (a percent-encoded OAuth base string), and quoted pairs
+# ('name', 'value') and "name": "value" (lists of tuples, dicts, JSON).
 _SECRETS = (
     (re.compile(r"\bSG\.[\w-]{8,}\.[\w-]{8,}"), "SG.[redacted]"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [redacted]"),
     (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "://[redacted]@"),
-    (
-        re.compile(r"(?i)\b([\w-]*(?:token|secret|password|api_?key|signature)[\w-]*)=[^&\s\"']+"),
-        r"\1=[redacted]",
-    ),
+    (re.compile(rf"(?i)\b({_NAME})=([\"']?)[^&\s\"',)>]+"), r"\1=\2[redacted]"),
+    (re.compile(rf"(?i)\b({_NAME})%3D(?:(?!%26)[^&\s])+"), r"\1%3D[redacted]"),
+    (re.compile(rf"(?i)([\"']{_NAME}[\"']\s*[:,]\s*[\"'])[^\"']+"), r"\1[redacted]"),
 )
+MIN_SECRET_CHARS = 6  # a shorter "secret" would mask ordinary words; none of ours is that short
+_known: re.Pattern[str] | None = None  # the process's secrets, by value (`mask_secrets`)
+_known_values: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def mask_secrets(values: Iterable[str]) -> None:
+    """From now on, mask each of `values` in every log line, as it is and percent-encoded once
+    or twice (as an OAuth base string carries it), whatever the text around it."""
+    global _known
+    forms = {
+        form
+        for value in values
+        if len(value) >= MIN_SECRET_CHARS
+        for form in (value, quote(value, safe=""), quote(quote(value, safe=""), safe=""))
+    }
+    with _known_lock:
+        if forms <= _known_values:
+            return
+        _known_values.update(forms)
+        ordered = sorted(_known_values, key=len, reverse=True)  # the longest form first
+        _known = re.compile("|".join(re.escape(form) for form in ordered))
 
 
 def mask_phone(number: str) -> str:
@@ -77,6 +112,8 @@ def mask_address(address: str | None) -> str | None:
 
 def redact(text: str) -> str:
     """`text` with secrets removed and every phone number and email address masked."""
+    if _known is not None:
+        text = _known.sub("[redacted]", text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     text = _EMAIL.sub(lambda m: mask_email(m.group()), text)

@@ -78,6 +78,7 @@ class MessageKind(StrEnum):
     UPDATE = "update"  # an incident update (`update_id` names it)
     CONFIRMATION = "confirmation"  # "is this your address?": the double opt-in, no update
     NOTICE = "notice"  # a word to the team from the dispatcher itself (sign-up by text paused)
+    LINK = "link"  # a new preference link, asked for after signing out the old ones; no update
 
 
 class WaitReason(StrEnum):

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import limits
 import phonenumbers
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from dispatcher.ingest.events import IngestMapping
+from dispatcher.logs import mask_secrets
 from dispatcher.models import Cadence, Severity
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +134,14 @@ class Settings(BaseSettings):
     sendgrid_event_public_key: str | None = Field(
         default=None, description="verifies SendGrid's signed event webhook (base64 DER)"
     )
+    # Outgoing webhooks go to public addresses only (dispatcher/egress.py); these networks too.
+    webhook_allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description='internal networks webhooks may be sent to, e.g. ["10.20.0.0/16"]',
+    )
+    sendgrid_event_tolerance_s: float = Field(
+        default=300, gt=0, description="a signed SendGrid event stamped further from now: refused"
+    )
     sweep_every_s: float = Field(default=15.0, gt=0, description="beat runs the sweep this often")
     sweep_stale_s: float = Field(
         default=30.0, ge=0, description="a queued delivery untouched this long has lost its task"
@@ -148,6 +157,13 @@ class Settings(BaseSettings):
     )
     webhook_token: SecretStr | None = Field(
         default=None, description="Bearer token monitoring systems send to /webhooks/*"
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token Prometheus sends to /metrics; unset: open"
+    )
+    api_docs: Literal["operator", "public"] = Field(
+        default="operator",
+        description="who may read /docs, /redoc and /openapi.json: the operator token, or anyone",
     )
 
     # Monitoring webhooks: how payloads map, when a resolve is announced, who may publish.
@@ -302,6 +318,15 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         return self.broker_url == "embedded"
 
+    def secret_values(self) -> list[str]:
+        """Every secret set here (credentials, tokens, keys): what logs mask by value."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values = value.values() if isinstance(value, dict) else [value]
+            found += [v.get_secret_value() for v in values if isinstance(v, SecretStr)]
+        return found
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -325,5 +350,8 @@ def _listed(value: object) -> list[object]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """One Settings per process; tests clear the cache after changing the environment."""
-    return Settings()
+    """One Settings per process; tests clear the cache after changing the environment. Their
+    secrets are masked in every log line from here on, whichever library writes it."""
+    settings = Settings()
+    mask_secrets(settings.secret_values())
+    return settings

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from dispatcher import migrations
+from dispatcher.links import new_link_secret
 from dispatcher.models import (
     Audience,
     DeliveryStatus,
@@ -103,8 +104,13 @@ class Base(DeclarativeBase):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # Ids are never reused (SQLite would give an erased person's id to the next sign-up).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Bound into every link of theirs (dispatcher/links.py); changed to sign all of them out.
+    # NULL for a subscriber stored before there were secrets: their old links keep working.
+    link_secret: Mapped[str | None] = mapped_column(String(32), default=new_link_secret)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -117,6 +123,10 @@ class Subscriber(Base):
     # Double opt-in: nothing is sent to an email address or phone number before it is confirmed.
     email_confirmed_at: Mapped[datetime | None]
     phone_confirmed_at: Mapped[datetime | None]
+    # A new address given through a link, waiting for its confirmation while the confirmed one
+    # above keeps receiving (dispatcher/subscribers/preferences.py).
+    pending_email: Mapped[str | None] = mapped_column(String(320))
+    pending_phone: Mapped[str | None] = mapped_column(String(32))
     internal: Mapped[bool] = mapped_column(default=False)  # the team: drafts and internal notes
     tier: Mapped[int] = mapped_column(default=0)  # higher tiers are told first
     quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00", in `timezone`
@@ -134,6 +144,8 @@ CONFIRMATION_COLUMNS: dict[str, str | None] = {
     "phone": "phone_confirmed_at",
     "webhook": None,
 }
+# The column holding a new address that waits for its confirmation, for each confirmable field.
+PENDING_COLUMNS = {"email": "pending_email", "phone": "pending_phone"}
 
 
 class Suppression(Base):

@@ -161,7 +161,7 @@ def test_preferences_changed_in_a_browser_decide_the_next_delivery(
             confirmed=True,
         ),
     )
-    link = pipeline.links.url(LinkPurpose.MANAGE, ada.id)
+    link = pipeline.links.url(LinkPurpose.MANAGE, ada)
     assert link.startswith(served.url + "/preferences/")
 
     # Quiet hours around "now" in Berlin, so the window is in force when the update comes.

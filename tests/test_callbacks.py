@@ -10,9 +10,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import time_machine
 import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -145,6 +147,26 @@ def test_sendgrid_events_that_do_not_verify_are_refused(
     assert stored_receipts(pipeline) == 0
 
 
+def test_a_signed_event_from_long_ago_is_refused_as_a_replay(
+    client: TestClient, sandbox: Sandbox
+) -> None:
+    """A captured POST replayed a year later carries SendGrid's signature still: its timestamp
+    is what gives it away (OUTAGE_SENDGRID_EVENT_TOLERANCE_S, five minutes by default)."""
+    pipeline: Pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    incident_id = tell_one_subscriber(pipeline, ["email", "sms"])
+    with time_machine.travel(datetime.now(UTC) - timedelta(days=365)):
+        captured = receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "bounce")
+    with time_machine.travel(datetime.now(UTC) - timedelta(minutes=1)):
+        late = receipts.sendgrid_event(sandbox, EVENTS_PATH, "a@example.org", "delivered")
+    response = client.post(captured.path, content=captured.body, headers=captured.headers)
+    assert response.status_code == 403
+    assert "timestamp" in response.json()["detail"]
+    assert stored_receipts(pipeline) == 0
+    assert status_of(pipeline, incident_id, "email") == DeliveryStatus.SENT
+    assert post(client, late) == 204, "a minute late is within the window"
+    assert status_of(pipeline, incident_id, "email") == DeliveryStatus.DELIVERED
+
+
 def test_sendgrid_events_are_checked_against_the_configured_key(
     web_settings: Settings, sandbox: Sandbox
 ) -> None:
@@ -179,13 +201,21 @@ def test_the_signature_checks_say_yes_only_to_what_the_provider_signed() -> None
     public = signing.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     key, body, stamp = base64.b64encode(public).decode(), b'[{"event":"delivered"}]', "1700000000"
     sent = base64.b64encode(signing.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
-    assert email_events.verify(key, body, sent, stamp)
-    assert not email_events.verify(key, body.replace(b"delivered", b"bounce"), sent, stamp)
-    assert not email_events.verify(key, body, sent, "1700000001")
-    assert not email_events.verify(key, b"\xff", sent, stamp)
-    assert not email_events.verify("not a key", body, sent, stamp)
-    assert not email_events.verify(key, body, "?!", stamp)
-    assert not email_events.verify(key, body, "", stamp)
+    then = 1_700_000_000
+    assert email_events.verify(key, body, sent, stamp, now=then)
+    assert email_events.verify(key, body, sent, stamp, now=then + 300)
+    assert not email_events.verify(key, body, sent, stamp, now=then + 301), "stale: a replay"
+    assert not email_events.verify(key, body, sent, stamp, now=then - 301), "from the future"
+    assert email_events.verify(key, body, sent, stamp, tolerance_s=3600, now=then + 301)
+    assert not email_events.verify(
+        key, body.replace(b"delivered", b"bounce"), sent, stamp, now=then
+    )
+    assert not email_events.verify(key, body, sent, "1700000001", now=then)
+    assert not email_events.verify(key, body, sent, "soon", now=then)
+    assert not email_events.verify(key, b"\xff", sent, stamp, now=then)
+    assert not email_events.verify("not a key", body, sent, stamp, now=then)
+    assert not email_events.verify(key, body, "?!", stamp, now=then)
+    assert not email_events.verify(key, body, "", stamp, now=then)
 
 
 # -- end to end: the sandbox posts to a real server --------------------------------------------

@@ -16,6 +16,7 @@ from dispatcher.render.textfit import sms_segments
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.suppressions import suppress
+from tests.conftest import settle
 
 SIGNUP = {
     "name": "Ada",
@@ -40,7 +41,8 @@ def announce(pipeline: Pipeline) -> None:
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])
     )
-    pipeline.announce(posted.update_id, wait_s=5)
+    pipeline.announce(posted.update_id)
+    settle(pipeline, posted.incident_id)
 
 
 def test_sign_up_then_confirm_by_link_then_updates_arrive(
@@ -92,7 +94,8 @@ def test_a_confirmation_link_does_not_confirm_a_changed_address(
 def test_a_confirmation_link_for_a_deleted_subscriber_is_410(client: TestClient) -> None:
     pipeline = pipeline_of(client)
     client.post("/api/subscribers", json=SIGNUP)
-    token = pipeline.links.token(LinkPurpose.CONFIRM, 1, "email:0123456789abcdef")
+    ada = preferences.get(pipeline.store, 1)
+    token = pipeline.links.token(LinkPurpose.CONFIRM, ada, "email:0123456789abcdef")
     preferences.erase(pipeline.store, 1, actor="operator")
     assert client.get(f"/confirm/{token}").status_code == 410
     assert client.get("/confirm/not-a-token").status_code == 403

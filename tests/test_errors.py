@@ -23,12 +23,13 @@ from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.durations import DurationError
 from dispatcher.errors import OutageError
 from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound
-from dispatcher.links import LinkError
+from dispatcher.links import LinkError, LinkRevoked
 from dispatcher.migrations import SchemaMismatch
 from dispatcher.policy.quiet_hours import QuietHoursError
 from dispatcher.render.templates import RenderError, TemplateMissing
 from dispatcher.settings import Settings
 from dispatcher.subscribers.confirmations import ConfirmationError
+from dispatcher.subscribers.new_link import NoConfirmedAddress
 from dispatcher.subscribers.preferences import SubscriberNotFound
 from dispatcher.subscribers.records import SubscriberError
 from dispatcher.web.app import create_app
@@ -41,8 +42,10 @@ EXAMPLES: list[tuple[OutageError, int]] = [
     (SubscriberError("channels: 'sms' needs a phone number"), 422),
     (SubscriberNotFound(7), 404),
     (ConfirmationError("this subscription no longer exists"), 410),
+    (NoConfirmedAddress("no confirmed address to send a new link to"), 409),
     (LinkError("this link is not valid", expired=False), 403),
     (LinkError("this link has expired; ask for a new one", expired=True), 410),
+    (LinkRevoked(), 410),
     (QuietHoursError("quiet_end: not a time of day like 22:00 ('7')"), 422),
     (DeliveryError("ID: no delivery with id 7"), 422),
     (UnknownChannel("fax", ["email", "sms"]), 422),

@@ -18,8 +18,10 @@ from dispatcher.settings import Settings
 from dispatcher.store import make_engine
 from dispatcher.web.app import create_app
 from dispatcher.web.health import readiness_context
+from tests.conftest import API_TOKEN
 
 BOUND_S = 1.0  # what an orchestrator's probe timeout usually is; /readyz must answer inside it
+OPERATOR = {"Authorization": f"Bearer {API_TOKEN}"}  # who is told what is wrong
 
 
 def closed_port() -> int:
@@ -44,7 +46,7 @@ def checks_of(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def timed_get(client: TestClient, path: str) -> tuple[Any, float]:
     started = time.perf_counter()
-    response = client.get(path)
+    response = client.get(path, headers=OPERATOR)
     return response, time.perf_counter() - started
 
 
@@ -126,7 +128,7 @@ def test_readyz_does_not_wait_for_a_broker_that_hangs(
 def test_readyz_names_missing_live_credentials(web_settings: Settings) -> None:
     live = web_settings.model_copy(update={"providers": "live"})
     with TestClient(create_app(live)) as client:
-        response = client.get("/readyz")
+        response = client.get("/readyz", headers=OPERATOR)
     assert response.status_code == 503
     checks = checks_of(response.json())
     assert checks["provider:sms"]["detail"] == "TWILIO_ACCOUNT_SID is not set"

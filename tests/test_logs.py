@@ -8,8 +8,11 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
+import requests
+from requests_oauthlib import OAuth1
 
 from channels.base import Message
 from dispatcher.delivery.registry import ChannelRegistry
@@ -24,7 +27,7 @@ from dispatcher.logs import (
 )
 from dispatcher.models import DeliveryStatus, FailureReason
 from dispatcher.sandbox.server import Sandbox
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, get_settings
 
 
 @pytest.fixture
@@ -155,3 +158,71 @@ def test_a_terminal_gets_readable_lines_not_json(capsys: pytest.CaptureFixture[s
             if handler.get_name() == "outage":
                 root.removeHandler(handler)
         root.setLevel(level)
+
+
+X_CREDENTIALS = {
+    "X_API_KEY": "xkeyLive4f9Q2mZ81",
+    "X_API_SECRET": "xsecretLive/+Zt7Qp0w9LmN3vB6",
+    "X_ACCESS_TOKEN": "1234567890-xtokenLiveAb7Cd8Ef9",
+    "X_ACCESS_TOKEN_SECRET": "xtsecretLive0Hj2Kl4Mn6",
+}
+
+
+def test_third_party_debug_lines_carry_no_credential(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `outage --log-level debug` printed: oauthlib and requests-oauthlib, signing a post
+    to X, log the consumer key and access token in four shapes (a tuple, a query string, a
+    percent-encoded base string, a header). Their real code, our handler."""
+    for name, value in X_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    settings = get_settings()  # the process's settings: their secrets are masked from here on
+    root = logging.getLogger()
+    level = root.level
+    setup_logging("debug", json_lines=True)
+    try:
+        assert settings.x_api_key and settings.x_api_secret
+        assert settings.x_access_token and settings.x_access_token_secret
+        auth = OAuth1(
+            settings.x_api_key.get_secret_value(),
+            settings.x_api_secret.get_secret_value(),
+            settings.x_access_token.get_secret_value(),
+            settings.x_access_token_secret.get_secret_value(),
+        )
+        requests.Request(
+            "POST", "https://api.twitter.com/2/tweets", json={"text": "API down"}, auth=auth
+        ).prepare()
+    finally:
+        for handler in list(root.handlers):
+            if handler.get_name() == "outage":
+                root.removeHandler(handler)
+        root.setLevel(level)
+    logged = capsys.readouterr().err
+    assert "oauthlib.oauth1.rfc5849" in logged, "the library logged its debug lines"
+    for name, value in X_CREDENTIALS.items():
+        for shape in (value, quote(value, safe=""), quote(quote(value, safe=""), safe="")):
+            assert shape not in logged, f"{name} leaked as {shape}"
+
+
+def test_credentials_in_the_shapes_libraries_log_them_are_redacted() -> None:
+    """Secrets the settings do not know of, as libraries print them."""
+    samples = {
+        "Collected params: [('oauth_consumer_key', 'ck-111111'), ('oauth_token', 'tk-222222')]": (
+            "ck-111111",
+            "tk-222222",
+        ),
+        "base string: POST&u&oauth_consumer_key%3Dck-333333%26oauth_nonce%3D1": ("ck-333333",),
+        "'Authorization': 'OAuth oauth_consumer_key=\"ck-444444\", oauth_token=\"tk-555555\"'": (
+            "ck-444444",
+            "tk-555555",
+        ),
+        "<Client client_key=ck-666666, resource_owner_key=tk-777777, nonce=None>": (
+            "ck-666666",
+            "tk-777777",
+        ),
+        '{"api_key": "ak-888888", "password": "pw-999999"}': ("ak-888888", "pw-999999"),
+    }
+    for text, secrets in samples.items():
+        cleaned = redact(text)
+        for secret in secrets:
+            assert secret not in cleaned, (text, cleaned)

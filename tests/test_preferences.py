@@ -68,8 +68,8 @@ def add(pipeline: Pipeline, **fields: object) -> Subscriber:
     return records.add(pipeline.store, pipeline.registry, data)
 
 
-def path(pipeline: Pipeline, purpose: LinkPurpose, subscriber_id: int) -> str:
-    return urlsplit(pipeline.links.url(purpose, subscriber_id)).path
+def path(pipeline: Pipeline, purpose: LinkPurpose, subscriber: Subscriber) -> str:
+    return urlsplit(pipeline.links.url(purpose, subscriber)).path
 
 
 def form(**overrides: object) -> dict[str, object]:
@@ -93,7 +93,7 @@ def errors_on(page: str) -> dict[str, str]:
 def test_page_shows_the_preferences_with_safe_headers(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline, components=["checkout"], quiet_start="22:00", quiet_end="07:00")
-    response = web.get(path(pipeline, LinkPurpose.MANAGE, ada.id))
+    response = web.get(path(pipeline, LinkPurpose.MANAGE, ada))
     assert response.status_code == 200
     page = response.text
     assert 'value="ada@example.org"' in page and 'value="+14155550100"' in page
@@ -112,7 +112,7 @@ def test_page_shows_the_preferences_with_safe_headers(web: TestClient) -> None:
 def test_saving_changes_channels_quiet_hours_and_filters(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    url = path(pipeline, LinkPurpose.MANAGE, ada.id)
+    url = path(pipeline, LinkPurpose.MANAGE, ada)
     response = web.post(
         url,
         data=form(
@@ -151,7 +151,7 @@ def test_bad_input_is_a_422_page_naming_each_field_and_nothing_changes(web: Test
     pipeline = pipeline_of(web)
     ada = add(pipeline)
     response = web.post(
-        path(pipeline, LinkPurpose.MANAGE, ada.id),
+        path(pipeline, LinkPurpose.MANAGE, ada),
         data=form(
             email="not-an-address",
             phone="",
@@ -172,7 +172,7 @@ def test_bad_input_is_a_422_page_naming_each_field_and_nothing_changes(web: Test
 def test_no_channel_ticked_is_refused(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    response = web.post(path(pipeline, LinkPurpose.MANAGE, ada.id), data=form(channels=[]))
+    response = web.post(path(pipeline, LinkPurpose.MANAGE, ada), data=form(channels=[]))
     assert response.status_code == 422
     assert "Choose at least one way to reach you" in errors_on(response.text)["channels"]
 
@@ -180,7 +180,7 @@ def test_no_channel_ticked_is_refused(web: TestClient) -> None:
 def test_moving_a_channel_without_javascript_reorders_but_does_not_save(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    response = web.post(path(pipeline, LinkPurpose.MANAGE, ada.id), data=form(move="email:up"))
+    response = web.post(path(pipeline, LinkPurpose.MANAGE, ada), data=form(move="email:up"))
     assert response.status_code == 200
     order = re.findall(r'<input type="hidden" name="order" value="([a-z]+)">', response.text)
     assert order == ["email", "sms"]
@@ -191,15 +191,16 @@ def test_moving_a_channel_without_javascript_reorders_but_does_not_save(web: Tes
 def test_a_new_address_must_be_confirmed_and_is_sent_a_confirmation(
     web: TestClient, sandbox: Sandbox
 ) -> None:
+    """An address added where there was none (replacing a confirmed one: test_link_takeover)."""
     pipeline = pipeline_of(web)
-    ada = add(pipeline)
-    web.post(path(pipeline, LinkPurpose.MANAGE, ada.id), data=form(email="ada@new.example.org"))
+    ada = add(pipeline, phone=None, channels=["email"])
+    web.post(path(pipeline, LinkPurpose.MANAGE, ada), data=form(phone="+14155550199"))
     saved = preferences.get(pipeline.store, ada.id)
-    assert saved.email == "ada@new.example.org"
-    assert saved.email_confirmed_at is None
-    assert saved.phone_confirmed_at is not None
-    (sent,) = sandbox.messages("email")
-    assert sent["to"] == "ada@new.example.org"
+    assert saved.phone == "+14155550199"
+    assert saved.phone_confirmed_at is None
+    assert saved.email_confirmed_at is not None
+    (sent,) = sandbox.messages("sms")
+    assert sent["to"] == "+14155550199"
     assert "/confirm/" in sent["body"]
 
 
@@ -207,7 +208,7 @@ def test_a_new_address_must_be_confirmed_and_is_sent_a_confirmation(
 def test_a_link_for_another_page_is_403(web: TestClient, purpose: LinkPurpose) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    token = pipeline.links.token(purpose, ada.id, "email:x")
+    token = pipeline.links.token(purpose, ada, "email:x")
     assert web.get(f"/preferences/{token}").status_code == 403
     assert web.post(f"/preferences/{token}", data=form(channels=["email"])).status_code == 403
     assert preferences.get(pipeline.store, ada.id).channels == ["sms", "email"]
@@ -216,11 +217,11 @@ def test_a_link_for_another_page_is_403(web: TestClient, purpose: LinkPurpose) -
 def test_a_forged_link_is_403_and_changes_nothing(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    add(pipeline, name="Ben", email="ben@example.org", phone=None, channels=["email"])
-    token = pipeline.links.token(LinkPurpose.MANAGE, ada.id)
+    ben = add(pipeline, name="Ben", email="ben@example.org", phone=None, channels=["email"])
+    token = pipeline.links.token(LinkPurpose.MANAGE, ada)
     payload, rest = token.split(".", 1)
     # Ada's token with Ben's id in it: the signature no longer matches.
-    other = pipeline.links.token(LinkPurpose.MANAGE, 2).split(".", 1)[0]
+    other = pipeline.links.token(LinkPurpose.MANAGE, ben).split(".", 1)[0]
     for forged in (f"{other}.{rest}", token[:-2] + "xx", "garbage"):
         response = web.post(f"/preferences/{forged}", data=form(channels=["email"]))
         assert response.status_code == 403
@@ -235,7 +236,7 @@ def test_an_expired_link_is_410(web: TestClient, monkeypatch: pytest.MonkeyPatch
     long_ago = int(time.time()) - 31 * 86400  # the preference link lives 30 days
     with monkeypatch.context() as patched:
         patched.setattr(TimestampSigner, "get_timestamp", lambda self: long_ago)
-        url = path(pipeline, LinkPurpose.MANAGE, ada.id)
+        url = path(pipeline, LinkPurpose.MANAGE, ada)
     response = web.post(url, data=form(channels=["email"]))
     assert response.status_code == 410
     assert "expired" in response.text
@@ -246,7 +247,7 @@ def test_an_expired_link_is_410(web: TestClient, monkeypatch: pytest.MonkeyPatch
 def test_a_link_of_an_erased_subscriber_is_410(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    url = path(pipeline, LinkPurpose.MANAGE, ada.id)
+    url = path(pipeline, LinkPurpose.MANAGE, ada)
     preferences.erase(pipeline.store, ada.id, actor="operator")
     assert web.get(url).status_code == 410
 
@@ -254,7 +255,7 @@ def test_a_link_of_an_erased_subscriber_is_410(web: TestClient) -> None:
 def test_one_click_unsubscribe_get_asks_and_post_unsubscribes(web: TestClient) -> None:
     pipeline = pipeline_of(web)
     ada = add(pipeline)
-    url = path(pipeline, LinkPurpose.UNSUBSCRIBE, ada.id)
+    url = path(pipeline, LinkPurpose.UNSUBSCRIBE, ada)
     page = web.get(url)
     assert page.status_code == 200 and "Unsubscribe from everything" in page.text
     assert preferences.get(pipeline.store, ada.id).unsubscribed_at is None, "GET changes nothing"
@@ -280,7 +281,7 @@ def test_unsubscribe_all_and_back_lifts_only_the_persons_own_opt_outs(web: TestC
     ada = add(pipeline)
     with pipeline.store.session() as session:  # the phone texted STOP earlier
         suppress(session, "phone", "+14155550100", SuppressionReason.STOP, actor="test")
-    url = path(pipeline, LinkPurpose.MANAGE, ada.id)
+    url = path(pipeline, LinkPurpose.MANAGE, ada)
     response = web.post(url, data={"action": "unsubscribe_all"}, follow_redirects=False)
     assert response.headers["location"].endswith("?done=unsubscribed")
     assert "You are unsubscribed from everything" in web.get(url).text

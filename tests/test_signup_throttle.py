@@ -237,7 +237,7 @@ def test_the_preference_centres_resend_is_throttled(
             pipeline.registry,
             SubscriberIn(name="Ada", phone=mobile(7), channels=["sms"]),
         )
-        page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, waiting.id)).path
+        page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, waiting)).path
         resend = {"action": "resend", "field": "phone"}
         answers = [client.post(page, data=resend, follow_redirects=False) for _ in range(4)]
     assert [a.status_code for a in answers] == [303] * 3 + [429]
@@ -274,7 +274,7 @@ def test_a_new_number_saved_past_its_limit_is_kept_and_confirmed_later(
             "locale": "en",
         }
         for who in (others, ada):  # the number's one confirmation of the day goes to Bo
-            page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, who.id)).path
+            page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, who)).path
             saved = client.post(page, data={**form, "email": who.email}, follow_redirects=False)
         assert saved.status_code == 303
         assert saved.headers["location"].endswith("?done=saved_unsent")

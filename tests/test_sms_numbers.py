@@ -142,7 +142,7 @@ def test_the_preference_centre_refuses_a_new_premium_number_and_keeps_an_old_one
             confirmed=True,
         ),
     )
-    page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, landline.id)).path
+    page = urlsplit(pipeline.links.url(LinkPurpose.MANAGE, landline)).path
     form = {
         "order": ["sms", "email"],
         "channels": ["sms", "email"],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import API_TOKEN
+
 
 def test_healthz_answers_and_the_embedded_runner_runs(client: TestClient) -> None:
     response = client.get("/healthz")
@@ -13,4 +15,7 @@ def test_healthz_answers_and_the_embedded_runner_runs(client: TestClient) -> Non
 
 
 def test_openapi_is_served(client: TestClient) -> None:
-    assert client.get("/openapi.json").json()["info"]["title"] == "outage-dispatcher"
+    operator = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert client.get("/openapi.json", headers=operator).json()["info"]["title"] == (
+        "outage-dispatcher"
+    )

@@ -168,8 +168,7 @@ def subscriber_link(
     if purpose is LinkPurpose.CONFIRM:
         raise records.SubscriberError("purpose: confirmation links are sent, not printed")
     with open_pipeline() as pipeline:
-        preferences.get(pipeline.store, subscriber_id)
-        url = pipeline.links.url(purpose, subscriber_id)
+        url = pipeline.links.url(purpose, preferences.get(pipeline.store, subscriber_id))
     print(url)  # plain, unwrapped: rich would break a long link across lines
 
 

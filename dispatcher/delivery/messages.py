@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
-from dispatcher.delivery.rows import Claimed, ClaimedConfirmation, ClaimedNotice, Loaded
+from dispatcher.delivery.rows import Claimed, ClaimedNotice, Loaded
 from dispatcher.links import LinkPurpose
-from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
+from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason, MessageKind
 from dispatcher.policy import notices
 from dispatcher.policy.audience import address_of
 from dispatcher.render.messages import render
@@ -28,8 +28,9 @@ from dispatcher.render.shared import Shared, render_shared, shared_key
 from dispatcher.render.templates import RenderError
 from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
-from dispatcher.store import CONFIRMATION_COLUMNS, Delivery, Incident, Update
-from dispatcher.subscribers.confirmations import CONFIRMABLE, compose
+from dispatcher.store import Delivery, Incident, Update
+from dispatcher.subscribers import confirmations, new_link
+from dispatcher.subscribers.confirmations import CONFIRMABLE
 from dispatcher.subscribers.suppressions import Address, suppressed
 
 _T = TypeVar("_T")
@@ -68,22 +69,16 @@ def prepare(
     field = channel.address_field
     updates = [item for item in items if isinstance(item, Claimed)]
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
-        blocked = suppressed(
-            session, [(field, address_of(i.subscriber, field) or "") for i in items if field]
-        )
+        blocked = suppressed(session, [(field, _address(i, field)) for i in items if field])
         newest = _newest_updates(session, updates)
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
-    for own in (item for item in items if not isinstance(item, Claimed)):
-        composed = (
-            _confirmation(channel, context, own, blocked)
-            if isinstance(own, ClaimedConfirmation)
-            else _notice(channel, own, blocked)
-        )
+    for notice in (item for item in items if isinstance(item, ClaimedNotice)):
+        composed = OWN_MESSAGES[notice.delivery.kind](channel, context, notice, blocked)
         if isinstance(composed, Message):
             messages.append(composed)
         else:
-            outcomes[own.delivery.id] = composed
+            outcomes[notice.delivery.id] = composed
     for item in updates:
         if newest.get((item.incident.id, item.delivery.recipient), 0) > item.update.id:
             outcomes[item.delivery.id] = Skipped(
@@ -113,55 +108,93 @@ def unbuildable(items: Sequence[Loaded], why: str) -> dict[int, Outcome | Skippe
     }
 
 
+def _address(item: Loaded, field: str) -> str:
+    """The address a row goes to on `field`: a confirmation's is the one that waits for it
+    (perhaps a new one beside the confirmed one), every other message's the one on file."""
+    if item.subscriber is None:
+        return ""
+    if item.delivery.kind is MessageKind.CONFIRMATION and field in CONFIRMABLE:
+        return confirmations.awaiting(item.subscriber, field) or ""
+    return address_of(item.subscriber, field) or ""
+
+
 def _confirmation(
-    channel: Channel, context: Context, item: ClaimedConfirmation, blocked: set[Address]
+    channel: Channel, context: Context, item: ClaimedNotice, blocked: set[Address]
 ) -> Message | Outcome | Skipped:
-    """The confirmation to the subscriber's address on this channel as it is now, or why it
-    is not sent: opted out, or confirmed since it was asked for."""
+    """The confirmation to the subscriber's address on this channel that waits for one now, or
+    why it is not sent: opted out, or confirmed since it was asked for."""
     field, subscriber = channel.address_field, item.subscriber
-    address = _address(channel, item, blocked)
-    if not isinstance(address, str):
-        return address
-    if subscriber is None or field not in CONFIRMABLE:
-        return _no_address(channel, item)
-    if getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None:
-        return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
-    return compose(
+    address = _address(item, field) if field else ""
+    if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
+        return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
+    if field not in CONFIRMABLE or not address:
+        if field in CONFIRMABLE and address_of(subscriber, field):
+            return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no {field} to confirm on file",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
+    return confirmations.compose(
         channel, context.links, context.settings, item.delivery.id, subscriber, field, address
     )
 
 
-def _notice(
-    channel: Channel, item: ClaimedNotice, blocked: set[Address]
+def _new_link(
+    channel: Channel, context: Context, item: ClaimedNotice, blocked: set[Address]
+) -> Message | Outcome | Skipped:
+    """The new preference link, with the subscriber's secret as it is now, to their confirmed
+    address on this channel; or why not: opted out since, or the address no longer confirmed."""
+    field, subscriber = channel.address_field, item.subscriber
+    address = new_link.confirmed_address(subscriber, field) if subscriber else None
+    if subscriber is None or (field, address_of(subscriber, field)) in blocked:
+        return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
+    if address is None:
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no confirmed {field} to send the link to",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
+    return new_link.compose(
+        channel, context.links, context.settings, item.delivery.id, subscriber, address
+    )
+
+
+def _team_notice(
+    channel: Channel, context: Context, item: ClaimedNotice, blocked: set[Address]
 ) -> Message | Outcome | Skipped:
     """A notice to a member of the team, at their address on this channel as it is now."""
-    address = _address(channel, item, blocked)
-    if not isinstance(address, str):
-        return address
-    secret = item.subscriber.webhook_secret if item.subscriber else None
-    return notices.compose(channel, item.delivery.id, address, item.delivery.notice or "", secret)
-
-
-def _address(
-    channel: Channel, item: ClaimedConfirmation | ClaimedNotice, blocked: set[Address]
-) -> str | Outcome | Skipped:
-    """Where a message of its own (no update) goes on this channel, or why it goes nowhere:
-    the subscriber opted out or was removed, or has no such address on file."""
     field, subscriber = channel.address_field, item.subscriber
-    address = address_of(subscriber, field) if subscriber and field else None
+    address = _address(item, field) if field else ""
     if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
         return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
-    return address or _no_address(channel, item)
-
-
-def _no_address(channel: Channel, item: ClaimedConfirmation | ClaimedNotice) -> Outcome:
-    return Outcome(
-        key=item.delivery.id,
-        failure=FailureKind.PERMANENT,
-        error=f"{channel.name}: no {channel.address_field} on file",
-        attempts=0,
-        reason=FailureReason.RENDER,
+    if field and not address:
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no {field} on file",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
+    secret = subscriber.webhook_secret
+    return notices.compose(
+        channel, item.delivery.id, address or channel.name, item.delivery.notice or "", secret
     )
+
+
+# How each kind of message that belongs to no update is written, on its channel.
+OWN_MESSAGES: dict[
+    MessageKind,
+    Callable[[Channel, Context, ClaimedNotice, set[Address]], Message | Outcome | Skipped],
+] = {
+    MessageKind.CONFIRMATION: _confirmation,
+    MessageKind.LINK: _new_link,
+    MessageKind.NOTICE: _team_notice,
+}
 
 
 def _newest_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, str], int]:
@@ -217,11 +250,11 @@ def _message(
             )
         to = address
         secret = subscriber.webhook_secret
-        unsubscribe_url = links.url(LinkPurpose.UNSUBSCRIBE, subscriber.id)
+        unsubscribe_url = links.url(LinkPurpose.UNSUBSCRIBE, subscriber)
         recipient = RecipientView(
             name=subscriber.name,
             locale=subscriber.locale,
-            manage_url=links.url(LinkPurpose.MANAGE, subscriber.id),
+            manage_url=links.url(LinkPurpose.MANAGE, subscriber),
             unsubscribe_url=unsubscribe_url,
             timezone=subscriber.timezone,
         )

@@ -113,11 +113,11 @@ def record(
         delivery.last_error = outcome.why
         return
     delivery.attempts += outcome.attempts
-    if item.delivery.kind is MessageKind.CONFIRMATION:
+    if item.delivery.kind is not MessageKind.UPDATE:  # confirmation_sent, link_failed, …
         audit.record(
             session,
             "system",
-            "confirmation_sent" if outcome.ok else "confirmation_failed",
+            f"{item.delivery.kind.value}_{'sent' if outcome.ok else 'failed'}",
             subscriber_id=item.subscriber.id if item.subscriber else None,
             channel=item.delivery.channel,
         )

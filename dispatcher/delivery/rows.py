@@ -27,7 +27,7 @@ class _ClaimedDelivery:
 
     id: int
     kind: MessageKind
-    update_id: int | None  # None: a message that belongs to no update (a confirmation)
+    update_id: int | None  # None: a message that belongs to no update (a confirmation, a link)
     notice: str | None  # a notice's text (MessageKind.NOTICE)
     channel: str
     recipient: str
@@ -41,6 +41,7 @@ class _ClaimedSubscriber:
     them."""
 
     id: int
+    link_secret: str | None
     name: str
     locale: str
     timezone: str
@@ -52,6 +53,8 @@ class _ClaimedSubscriber:
     webhook_secret: str | None
     email_confirmed_at: datetime | None
     phone_confirmed_at: datetime | None
+    pending_email: str | None
+    pending_phone: str | None
     unsubscribed_at: datetime | None
 
 
@@ -73,22 +76,15 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class ClaimedConfirmation:
-    """A claimed confirmation ("is this your address?"): its row and its subscriber only."""
-
-    delivery: _ClaimedDelivery
-    subscriber: _ClaimedSubscriber | None
-
-
-@dataclass(frozen=True)
 class ClaimedNotice:
-    """A claimed notice to the team: its row (with the text) and its subscriber only."""
+    """A claimed message of no update, its row's `kind` says which (a confirmation, a new
+    link): its row and its subscriber only."""
 
     delivery: _ClaimedDelivery
     subscriber: _ClaimedSubscriber | None
 
 
-Loaded = Claimed | ClaimedConfirmation | ClaimedNotice  # what one send batch holds
+Loaded = Claimed | ClaimedNotice  # what one send batch holds
 
 
 # A row being reclaimed (its lease ran out) that its holder had handed to the provider.
@@ -152,10 +148,7 @@ def load(store: Store, delivery_ids: list[int]) -> list[Loaded]:
     for row in rows:
         delivery = _ClaimedDelivery(*row[:split])
         subscriber = _ClaimedSubscriber(*row[split:]) if row[split] is not None else None
-        if delivery.kind is MessageKind.CONFIRMATION:
-            claimed.append(ClaimedConfirmation(delivery, subscriber))
-            continue
-        if delivery.kind is MessageKind.NOTICE:
+        if delivery.kind is not MessageKind.UPDATE:
             claimed.append(ClaimedNotice(delivery, subscriber))
             continue
         found = updates.get(delivery.update_id or 0)

@@ -7,6 +7,7 @@ fallback rather than only the happy path.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,8 @@ def run_demo(console: Console, database: Path) -> None:
             # The demo's updates come seconds apart; a real deployment waits a couple of
             # minutes between messages to one person and sends only the newest (pacing.py).
             "coalesce_window_s": 0,
+            # Chen's webhook is the sandbox's receiver, on loopback: an internal receiver.
+            "webhook_allow_networks": [ip_network("127.0.0.0/8")],
         }
     )
     settings, sandbox = own_sandbox(settings)

@@ -9,8 +9,11 @@ the reply YES, because a reply from the number proves possession as well as a li
 
 The link names the subscriber, the address field and a keyed digest of the address itself, so a
 link sent to an old address cannot confirm the new one after a change, and the token carries no
-personal data. Confirming is a POST from the page the link opens, never the GET itself: mail
-scanners open links, and a scanner must not be able to say yes for a person.
+personal data. The address waiting (`awaiting`) is the one on file while it is unconfirmed, or a
+new one given through a link beside a confirmed one (`pending_email`, `pending_phone`), which
+replaces the confirmed one when it is confirmed. Confirming is a POST from the page the link
+opens, never the GET itself: mail scanners open links, and a scanner must not be able to say yes
+for a person.
 
 Suppressed addresses get no confirmation either: an opt-out means nothing more, of any kind.
 """
@@ -22,10 +25,10 @@ import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from jinja2 import Template
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message
@@ -34,19 +37,19 @@ from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.errors import OutageError
 from dispatcher.links import LinkError, LinkPurpose, Links
 from dispatcher.models import DeliveryStatus, MessageKind
-from dispatcher.render.templates import DEFAULT_LOCALE, environment, language_of
-from dispatcher.render.textfit import gsm_transliterate
-from dispatcher.render.views import RecipientView
+from dispatcher.render import notices
+from dispatcher.render.notices import Addressee
 from dispatcher.settings import Settings
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
+    PENDING_COLUMNS,
     Delivery,
     Store,
     Subscriber,
     utcnow,
 )
-from dispatcher.subscribers.records import opt_outs
+from dispatcher.subscribers.suppressions import suppressed
 
 if TYPE_CHECKING:  # the engine sends confirmations; this module only asks for them
     from dispatcher.delivery.pipeline import Pipeline
@@ -64,17 +67,6 @@ class ConfirmationError(OutageError):
 
 # Ahead of an outage's messages in the queue: a person who just signed up is waiting for it.
 CONFIRMATION_PRIORITY = 1_000
-
-
-class ConfirmationReader(Protocol):
-    """What composing a confirmation reads of a subscriber: an ORM row or a claimed one."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def locale(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -101,8 +93,8 @@ class Confirmed:
 def request(
     pipeline: Pipeline, subscriber_id: int, fields: Iterable[str] = CONFIRMABLE
 ) -> list[Requested]:
-    """Ask each of these address fields that waits for a confirmation (on file, not yet
-    confirmed, not suppressed) for one: a delivery row each, sent now when the queue is
+    """Ask each of these address fields that waits for a confirmation (`awaiting`, not
+    suppressed) for one: a delivery row each, sent now when the queue is
     in-process (it must not wait behind an outage's fan-out), else by the workers. Returns what
     was asked and how it stands; a failure is recorded on its row, never raised."""
     now = utcnow()
@@ -111,11 +103,10 @@ def request(
         subscriber = session.get(Subscriber, subscriber_id)
         if subscriber is None or subscriber.unsubscribed_at is not None:
             return []
-        blocked = opt_outs(session, subscriber)
-        unconfirmed = waiting(subscriber, fields)
-        for name in CONFIRMABLE:
-            pending = name in unconfirmed and name not in blocked
-            channel_name = channel_for(pipeline.registry, subscriber, name) if pending else None
+        for name, address in waiting(subscriber, fields).items():
+            if suppressed(session, [(name, address)]):
+                continue
+            channel_name = channel_for(pipeline.registry, subscriber, name)
             if channel_name is None:
                 continue
             row = Delivery(
@@ -146,15 +137,14 @@ def request(
     ]
 
 
-def waiting(subscriber: Subscriber, fields: Iterable[str] = CONFIRMABLE) -> dict[str, str]:
-    """Those of the address `fields` that wait for a confirmation: on file and not confirmed
-    yet, with their addresses (what `request` would ask for, opt-outs aside)."""
+def waiting(subscriber: Awaiting, fields: Iterable[str] = CONFIRMABLE) -> dict[str, str]:
+    """Those of the address `fields` that wait for a confirmation (`awaiting`), with their
+    addresses: what `request` would ask for, opt-outs aside (the sign-up limits count these)."""
+    wanted = set(fields)
     return {
-        name: getattr(subscriber, ADDRESS_COLUMNS[name])
+        name: address
         for name in CONFIRMABLE
-        if name in set(fields)
-        and getattr(subscriber, ADDRESS_COLUMNS[name])
-        and getattr(subscriber, CONFIRMATION_COLUMNS[name] or "") is None
+        if name in wanted and (address := awaiting(subscriber, name)) is not None
     }
 
 
@@ -163,7 +153,7 @@ def compose(
     links: Links,
     settings: Settings,
     key: int,
-    subscriber: ConfirmationReader,
+    subscriber: Addressee,
     field: str,
     address: str,
 ) -> Message:
@@ -176,42 +166,74 @@ def compose(
         "name": subscriber.name,
         "confirm_url": links.url(
             LinkPurpose.CONFIRM,
-            subscriber.id,
+            subscriber,
             confirmation_detail(secret_key.get_secret_value(), field, address),
         ),
-        "manage_url": links.url(LinkPurpose.MANAGE, subscriber.id),
+        "manage_url": links.url(LinkPurpose.MANAGE, subscriber),
     }
-    language = language_of(RecipientView(name=subscriber.name, locale=subscriber.locale))
-    if channel.limits.has_subject:
-        return Message(
-            key=key,
-            to=address,
-            subject=" ".join(_template(language, "email.subject").render(context).split()),
-            text=_template(language, "email.text").render(context).strip(),
-            html=_template(language, "email.html").render(context).strip(),
-            unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber.id),
-        )
-    context["company"] = gsm_transliterate(str(context["company"]))
-    text = " ".join(_template(language, "sms.text").render(context).split())
-    return Message(key=key, to=address, text=text)
+    return notices.compose(
+        "confirm",
+        channel.limits,
+        key,
+        subscriber,
+        address,
+        context,
+        unsubscribe_url=links.url(LinkPurpose.UNSUBSCRIBE, subscriber),
+    )
+
+
+class Awaiting(Protocol):
+    """What `awaiting` reads of a subscriber: an ORM row or a claimed one."""
+
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def pending_email(self) -> str | None: ...
+    @property
+    def pending_phone(self) -> str | None: ...
+    @property
+    def email_confirmed_at(self) -> datetime | None: ...
+    @property
+    def phone_confirmed_at(self) -> datetime | None: ...
+
+
+def awaiting(subscriber: Awaiting, field: str) -> str | None:
+    """The address of `field` that waits for its confirmation: a new one kept beside a
+    confirmed one, else the one on file while it is unconfirmed; None when nothing waits."""
+    pending: str | None = getattr(subscriber, PENDING_COLUMNS[field])
+    if pending:
+        return pending
+    address: str | None = getattr(subscriber, ADDRESS_COLUMNS[field])
+    confirmed = getattr(subscriber, CONFIRMATION_COLUMNS[field] or "")
+    return address if address and confirmed is None else None
+
+
+def is_confirmed(subscriber: Subscriber, field: str, address: str) -> bool:
+    """Whether `address` is the subscriber's confirmed address of `field` now."""
+    confirmed = getattr(subscriber, CONFIRMATION_COLUMNS[field] or "") is not None
+    return confirmed and getattr(subscriber, ADDRESS_COLUMNS[field]) == address
 
 
 def confirm_link(pipeline: Pipeline, token: str) -> Confirmed:
     """Confirm the address a confirmation link was sent to. Raises LinkError (forged: 403,
-    expired: 410) or ConfirmationError (the subscriber or that address is gone: 410)."""
+    expired or signed out: 410) or ConfirmationError (the subscriber or that address is gone:
+    410)."""
     with pipeline.store.session() as session:
-        subscriber, field = _claimed(pipeline, session, token)
-        return _mark(session, subscriber, field, actor="subscriber")
+        subscriber, field, address = _claimed(pipeline, session, token)
+        return _mark(session, subscriber, field, address, actor="subscriber")
 
 
-def check_link(pipeline: Pipeline, token: str) -> tuple[Subscriber, str]:
+def check_link(pipeline: Pipeline, token: str) -> tuple[Subscriber, str, str]:
     """What `confirm_link` checks, without confirming: for the page that asks "confirm?"."""
     with pipeline.store.session() as session:
         return _claimed(pipeline, session, token)
 
 
-def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscriber, str]:
-    """The subscriber and address field a confirmation link is for, if it still applies."""
+def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscriber, str, str]:
+    """The subscriber, address field and address a confirmation link is for, if it still
+    applies: the address on file, or the new one waiting beside it."""
     claims = pipeline.links.read(LinkPurpose.CONFIRM, token)
     field, _, digest = (claims.detail or "").partition(":")
     if field not in CONFIRMABLE or not digest:
@@ -219,31 +241,54 @@ def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscrib
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
         raise ConfirmationError("this subscription no longer exists")
-    address = getattr(subscriber, ADDRESS_COLUMNS[field])
-    expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
-    if not hmac.compare_digest(expected, claims.detail or ""):
-        raise ConfirmationError(f"this link was for a {field} that has since been changed")
-    return subscriber, field
+    claims.check_holder(subscriber)
+    for column in (PENDING_COLUMNS[field], ADDRESS_COLUMNS[field]):
+        address = getattr(subscriber, column)
+        expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
+        if address and hmac.compare_digest(expected, claims.detail or ""):
+            return subscriber, field, address
+    raise ConfirmationError(f"this link was for a {field} that has since been changed")
 
 
 def confirm_reply(store: Store, phone: str) -> list[int]:
-    """A YES (or START) texted from `phone` confirms every subscription waiting on that number;
-    returns their ids. Twilio's signed webhook vouches that the reply came from the number."""
+    """A YES (or START) texted from `phone` confirms every subscription waiting on that number,
+    on file or new; returns their ids. Twilio's signed webhook vouches that the reply came from
+    the number."""
     with store.session() as session:
         waiting = session.scalars(
             select(Subscriber).where(
-                Subscriber.phone == phone, Subscriber.phone_confirmed_at.is_(None)
+                or_(
+                    and_(Subscriber.phone == phone, Subscriber.phone_confirmed_at.is_(None)),
+                    Subscriber.pending_phone == phone,
+                )
             )
         ).all()
-        return [_mark(session, s, "phone", actor="subscriber:sms").subscriber_id for s in waiting]
+        return [
+            _mark(session, s, "phone", phone, actor="subscriber:sms").subscriber_id for s in waiting
+        ]
 
 
-def _mark(session: Session, subscriber: Subscriber, field: str, *, actor: str) -> Confirmed:
+def _mark(
+    session: Session, subscriber: Subscriber, field: str, address: str, *, actor: str
+) -> Confirmed:
+    """`address` confirmed: a new one takes the place of the one it was waiting beside."""
     column = CONFIRMATION_COLUMNS[field] or ""
+    replacing = address == getattr(subscriber, PENDING_COLUMNS[field])
+    if replacing:
+        setattr(subscriber, ADDRESS_COLUMNS[field], address)
+        setattr(subscriber, PENDING_COLUMNS[field], None)
+        setattr(subscriber, column, None)
     already = getattr(subscriber, column) is not None
     if not already:
         setattr(subscriber, column, utcnow())
-        record(session, actor, "address_confirmed", subscriber_id=subscriber.id, kind=field)
+        record(
+            session,
+            actor,
+            "address_confirmed",
+            subscriber_id=subscriber.id,
+            kind=field,
+            replaced=replacing,
+        )
     return Confirmed(subscriber_id=subscriber.id, field=field, already=already)
 
 
@@ -267,8 +312,3 @@ def _secret_key(pipeline: Pipeline) -> str:
     key = pipeline.settings.secret_key
     assert key is not None, "the Pipeline always resolves the links' secret key"
     return key.get_secret_value()
-
-
-def _template(language: str, part: str) -> Template:
-    names = [f"confirm/{language}/{part}.j2", f"confirm/{DEFAULT_LOCALE}/{part}.j2"]
-    return environment().select_template(list(dict.fromkeys(names)))

@@ -7,6 +7,9 @@ subscriber through these functions, so the rules hold whoever acts:
   `SubscriberIn` rules as a new subscriber (one set of rules, one set of error messages);
 - a new email address or phone number starts unconfirmed (double opt-in), unless an operator
   vouches for it; the caller sends the confirmation once the change is committed;
+- a change made through a link (`keep_confirmed`) does not drop a confirmed address: the new one
+  waits beside it (`pending_email`, `pending_phone`) and replaces it only once confirmed, so
+  a link in other hands cannot quietly move someone's messages to another address;
 - leaving suppresses every address, so it outlives the row and any re-import; coming back lifts
   only what the person did themselves (an unsubscribe), never a STOP, a bounce or a spam report,
   which only the channel that reported them can undo;
@@ -36,6 +39,7 @@ from dispatcher.settings import Settings, templates_dir
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
+    PENDING_COLUMNS,
     Delivery,
     Incident,
     Store,
@@ -43,7 +47,7 @@ from dispatcher.store import (
     Suppression,
     utcnow,
 )
-from dispatcher.subscribers.records import as_input, check_channels, check_phone
+from dispatcher.subscribers.records import as_input, check_channels, check_phone, check_webhook
 from dispatcher.subscribers.suppressions import suppress
 
 # Names of the languages we may have templates for; a language without a name shows its code.
@@ -90,11 +94,14 @@ def update_preferences(
     changes: Mapping[str, Any],
     *,
     actor: str,
+    keep_confirmed: bool = False,
 ) -> Saved:
     """Apply `changes` (SubscriberIn field names) after validating the merged whole.
 
     Raises pydantic's ValidationError or SubscriberError (both name the field) and changes
     nothing then. `confirmed: true` marks the addresses confirmed; only operators may pass it.
+    `keep_confirmed` (a change through a link): a confirmed address that is replaced stays until
+    the new one is confirmed.
     """
     with store.session() as session:
         subscriber = _row(session, subscriber_id)
@@ -105,19 +112,31 @@ def update_preferences(
             check_phone(data, registry)
         after = data.model_dump(exclude={"confirmed"})
         after["webhook"] = str(data.webhook) if data.webhook else None
+        if after["webhook"] != before["webhook"]:
+            check_webhook(after["webhook"], registry)
         changed = tuple(name for name in after if after[name] != before[name])
         now = utcnow()
         to_confirm: list[str] = []
+        held: list[str] = []
         for name in ("email", "phone"):
             confirmation = CONFIRMATION_COLUMNS[name]
             assert confirmation is not None
             new_address = after[name]
             if new_address != before[name]:
+                kept = getattr(subscriber, confirmation) is not None and before[name]
+                if keep_confirmed and kept and new_address and not data.confirmed:
+                    after[name] = before[name]  # until the new one is confirmed
+                    setattr(subscriber, PENDING_COLUMNS[name], new_address)
+                    held.append(name)
+                    to_confirm.append(name)
+                    continue
                 setattr(subscriber, confirmation, None)
+                setattr(subscriber, PENDING_COLUMNS[name], None)
                 if new_address and not data.confirmed:
                     to_confirm.append(name)
             if data.confirmed and new_address:
                 setattr(subscriber, confirmation, getattr(subscriber, confirmation) or now)
+                setattr(subscriber, PENDING_COLUMNS[name], None)
         secret_issued = _apply(subscriber, after)
         record(
             session,
@@ -126,6 +145,7 @@ def update_preferences(
             subscriber_id=subscriber_id,
             fields=list(changed),
             confirmed_by_operator=data.confirmed,
+            waiting_for_confirmation=held,
         )
         return Saved(subscriber, changed, tuple(to_confirm), secret_issued)
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.delivery.registry import ChannelRegistry, UnknownChannel
+from dispatcher.egress import EgressPolicy
 from dispatcher.errors import OutageError
 from dispatcher.models import SubscriberIn, SuppressionReason
 from dispatcher.store import ADDRESS_COLUMNS, Store, Subscriber, Suppression, utcnow
@@ -67,6 +68,16 @@ def check_phone(data: SubscriberIn, registry: ChannelRegistry) -> None:
     why = numbers.refusal(data.phone, registry.settings.sms_countries, vouched=data.confirmed)
     if why is not None:
         raise SubscriberError(f"phone: {why}")
+
+
+def check_webhook(url: str | None, registry: ChannelRegistry) -> None:
+    """A webhook URL names a receiver we may call: not an internal address or name, unless its
+    network is allowed (dispatcher/egress.py). Checked when a URL is added or changed."""
+    if url is None:
+        return
+    why = EgressPolicy.from_settings(registry.settings).url_refusal(url)
+    if why is not None:
+        raise SubscriberError(f"webhook: {why}")
 
 
 def _row(data: SubscriberIn) -> Subscriber:
@@ -121,6 +132,7 @@ def add(
 ) -> Subscriber:
     check_channels(data, registry)
     check_phone(data, registry)
+    check_webhook(str(data.webhook) if data.webhook else None, registry)
     with store.session() as session:
         subscriber = _row(data)
         session.add(subscriber)
@@ -183,6 +195,9 @@ def as_dict(subscriber: Subscriber, *, with_secret: bool = False) -> dict[str, A
         **as_input(subscriber),
         "email_confirmed": subscriber.email_confirmed_at is not None,
         "phone_confirmed": subscriber.phone_confirmed_at is not None,
+        # A new address given through a link, waiting for its confirmation.
+        "pending_email": subscriber.pending_email,
+        "pending_phone": subscriber.pending_phone,
         "unsubscribed": subscriber.unsubscribed_at is not None,
         "created_at": subscriber.created_at,
     }
@@ -235,6 +250,7 @@ def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportRep
                 data = SubscriberIn.model_validate(_csv_fields(fields))
                 check_channels(data, registry)
                 check_phone(data, registry)
+                check_webhook(str(data.webhook) if data.webhook else None, registry)
             except ValidationError as exc:
                 report.errors.append((line, describe(exc)))
                 continue

@@ -20,6 +20,7 @@ from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers.throttle import Throttle
 from dispatcher.web import (
+    api_docs,
     confirm,
     feed,
     health,
@@ -62,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Incident updates to every subscriber, on the channel each one chose.",
         lifespan=lifespan,
+        # Served by api_docs, for the operator (or anyone with OUTAGE_API_DOCS=public).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(OutageError)
@@ -86,4 +91,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(status_page.router)
     app.include_router(feed.router)
     app.include_router(callbacks_router)
+    app.include_router(api_docs.router_for(app))
     return app

@@ -7,8 +7,9 @@ stored. Twilio's signature is checked with its own RequestValidator against the 
 our public URL of this path with its query (the adapter's StatusCallback carries our delivery id
 there, and Twilio signs the whole URL); the same check as the inbound-SMS webhook. SendGrid's
 ECDSA signature over "<timestamp><body>" is checked with its EventWebhook helper and the public
-key in OUTAGE_SENDGRID_EVENT_PUBLIC_KEY (in sandbox mode, the sandbox's own published key). A
-bad or missing signature is 403 and nothing is stored.
+key in OUTAGE_SENDGRID_EVENT_PUBLIC_KEY (in sandbox mode, the sandbox's own published key), and
+its timestamp must be within OUTAGE_SENDGRID_EVENT_TOLERANCE_S of now (a replay otherwise). A
+bad or missing signature, or a stale one, is 403 and nothing is stored.
 
 Verified events go to `dispatcher.delivery.receipts`, which applies each once (by the provider's
 event id) and may queue the update on the subscriber's next channel; that is sent at once.
@@ -77,7 +78,7 @@ async def _read_capped(request: Request) -> bytes:
 
 
 def _check_sendgrid_signature(request: Request, settings: Settings, body: bytes) -> None:
-    """403 unless SendGrid's key signed this timestamp and body."""
+    """403 unless SendGrid's key signed this timestamp and body, recently."""
     key = settings.sendgrid_event_public_key or (
         SANDBOX_EVENT_PUBLIC_KEY if settings.providers == "sandbox" else None
     )
@@ -88,5 +89,12 @@ def _check_sendgrid_signature(request: Request, settings: Settings, body: bytes)
         )
     signature = request.headers.get(email_events.SIGNATURE_HEADER, "")
     timestamp = request.headers.get(email_events.TIMESTAMP_HEADER, "")
-    if not email_events.verify(key, body, signature, timestamp):
+    tolerance_s = settings.sendgrid_event_tolerance_s
+    if timestamp and not email_events.fresh(timestamp, tolerance_s):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"SendGrid event timestamp more than {tolerance_s:g} s from now: refused as a "
+            "replay (or this server's clock is off)",
+        )
+    if not email_events.verify(key, body, signature, timestamp, tolerance_s=tolerance_s):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or wrong SendGrid signature")

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkError, LinkPurpose
-from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
+from dispatcher.store import Subscriber
 from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.confirmations import ConfirmationError
 from dispatcher.web.deps import PipelineDep
@@ -29,13 +29,12 @@ def _confirmation(pipeline: Pipeline, token: str, act: bool) -> tuple[Subscriber
             confirmed = confirmations.confirm_link(pipeline, token)
             subscriber = preferences.get(pipeline.store, confirmed.subscriber_id)
             return subscriber, confirmed.field, True
-        subscriber, address_field = confirmations.check_link(pipeline, token)
+        subscriber, address_field, address = confirmations.check_link(pipeline, token)
     except LinkError as exc:
         raise refused_link(exc) from None
     except (ConfirmationError, preferences.SubscriberNotFound) as exc:
         raise Refused(410, "This link no longer applies", sentence(str(exc))) from None
-    confirmed_at = getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "")
-    return subscriber, address_field, confirmed_at is not None
+    return subscriber, address_field, confirmations.is_confirmed(subscriber, address_field, address)
 
 
 @router.get("/confirm/{token}")
@@ -59,5 +58,5 @@ def _confirm_page(
         subscriber=subscriber,
         what=ADDRESS_LABELS[address_field].lower(),
         done=done,
-        manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber.id),
+        manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber),
     )

@@ -6,11 +6,14 @@ never accepts: a dispatcher started without a token must not take webhooks from 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import SecretStr
 
 from channels import sms, sms_events
 from dispatcher.delivery.pipeline import Pipeline
@@ -34,6 +37,45 @@ def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def basic_password(request: Request) -> str | None:
+    """The password of `Authorization: Basic …`: what a browser sends once it has asked for one
+    (the operator's token there opens the API docs), whatever the user name."""
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
+
+
+def holds(presented: str | None, *expected: SecretStr | None) -> bool:
+    """Whether `presented` is one of the configured `expected` secrets (constant time)."""
+    if presented is None:
+        return False
+    return any(
+        secret is not None
+        and hmac.compare_digest(presented.encode(), secret.get_secret_value().encode())
+        for secret in expected
+    )
+
+
+def is_operator(request: Request, settings: Settings) -> bool:
+    """The request carries the operator token (Bearer); a wrong one is a 401, not a stranger."""
+    presented = bearer_token(request)
+    if presented is None:
+        return False
+    if not holds(presented, settings.api_token):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong credentials",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return True
 
 
 def check_token(presented: str | None, expected: str | None, what: str) -> None:

@@ -2,9 +2,11 @@
 
 `/healthz` says only that the process answers (a liveness probe that checked the database would
 restart every web process when the database blips). `/readyz` runs the readiness checks of
-dispatcher/ops/doctor.py under a deadline and names what is wrong. `/metrics` is the whole
-deployment's delivery metrics, read from the database (dispatcher/ops/metrics.py), plus this
-process's own counters.
+dispatcher/ops/doctor.py under a deadline and says ready or not; what is wrong only to the
+operator (Bearer OUTAGE_API_TOKEN), since the findings describe the set-up (providers, broker,
+database) to whoever asks. `/metrics` is the whole deployment's delivery metrics, read from the
+database (dispatcher/ops/metrics.py), plus this process's own counters; with
+OUTAGE_METRICS_TOKEN set, only for that token (or the operator's).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 
 from dispatcher.ops import doctor, metrics
 from dispatcher.ops.findings import Context
-from dispatcher.web.deps import PipelineDep
+from dispatcher.web.deps import PipelineDep, SettingsDep, bearer_token, holds, is_operator
 from dispatcher.web.limits import BodyTooLarge
 
 router = APIRouter(tags=["health"])
@@ -42,19 +44,37 @@ def readiness_context(pipeline: PipelineDep) -> Context:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "not ready; `checks` names what is wrong and how to fix it"}},
+    responses={
+        503: {"description": "not ready; with the operator token, `checks` names what is wrong"}
+    },
 )
 def readyz(
-    context: Annotated[Context, Depends(readiness_context)], response: Response
+    request: Request,
+    settings: SettingsDep,
+    context: Annotated[Context, Depends(readiness_context)],
+    response: Response,
 ) -> dict[str, Any]:
     """Ready to work: database and broker answer, templates render, live providers configured.
+    `{"status": "ok"}` or `"fail"`; with the operator token also each check and its fix.
 
     Each check has a deadline well under a second; one that hangs is reported, not waited for.
     """
+    operator = is_operator(request, settings)
     findings = doctor.readiness(context)
     if not doctor.all_ok(findings):
         response.status_code = 503
-    return doctor.summary(findings)
+    summary = doctor.summary(findings)
+    return summary if operator else {"status": summary["status"]}
+
+
+def require_metrics_reader(request: Request, settings: SettingsDep) -> None:
+    """With OUTAGE_METRICS_TOKEN set, /metrics answers only that token or the operator's."""
+    if settings.metrics_token is None:
+        return
+    if not holds(bearer_token(request), settings.metrics_token, settings.api_token):
+        raise HTTPException(
+            401, detail="missing or wrong credentials", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 def _app_registry(request: Request, pipeline: PipelineDep) -> CollectorRegistry:
@@ -69,7 +89,12 @@ def _app_registry(request: Request, pipeline: PipelineDep) -> CollectorRegistry:
     return registry
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=False)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    include_in_schema=False,
+    dependencies=[Depends(require_metrics_reader)],
+)
 def prometheus_metrics(
     request: Request, registry: Annotated[CollectorRegistry, Depends(_app_registry)]
 ) -> Response:

@@ -3,7 +3,8 @@ reading the signed link a page is opened with.
 
 Customers reach these pages from a signed, expiring link (dispatcher/links.py) and have no
 account: the token in the path is the whole credential, so a forged or wrong-purpose token is
-403, an expired one or one for an erased subscriber 410, and neither changes anything.
+403; an expired one, one for an erased subscriber, and one signed out since (the subscriber
+asked for a new link) 410; and none of them changes anything.
 
     /preferences/{token}   the preference centre (web/preferences.py)
     /unsubscribe/{token}   one-click unsubscribe (web/unsubscribe.py)
@@ -27,7 +28,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.links import LinkError, LinkPurpose
+from dispatcher.links import LinkError, LinkPurpose, LinkRevoked
 from dispatcher.render.templates import environment
 from dispatcher.store import Subscriber
 from dispatcher.subscribers import preferences
@@ -111,10 +112,13 @@ def sentence(text: str) -> str:
 
 
 def link_subscriber(pipeline: Pipeline, purpose: LinkPurpose, token: str) -> Subscriber:
-    """The subscriber a link is for, or Refused: 403 forged or wrong page, 410 expired/gone."""
+    """The subscriber a link is for, or Refused: 403 forged or wrong page, 410 expired, gone or
+    signed out."""
     try:
         claims = pipeline.links.read(purpose, token)
-        return preferences.get(pipeline.store, claims.subscriber_id)
+        subscriber = preferences.get(pipeline.store, claims.subscriber_id)
+        claims.check_holder(subscriber)
+        return subscriber
     except LinkError as exc:
         raise refused_link(exc) from None
     except preferences.SubscriberNotFound:
@@ -122,7 +126,13 @@ def link_subscriber(pipeline: Pipeline, purpose: LinkPurpose, token: str) -> Sub
 
 
 def refused_link(exc: LinkError) -> Refused:
-    """The page for a link that does not read: 410 once expired, else 403."""
+    """The page for a link that does not work: 410 once expired or signed out, else 403."""
+    if isinstance(exc, LinkRevoked):
+        return Refused(
+            410,
+            "This link no longer works",
+            "It was signed out when a new link was sent. Use the link in our latest message.",
+        )
     if exc.expired:
         return Refused(
             410,

@@ -3,7 +3,8 @@ hours and language, from the link in our messages (the rules of these pages: web
 
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
-                                from everything; subscribe again; resend a confirmation
+                                from everything; subscribe again; resend a confirmation; send
+                                me a new link (signs out every link sent so far)
 
 Every confirmation these pages lead to (sending one again, a new address, coming back) asks the
 sign-up throttle first (dispatcher/web/throttling.py): a link is no licence to make us text.
@@ -20,9 +21,10 @@ from pydantic import ValidationError
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkPurpose
+from dispatcher.logs import mask_address
 from dispatcher.models import Severity, SubscriberIn
-from dispatcher.store import CONFIRMATION_COLUMNS, Subscriber
-from dispatcher.subscribers import confirmations, preferences
+from dispatcher.store import CONFIRMATION_COLUMNS, PENDING_COLUMNS, Subscriber
+from dispatcher.subscribers import confirmations, new_link, preferences
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web import throttling
 from dispatcher.web.deps import PipelineDep
@@ -59,6 +61,7 @@ DONE_NOTICES = {
     "resubscribed_unsent": "Welcome back. We cannot send the confirmation just now: too many "
     "were asked for. Use “Send it again” later.",
 }
+WAITING = "Waiting for you to confirm it: check your messages."
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
 
@@ -138,9 +141,38 @@ def _address_status(
         return {"kind": "blocked", "text": OPT_OUT_TEXT.get(blocked[address_field], "Opted out.")}
     if address_field not in confirmations.CONFIRMABLE or not getattr(subscriber, address_field):
         return {"kind": "none", "text": ""}
+    pending = getattr(subscriber, PENDING_COLUMNS[address_field])
+    if pending:
+        return {
+            "kind": "waiting",
+            "text": f"Confirmed. Waiting for you to confirm {mask_address(pending)}: we keep "
+            "using this one until you confirm it.",
+        }
     if getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "") is None:
-        return {"kind": "waiting", "text": "Waiting for you to confirm it: check your messages."}
+        return {"kind": "waiting", "text": WAITING}
     return {"kind": "ok", "text": "Confirmed."}
+
+
+def _new_link(
+    request: Request, pipeline: Pipeline, background: BackgroundTasks, subscriber: Subscriber
+) -> Response:
+    """Sign out every link and send a new one; this page's own link is one of those signed out,
+    so the answer is a page of its own rather than the centre again."""
+    try:
+        asked = new_link.sign_out(pipeline.store, pipeline.registry, subscriber.id)
+    except new_link.NoConfirmedAddress as exc:
+        state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
+        return _centre(
+            request, pipeline, subscriber, state, status_code=409, notice=sentence(str(exc))
+        )
+    background.add_task(pipeline.deliver, [asked.delivery_id])
+    return page(
+        "web/message.html.j2",
+        request,
+        title="We sent you a new link",
+        message=f"It is on its way to {mask_address(asked.address)}. This link, and every link "
+        "in our earlier messages, no longer work.",
+    )
 
 
 @router.get("/preferences/{token}")
@@ -186,6 +218,8 @@ def change_preferences(
             return answer
         background.add_task(confirmations.request, pipeline, subscriber.id, list(asked))
         return _back_to(request, "resent")
+    if action == "new_link":
+        return _new_link(request, pipeline, background, subscriber)
     offered = _offered(pipeline, subscriber)
     state = FormState.of_form(form, offered)
     if form.get("move"):
@@ -204,6 +238,7 @@ def change_preferences(
                 subscriber.id,
                 state.changes(),
                 actor="subscriber",
+                keep_confirmed=True,
             )
     except (ValidationError, SubscriberError) as exc:
         problems = {**errors_of(exc), **problems}

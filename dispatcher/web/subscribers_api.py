@@ -88,6 +88,8 @@ class SubscriberOut(BaseModel):
     timezone: str
     email_confirmed: bool
     phone_confirmed: bool
+    pending_email: str | None = None  # a new address the subscriber gave, not yet confirmed
+    pending_phone: str | None = None
     unsubscribed: bool
     created_at: datetime
     webhook_secret: str | None = None  # only in the answer that made the webhook's secret

@@ -30,7 +30,7 @@ def unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response
     answer must not need cookies, redirects or a further click."""
     subscriber = link_subscriber(pipeline, LinkPurpose.UNSUBSCRIBE, token)
     preferences.unsubscribe_all(pipeline.store, subscriber.id, actor="subscriber")
-    manage_url = pipeline.links.url(LinkPurpose.MANAGE, subscriber.id)
+    manage_url = pipeline.links.url(LinkPurpose.MANAGE, subscriber)
     return page(
         "web/unsubscribe.html.j2", request, subscriber=subscriber, done=True, manage_url=manage_url
     )
