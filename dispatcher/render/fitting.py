@@ -2,13 +2,18 @@
 
 Characters first: SMS gets GSM-7 look-alikes for typographic punctuation (one curly quote would
 turn the whole message into UCS-2), webhook text gets Slack's three escapes; the same change is
-made to a recipient's name when a shared render fills it in later (`shared.py`).
+made to a recipient's name when a shared render fills it in later (`shared.py`). An SMS that is
+still UCS-2 because of an emoji or a letter GSM-7 lacks ("ó", "ł") is folded into GSM-7
+(`gsm_fold`: accents off, emoji out, every word kept) when that makes it fewer segments: one
+emoji would otherwise cost the operator's words, a UCS-2 segment holding 70 characters, not 160.
 
 Then length. Each channel's text must fit what the provider carries. When it does not, the
-operator's free text is shortened first, then the title; links are never cut. If nothing fits,
-the message cannot be sent on this channel at all, which the caller treats as a permanent
-failure. The text is measured by rendering it (`TextOf`), so this module needs no templates;
-how each provider counts is `textfit.py`'s.
+operator's free text is shortened first, then the title; links are never cut, and the links
+of the operator's message are kept even when the words around them go. Only if no form keeps
+them is the message dropped, links and all. If nothing fits, the message cannot be sent on
+this channel at all, which the caller treats as a permanent failure. The text is measured by
+rendering it (`TextOf`), so this module needs no templates; how each provider counts is
+`textfit.py`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Protocol
 from channels.base import Limits
 from dispatcher.render.textfit import (
     TWEET_MAX_WEIGHT,
+    gsm_fold,
     gsm_transliterate,
+    links_in,
     shorten,
     sms_segments,
     tweet_length,
@@ -68,6 +75,35 @@ def fits_limits(limits: Limits, sms_max_segments: int) -> Callable[[str], bool]:
     return lambda text: all(check(text) for check in checks)
 
 
+def cheaper_sms(
+    text_of: TextOf, incident: IncidentView, update: UpdateView
+) -> tuple[IncidentView, UpdateView]:
+    """The incident and update as the SMS should carry them: folded into GSM-7 (`gsm_fold`)
+    when the folded text is fewer segments, else as they are (an emoji in a short SMS that is
+    one segment either way stays). Measured on the full form, before any shortening."""
+    folded = _folded(incident, update)
+    if folded is None:
+        return incident, update
+    as_is = sms_segments(text_of(incident, update, brief=False))
+    if sms_segments(text_of(*folded, brief=False)) < as_is:
+        return folded
+    return incident, update
+
+
+def _folded(incident: IncidentView, update: UpdateView) -> tuple[IncidentView, UpdateView] | None:
+    """Every operator text of the views in GSM-7; None if one cannot be, or none changes."""
+    texts = [incident.title, *incident.components, update.message or ""]
+    folded = [gsm_fold(text) for text in texts]
+    if folded == texts or any(text is None for text in folded):
+        return None
+    title, *rest = (text or "" for text in folded)
+    *components, message = rest
+    return (
+        replace(incident, title=title, components=tuple(components)),
+        replace(update, message=message or None),
+    )
+
+
 def fitted(
     text_of: TextOf, incident: IncidentView, update: UpdateView, fits: Callable[[str], bool]
 ) -> tuple[IncidentView, UpdateView, bool] | None:
@@ -76,11 +112,14 @@ def fitted(
 
     The full form is tried first, shortening the message, then the title. Only if even that fails
     is the brief form tried (templates then leave out the apology and the support line), because
-    a message without them beats no message at all."""
-    for brief in (False, True):
-        shortened = _shortened(text_of, incident, update, brief, fits)
-        if shortened is not None:
-            return (*shortened, brief)
+    a message without them beats no message at all. Both keep the links of the operator's
+    message; only when neither can is the message given up, links included."""
+    keeping = (True, False) if update.message and links_in(update.message) else (True,)
+    for keep_links in keeping:
+        for brief in (False, True):
+            shortened = _shortened(text_of, incident, update, brief, fits, keep_links)
+            if shortened is not None:
+                return (*shortened, brief)
     return None
 
 
@@ -90,8 +129,10 @@ def _shortened(
     update: UpdateView,
     brief: bool,
     fits: Callable[[str], bool],
+    keep_links: bool,
 ) -> tuple[IncidentView, UpdateView] | None:
-    """The message shortened (or dropped), then the title, until the text fits; None if never."""
+    """The message shortened (down to its links, or dropped), then the title, until the text
+    fits; None if never."""
 
     def fits_with(incident: IncidentView, update: UpdateView) -> bool:
         return fits(text_of(incident, update, brief=brief))
@@ -102,9 +143,13 @@ def _shortened(
         message = shorten(
             update.message,
             lambda candidate: fits_with(incident, replace(update, message=candidate)),
+            keep_links=keep_links,
         )
-        update = replace(update, message=message or None)
-        if message or fits_with(incident, update):
+        if message:
+            return incident, replace(update, message=message)
+        links = " ".join(links_in(update.message)) if keep_links else ""
+        update = replace(update, message=links or None)
+        if fits_with(incident, update):
             return incident, update
     title = shorten(
         incident.title, lambda candidate: fits_with(replace(incident, title=candidate), update)

@@ -1,8 +1,9 @@
 """Rendering one update into one channel's message: the entry point (`render`).
 
 A render finds the channel's text template (`templates.py`), writes dates in that template's
-language and the recipient's zone (`calendar.py`), makes the texts what the channel carries and
-shortens them until the text fits (`fitting.py`), then renders the other parts the channel has.
+language and the recipient's zone (`calendar.py`), makes the texts what the channel carries (an
+SMS folded into GSM-7 when that saves segments) and shortens them until the text fits
+(`fitting.py`), then renders the other parts the channel has.
 
 The email's HTML and subject take their wording from the blocks of the email's text template,
 so the state files are written once and the three parts cannot tell different stories. A
@@ -22,7 +23,7 @@ from markupsafe import escape
 
 from channels.base import Limits
 from dispatcher.render.calendar import formatting, utc
-from dispatcher.render.fitting import channel_text, fits_limits, fitted
+from dispatcher.render.fitting import channel_text, cheaper_sms, fits_limits, fitted
 from dispatcher.render.templates import (
     RenderError,
     language_of,
@@ -132,6 +133,8 @@ def _render(
     sms_max_segments: int,
 ) -> Rendered:
     job, shown_incident, shown_update = _prepared(job, limits, incident, update)
+    if limits.max_sms_segments is not None:
+        shown_incident, shown_update = cheaper_sms(job.render_text, shown_incident, shown_update)
     shortened = fitted(
         job.render_text, shown_incident, shown_update, fits_limits(limits, sms_max_segments)
     )
