@@ -8,6 +8,7 @@ other render module works on these shapes; this one imports none of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +28,17 @@ class IncidentView:
     started_at: datetime
     resolved_at: datetime | None
     url: str  # the incident's status page link, in every message
+
+    @property
+    def title_names_components(self) -> bool:
+        """Whether the title already names every component, as a monitoring source's default
+        title does ("Disruption affecting general"): then a sentence does not name them again
+        after it. Case does not matter; a component must appear as a whole word or words."""
+        title = self.title.casefold()
+        return bool(self.components) and all(
+            re.search(rf"(?<!\w){re.escape(component.casefold())}(?!\w)", title)
+            for component in self.components
+        )
 
 
 @dataclass(frozen=True)
