@@ -258,6 +258,7 @@ def _render_with(
         company_name=settings.company_name,
         support_url=settings.support_url,
         sms_max_segments=settings.sms_max_segments,
+        feedback_url=settings.feedback_url,
     )
 
 
@@ -281,8 +282,9 @@ def incident_view(incident: Incident, settings: Settings) -> IncidentView:
 
 def update_view(update_row: Update, incident: Incident, *, internal: bool = False) -> UpdateView:
     """The update as a recipient sees it: the team also sees the internal note, which customers
-    never do; the incident's current ETA travels with every update."""
-    message = update_row.message
+    never do; the incident's current ETA travels with every update. A review's stored sentence
+    is for the status page: its messages say it in the reader's language (`review_url`)."""
+    message = None if update_row.review_url else update_row.message
     if internal and update_row.internal_note:
         message = f"{message or ''}\n[Internal note] {update_row.internal_note}".strip()
     return UpdateView(
@@ -292,4 +294,7 @@ def update_view(update_row: Update, incident: Incident, *, internal: bool = Fals
         created_at=update_row.created_at,
         next_update_at=update_row.next_update_at,
         eta=incident.eta,
+        credit_note=update_row.credit_note,
+        milestone=update_row.milestone,
+        review_url=update_row.review_url,
     )

@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from channels.base import Channel, ChannelError
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents.reports import runners_alive
-from dispatcher.models import DeliveryStatus, FailureReason, IncidentState
+from dispatcher.models import DeliveryStatus, FailureReason
 from dispatcher.render.messages import render
-from dispatcher.render.samples import sample
+from dispatcher.render.samples import every_topic
 from dispatcher.render.templates import RenderError
 from dispatcher.settings import Settings
 from dispatcher.store import Base, Delivery, make_engine, utcnow
@@ -305,12 +305,12 @@ def check_workers(ctx: Context) -> list[Finding]:
 
 
 def check_templates(ctx: Context) -> list[Finding]:
-    """Every installed channel renders every incident state from the sample data."""
+    """Every installed channel renders every message topic (each incident state, the review)
+    from the sample data."""
     broken: list[str] = []
     for name in ctx.registry.names:
         factory = ctx.registry.factory(name)
-        for state in IncidentState:
-            incident, update, recipient = sample(state)
+        for incident, update, recipient in every_topic():
             try:
                 render(
                     name,
@@ -321,9 +321,10 @@ def check_templates(ctx: Context) -> list[Finding]:
                     company_name=ctx.settings.company_name,
                     support_url=ctx.settings.support_url,
                     sms_max_segments=ctx.settings.sms_max_segments,
+                    feedback_url=ctx.settings.feedback_url,
                 )
             except RenderError as exc:
-                broken.append(f"{name}/{state}: {exc}")
+                broken.append(f"{name}/{update.topic}: {exc}")
     if broken:
         return [
             fail(
@@ -333,7 +334,7 @@ def check_templates(ctx: Context) -> list[Finding]:
                 "`outage template preview --channel <channel> --state <state>`",
             )
         ]
-    return [ok("templates", f"{len(ctx.registry.names)} channels render every state")]
+    return [ok("templates", f"{len(ctx.registry.names)} channels render every message")]
 
 
 def _adapter(ctx: Context, name: str) -> Channel | Finding:

@@ -25,9 +25,11 @@ from typing import Protocol
 from channels.base import Limits
 from dispatcher.render.textfit import (
     TWEET_MAX_WEIGHT,
+    first_words,
     gsm_fold,
     gsm_transliterate,
     links_in,
+    longest,
     shorten,
     sms_segments,
     tweet_length,
@@ -39,6 +41,10 @@ class TextOf(Protocol):
     """The channel's text for this incident and update; `brief` asks for the shortest form."""
 
     def __call__(self, incident: IncidentView, update: UpdateView, *, brief: bool) -> str: ...
+
+
+# The update's texts an operator wrote, in the order they grow back once all are shortened.
+_OPERATOR_TEXTS = ("credit_note", "message")
 
 
 def channel_text(channel: str, limits: Limits) -> Callable[[str], str]:
@@ -92,15 +98,14 @@ def cheaper_sms(
 
 def _folded(incident: IncidentView, update: UpdateView) -> tuple[IncidentView, UpdateView] | None:
     """Every operator text of the views in GSM-7; None if one cannot be, or none changes."""
-    texts = [incident.title, *incident.components, update.message or ""]
+    texts = [incident.title, update.message or "", update.credit_note or "", *incident.components]
     folded = [gsm_fold(text) for text in texts]
     if folded == texts or any(text is None for text in folded):
         return None
-    title, *rest = (text or "" for text in folded)
-    *components, message = rest
+    title, message, credit_note, *components = (text or "" for text in folded)
     return (
         replace(incident, title=title, components=tuple(components)),
-        replace(update, message=message or None),
+        replace(update, message=message or None, credit_note=credit_note or None),
     )
 
 
@@ -110,17 +115,23 @@ def fitted(
     """The incident and update, shortened until the text fits, and whether it took the brief
     form; None if even that does not fit.
 
-    The full form is tried first, shortening the message, then the title. Only if even that fails
-    is the brief form tried (templates then leave out the apology and the support line), because
-    a message without them beats no message at all. Both keep the links of the operator's
-    message; only when neither can is the message given up, links included."""
-    keeping = (True, False) if update.message and links_in(update.message) else (True,)
-    for keep_links in keeping:
+    The full form is tried first: the operator's texts (the message, the credit note) are
+    shortened to the same number of words, then grow back as far as the room allows (the credit
+    note first: one sentence, and what a customer is owed), then the title is shortened. Only if
+    even that fails is the brief form tried (templates then leave out the apology, the survey and
+    the support line), because a message without them beats no message at all. Only when no word
+    of the texts fits in either form are they cut to their links alone, and only then dropped."""
+    texts = [getattr(update, name) or "" for name in _OPERATOR_TEXTS]
+    levels = [_WORDS, _LINKS] if any(links_in(text) for text in texts) else [_WORDS]
+    for level in (*levels, _NOTHING):
         for brief in (False, True):
-            shortened = _shortened(text_of, incident, update, brief, fits, keep_links)
+            shortened = _shortened(text_of, incident, update, brief, fits, level)
             if shortened is not None:
                 return (*shortened, brief)
     return None
+
+
+_WORDS, _LINKS, _NOTHING = "words", "links", "nothing"  # what is left of the operator's texts
 
 
 def _shortened(
@@ -129,29 +140,65 @@ def _shortened(
     update: UpdateView,
     brief: bool,
     fits: Callable[[str], bool],
-    keep_links: bool,
+    level: str,
 ) -> tuple[IncidentView, UpdateView] | None:
-    """The message shortened (down to its links, or dropped), then the title, until the text
-    fits; None if never."""
+    """The operator's texts cut to `level` (some of their words, their links, nothing), then
+    the title shortened, until the text fits; None if never."""
 
     def fits_with(incident: IncidentView, update: UpdateView) -> bool:
         return fits(text_of(incident, update, brief=brief))
 
     if fits_with(incident, update):
         return incident, update
-    if update.message:
-        message = shorten(
-            update.message,
-            lambda candidate: fits_with(incident, replace(update, message=candidate)),
-            keep_links=keep_links,
-        )
-        if message:
-            return incident, replace(update, message=message)
-        links = " ".join(links_in(update.message)) if keep_links else ""
-        update = replace(update, message=links or None)
-        if fits_with(incident, update):
-            return incident, update
+    if level == _WORDS:
+        kept = _fair_share(update, lambda shown: fits_with(incident, shown))
+        if kept is not None:
+            return incident, kept
+        update = _cut_to(update, 1)
+    else:
+        for name in _OPERATOR_TEXTS:
+            links = " ".join(links_in(getattr(update, name) or "")) if level == _LINKS else ""
+            update = _with_text(update, name, links or None)
+    if fits_with(incident, update):
+        return incident, update
     title = shorten(
         incident.title, lambda candidate: fits_with(replace(incident, title=candidate), update)
     )
     return (replace(incident, title=title), update) if title else None
+
+
+def _fair_share(update: UpdateView, fits: Callable[[UpdateView], bool]) -> UpdateView | None:
+    """The operator's texts shortened so that they fit together: first all to the same number
+    of words (so that the credit note is not lost to a long message, nor the reverse), then each
+    in turn (`_OPERATOR_TEXTS`' order) as long as the room left allows (a text without spaces is
+    cut between characters there); None if they cannot fit together."""
+    longest_text = max(len((getattr(update, name) or "").split()) for name in _OPERATOR_TEXTS)
+    words = longest(longest_text, lambda count: fits(_cut_to(update, count)))
+    shown = _cut_to(update, words) if words else update
+    for name in _OPERATOR_TEXTS:
+        text = getattr(update, name)
+        if text:
+
+            def fits_as(candidate: str, name: str = name, shown: UpdateView = shown) -> bool:
+                return fits(_with_text(shown, name, candidate))
+
+            shortened = shorten(text, fits_as)
+            if shortened:
+                shown = _with_text(shown, name, shortened)
+    return shown if fits(shown) else None
+
+
+def _cut_to(update: UpdateView, words: int) -> UpdateView:
+    """Each of the operator's texts cut to its first `words` words (links kept)."""
+    for name in _OPERATOR_TEXTS:
+        text = getattr(update, name)
+        if text:
+            update = _with_text(update, name, first_words(text, words) or None)
+    return update
+
+
+def _with_text(update: UpdateView, name: str, text: str | None) -> UpdateView:
+    """The update with one of its `_OPERATOR_TEXTS` replaced."""
+    if name == "credit_note":
+        return replace(update, credit_note=text)
+    return replace(update, message=text)

@@ -22,6 +22,7 @@ from jinja2 import Template
 from markupsafe import escape
 
 from channels.base import Limits
+from dispatcher.models import IncidentState
 from dispatcher.render.calendar import formatting, utc
 from dispatcher.render.fitting import channel_text, cheaper_sms, fits_limits, fitted
 from dispatcher.render.templates import (
@@ -33,7 +34,15 @@ from dispatcher.render.templates import (
 )
 from dispatcher.render.views import IncidentView, RecipientView, Rendered, UpdateView
 
-WORDING_BLOCKS: Final[tuple[str, ...]] = ("label", "lead", "impact", "message", "next", "closing")
+WORDING_BLOCKS: Final[tuple[str, ...]] = (
+    "label",
+    "lead",
+    "impact",
+    "message",
+    "credit",
+    "next",
+    "closing",
+)
 _BLANK_RUNS: Final = re.compile(r"\n{3,}")
 
 
@@ -48,6 +57,7 @@ class _Job:
     recipient: RecipientView | None
     company: str
     support_url: str | None
+    feedback_url: str | None  # the survey, for the resolution of an incident only
 
     def variables(
         self, incident: IncidentView, update: UpdateView, *, brief: bool = False
@@ -60,6 +70,7 @@ class _Job:
             "recipient": self.recipient,
             "company": self.company,
             "support_url": self.support_url,
+            "feedback_url": self.feedback_url,
             "state": self.state,
         }
 
@@ -94,15 +105,18 @@ def render(
     company_name: str,
     support_url: str | None,
     sms_max_segments: int,
+    feedback_url: str | None = None,
 ) -> Rendered:
     """Render `update` for one recipient (or the public, when None) on `channel`, fitted to
     `limits`. Raises TemplateMissing or RenderError, both permanent for this channel.
 
-    Dates are written in the language of the template found (a German subscriber whose template
-    falls back to English reads English dates) and in the recipient's time zone (UTC for a
-    broadcast)."""
+    The templates are the update's topic's (its state, or the post-incident review). Dates are
+    written in the language of the template found (a German subscriber whose template falls back
+    to English reads English dates) and in the recipient's time zone (UTC for a broadcast). The
+    feedback survey (`feedback_url`) is offered with the resolution of an incident, not with a
+    maintenance's end or a review."""
     language = language_of(recipient)
-    state = str(update.state)
+    state = update.topic
     text = template(channel, language, state, "text")
     with formatting(template_language(text, language), recipient.timezone if recipient else "UTC"):
         return _render(
@@ -117,10 +131,16 @@ def render(
                 recipient=recipient,
                 company=company_name,
                 support_url=support_url,
+                feedback_url=feedback_url if _asks_for_feedback(update) else None,
             ),
             language,
             sms_max_segments,
         )
+
+
+def _asks_for_feedback(update: UpdateView) -> bool:
+    """An incident's resolution; a milestone resolving (a maintenance's end) or a review not."""
+    return update.state is IncidentState.RESOLVED and update.milestone is None
 
 
 def _render(
@@ -179,6 +199,7 @@ def _prepared(
     """The texts as this channel should show them: SMS gets GSM-7 look-alikes for typographic
     punctuation, webhook text gets Slack's three escapes; everyone gets a tidy message."""
     message = _normalise_message(update.message)
+    credit_note = _normalise_message(update.credit_note)
     adapt = channel_text(job.channel, limits)
     recipient = job.recipient
     if recipient is not None:
@@ -190,7 +211,11 @@ def _prepared(
             title=adapt(incident.title.strip()),
             components=tuple(adapt(component) for component in incident.components),
         ),
-        replace(update, message=adapt(message) if message else None),
+        replace(
+            update,
+            message=adapt(message) if message else None,
+            credit_note=adapt(credit_note) if credit_note else None,
+        ),
     )
 
 
@@ -215,6 +240,8 @@ def webhook_payload(text: str, incident: IncidentView, update: UpdateView) -> di
             "created_at": _iso(update.created_at),
             "next_update_at": _iso(update.next_update_at),
             "eta": _iso(update.eta),
+            "credit_note": update.credit_note,
+            "review_url": update.review_url,
         },
     }
 

@@ -278,35 +278,46 @@ def shorten(text: str, fits: Callable[[str], bool], *, keep_links: bool = True) 
     text = text.strip()
     if not text or fits(text):
         return text
-    tokens = [match.group() for match in _TOKEN.finditer(text)]
-    ends = [match.end() for match in _TOKEN.finditer(text)]
-
-    def kept(words: int) -> list[str]:
-        """The links among the words after the first `words`, if links are kept."""
-        return [token for token in tokens[words:] if _is_link(token)] if keep_links else []
-
-    def candidate(prefix: str, words: int) -> str:
-        shortened = _with_ellipsis(prefix)
-        return " ".join([shortened, *kept(words)]) if shortened else ""
-
-    best = _longest(
-        len(ends) - 1, lambda words: _fitting(candidate(text[: ends[words - 1]], words), fits)
+    count = len(text.split())
+    best = longest(
+        count - 1, lambda words: _fitting(first_words(text, words, keep_links=keep_links), fits)
     )
     if best:
-        return candidate(text[: ends[best - 1]], best)
-    first = tokens[0]
+        return first_words(text, best, keep_links=keep_links)
+    first, *others = text.split()
+    tail = links_in(" ".join(others)) if keep_links else []
     if not _is_link(first):
-        chars = _longest(
-            len(first) - 1, lambda count: _fitting(candidate(_cut_chars(first, count), 1), fits)
-        )
+
+        def cut(chars: int) -> str:
+            shortened = _with_ellipsis(_cut_chars(first, chars))
+            return " ".join([shortened, *tail]) if shortened else ""
+
+        chars = longest(len(first) - 1, lambda count: _fitting(cut(count), fits))
         if chars:
-            return candidate(_cut_chars(first, chars), 1)
-    links = " ".join(kept(0))
+            return cut(chars)
+    links = " ".join(links_in(text)) if keep_links else ""
     return links if links and fits(links) else ""
 
 
-def _longest(upper: int, ok: Callable[[int], bool]) -> int:
-    """The largest n in 1..upper with ok(n), assuming ok is monotonic; 0 if there is none."""
+def first_words(text: str, words: int, *, keep_links: bool = True) -> str:
+    """The first `words` words of `text` and "...", then (with `keep_links`) the links among
+    the words cut off; `text` itself when it has no more words, "" when nothing of it is left
+    (a prefix of punctuation). How `shorten` cuts, for a caller that counts words itself."""
+    text = text.strip()
+    ends = [match.end() for match in _TOKEN.finditer(text)]
+    if words >= len(ends):
+        return text
+    if words <= 0:
+        return ""
+    cut_off = text[ends[words - 1] :].split()
+    shortened = _with_ellipsis(text[: ends[words - 1]])
+    kept = [word for word in cut_off if _is_link(word)] if keep_links else []
+    return " ".join([shortened, *kept]) if shortened else ""
+
+
+def longest(upper: int, ok: Callable[[int], bool]) -> int:
+    """The largest n in 1..upper with ok(n), assuming ok is monotonic; 0 if there is none: a
+    binary search, as each `ok` usually renders a template."""
     low, high = 0, upper
     while low < high:
         middle = (low + high + 1) // 2

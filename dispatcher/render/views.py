@@ -43,7 +43,9 @@ class IncidentView:
 
 @dataclass(frozen=True)
 class UpdateView:
-    """The update being announced; `message` is the operator's free text, if any."""
+    """The update being announced; `message` is the operator's free text, if any, and
+    `credit_note` the service credit offered with a resolution. A post-incident review
+    (`milestone` "postmortem") has the address of the review instead (`review_url`)."""
 
     id: int
     state: IncidentState
@@ -51,6 +53,15 @@ class UpdateView:
     created_at: datetime
     next_update_at: datetime | None = None
     eta: datetime | None = None
+    credit_note: str | None = None
+    milestone: str | None = None
+    review_url: str | None = None
+
+    @property
+    def topic(self) -> str:
+        """What the message is about, which names its templates (`<topic>.<part>.j2`): the
+        state, or the post-incident review, which is not a second "resolved"."""
+        return "postmortem" if self.milestone == "postmortem" else str(self.state)
 
 
 @dataclass(frozen=True)
