@@ -57,9 +57,14 @@ CONFIRMABLE = ("email", "phone")  # address fields that need a double opt-in
 
 
 class ConfirmationError(OutageError):
-    """A confirmation link that no longer applies: the subscriber or the address is gone."""
+    """A confirmation link that no longer applies: the subscriber or the address is gone.
+    `code` names which, for a page that says it in the person's language."""
 
     http_status = 410
+
+    def __init__(self, message: str, code: str = "gone") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # Ahead of an outage's messages in the queue: a person who just signed up is waiting for it.
@@ -211,11 +216,13 @@ def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscrib
         raise LinkError("this link is not valid here", expired=False)
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
-        raise ConfirmationError("this subscription no longer exists")
+        raise ConfirmationError("this subscription no longer exists", "gone")
     address = getattr(subscriber, ADDRESS_COLUMNS[field])
     expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
     if not hmac.compare_digest(expected, claims.detail or ""):
-        raise ConfirmationError(f"this link was for a {field} that has since been changed")
+        raise ConfirmationError(
+            f"this link was for a {field} that has since been changed", "address_changed"
+        )
     return subscriber, field
 
 
@@ -229,6 +236,19 @@ def confirm_reply(store: Store, phone: str) -> list[int]:
             )
         ).all()
         return [_mark(session, s, "phone", actor="subscriber:sms").subscriber_id for s in waiting]
+
+
+def confirmed_reply(store: Store, settings: Settings, subscriber_id: int) -> str:
+    """The SMS that answers a YES (JA) which confirmed the number, in the subscriber's
+    language."""
+    with store.session() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        locale = subscriber.locale if subscriber else DEFAULT_LOCALE
+    language = language_of(RecipientView(name="", locale=locale))
+    text = _template(language, "sms.confirmed").render(
+        company=gsm_transliterate(settings.company_name)
+    )
+    return " ".join(text.split())
 
 
 def _mark(session: Session, subscriber: Subscriber, field: str, *, actor: str) -> Confirmed:

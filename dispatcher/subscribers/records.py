@@ -31,7 +31,12 @@ ADDRESS_NOUNS = {"email": "an email address", "phone": "a phone number", "webhoo
 
 class SubscriberError(OutageError, ValueError):
     """A subscriber that cannot be stored as given; the message names the field. Still a
-    ValueError: `import_csv` reports any ValueError of a row as that row's problem."""
+    ValueError: `import_csv` reports any ValueError of a row as that row's problem. `code`, when
+    given, names the rule, for a page that says it in the person's language."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def describe(error: ValidationError) -> str:

@@ -1,5 +1,6 @@
 """The preference centre: a subscriber's channels in order, addresses, services, severity, quiet
-hours and language, from the link in our messages (the rules of these pages: web/pages.py).
+hours and language, from the link in our messages (the rules of these pages: web/pages.py), in
+the subscriber's language (the one saved, until a change of it is saved).
 
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
@@ -22,26 +23,22 @@ from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.forms import FormDep
-from dispatcher.web.pages import ADDRESS_LABELS, PageRoute, gone, link_subscriber, page
-from dispatcher.web.preference_form import CHANNEL_LABELS, FormState, errors_of
+from dispatcher.web.pages import TYPED_ADDRESSES, PageRoute, gone, link_subscriber, page
+from dispatcher.web.preference_form import FormState, channel_label, errors_of
+from dispatcher.web.wording import Words, words
 
-SEVERITY_HINTS = {
-    Severity.MINOR: "Everything, including slowdowns most people will not notice.",
-    Severity.MAJOR: "Only when a feature is down for many people.",
-    Severity.CRITICAL: "Only when the service is down.",
-}
-OPT_OUT_TEXT = {
-    "unsubscribed": "You unsubscribed this address; we send nothing to it.",
-    "stop": "This number replied STOP; text START to us to receive texts again.",
-    "bounce": "Messages to this address bounced; enter a working one to use it again.",
-    "spam_report": "This address reported our messages as spam; we send nothing to it.",
-    "gone": "This webhook answered 410 Gone; ask us to set a new one.",
-}
-DONE_NOTICES = {
-    "saved": "Your preferences are saved.",
-    "unsubscribed": "You are unsubscribed from everything. We will send you nothing more.",
-    "resubscribed": "Welcome back: you will hear about outages again.",
-    "resent": "We sent the confirmation again. It can take a minute to arrive.",
+DONE_NOTICES = ("saved", "unsubscribed", "resubscribed", "resent")  # ?done= after a POST
+# The form's fields as the error summary names them (catalogue keys).
+FIELD_NAMES = {
+    "channels": "preferences.channels",
+    "email": "address.email",
+    "phone": "address.phone",
+    "components": "preferences.components",
+    "min_severity": "preferences.min_severity",
+    "quiet_start": "preferences.quiet_hours",
+    "quiet_end": "preferences.quiet_hours",
+    "timezone": "preferences.timezone",
+    "locale": "preferences.language",
 }
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
@@ -59,7 +56,7 @@ def _offered(pipeline: Pipeline, subscriber: Subscriber) -> list[str]:
     for name in pipeline.registry.subscriber_channels():
         address_field = pipeline.registry.factory(name).address_field
         if (
-            address_field in ADDRESS_LABELS
+            address_field in TYPED_ADDRESSES
             or name in subscriber.channels
             or (address_field == "webhook" and subscriber.webhook_url)
         ):
@@ -80,25 +77,28 @@ def _centre(
     status_code: int = 200,
     notice: str | None = None,
 ) -> Response:
+    said = words(subscriber.locale)
     with pipeline.store.session() as session:
         blocked = {name: str(reason) for name, reason in opt_outs(session, subscriber).items()}
     channels = []
     for name in state.order:
         address_field = pipeline.registry.factory(name).address_field or ""
+        typed = address_field in TYPED_ADDRESSES
         channels.append(
             {
                 "name": name,
-                "label": CHANNEL_LABELS.get(name, name.replace("_", " ").capitalize()),
+                "label": channel_label(said, name),
                 "field": address_field,
-                "address_label": ADDRESS_LABELS.get(address_field),
+                "address_label": said(f"address.{address_field}") if typed else None,
                 "value": getattr(state, address_field, ""),
                 "webhook_url": subscriber.webhook_url if address_field == "webhook" else None,
-                "status": _address_status(subscriber, address_field, blocked),
+                "status": _address_status(said, subscriber, address_field, blocked),
             }
         )
     return page(
         "web/preferences.html.j2",
         request,
+        said,
         status_code=status_code,
         subscriber=subscriber,
         state=state,
@@ -106,7 +106,11 @@ def _centre(
         components=preferences.known_components(
             pipeline.store, pipeline.settings, subscriber.components
         ),
-        severities=[(s.value, s.value.capitalize(), SEVERITY_HINTS[s]) for s in Severity],
+        severities=[
+            (s.value, said(f"preferences.severity_{s}"), said(f"preferences.severity_{s}_hint"))
+            for s in Severity
+        ],
+        field_names={name: said(key) for name, key in FIELD_NAMES.items()},
         languages=[(c, preferences.LANGUAGE_NAMES.get(c, c)) for c in preferences.languages()],
         time_zones=preferences.time_zones(),
         notice=notice,
@@ -115,16 +119,17 @@ def _centre(
 
 
 def _address_status(
-    subscriber: Subscriber, address_field: str, blocked: dict[str, str]
+    said: Words, subscriber: Subscriber, address_field: str, blocked: dict[str, str]
 ) -> dict[str, str]:
     """How an address stands, for the line under it: opted out, waiting, or confirmed."""
     if address_field in blocked:
-        return {"kind": "blocked", "text": OPT_OUT_TEXT.get(blocked[address_field], "Opted out.")}
+        reason = f"status.{blocked[address_field]}"
+        return {"kind": "blocked", "text": said(reason if said.has(reason) else "status.opted_out")}
     if address_field not in confirmations.CONFIRMABLE or not getattr(subscriber, address_field):
         return {"kind": "none", "text": ""}
     if getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "") is None:
-        return {"kind": "waiting", "text": "Waiting for you to confirm it: check your messages."}
-    return {"kind": "ok", "text": "Confirmed."}
+        return {"kind": "waiting", "text": said("status.waiting")}
+    return {"kind": "ok", "text": said("status.confirmed")}
 
 
 @router.get("/preferences/{token}")
@@ -133,7 +138,8 @@ def show_preferences(
 ) -> Response:
     subscriber = link_subscriber(pipeline, LinkPurpose.MANAGE, token)
     state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
-    return _centre(request, pipeline, subscriber, state, notice=DONE_NOTICES.get(done))
+    notice = words(subscriber.locale)(f"notice.{done}") if done in DONE_NOTICES else None
+    return _centre(request, pipeline, subscriber, state, notice=notice)
 
 
 @router.post("/preferences/{token}")
@@ -158,11 +164,12 @@ def change_preferences(
         return _back_to(request, "resent")
     offered = _offered(pipeline, subscriber)
     state = FormState.of_form(form, offered)
+    said = words(subscriber.locale)
     if form.get("move"):
-        notice = "Order changed. Save your preferences to keep it."
+        notice = said("notice.moved")
         return _centre(request, pipeline, subscriber, state.moved(form.get("move")), notice=notice)
     known = preferences.known_components(pipeline.store, pipeline.settings, subscriber.components)
-    problems = state.problems(known, _address_fields(pipeline, offered))
+    problems = state.problems(known, _address_fields(pipeline, offered), said)
     saved: preferences.Saved | None = None
     try:
         if problems:  # the core's findings too, so that every field is fixed in one go
@@ -176,7 +183,7 @@ def change_preferences(
                 actor="subscriber",
             )
     except (ValidationError, SubscriberError) as exc:
-        problems = {**errors_of(exc), **problems}
+        problems = {**errors_of(exc, said), **problems}
     except preferences.SubscriberNotFound:
         raise gone() from None
     if saved is None:
