@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from jinja2 import Template
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message
@@ -154,6 +154,35 @@ def request(
         Requested(name, channel, delivery_id, statuses[delivery_id])
         for name, channel, delivery_id in asked
     ]
+
+
+def never_asked(store: Store, subscriber_ids: Sequence[int]) -> list[int]:
+    """Those of these subscribers with an address still waiting for its confirmation who were
+    never sent one (no confirmation row at all): whom a second import of the same file with
+    `--send-confirmations` asks, so that running it twice asks nobody twice."""
+    asked = select(Delivery.id).where(
+        Delivery.kind == MessageKind.CONFIRMATION, Delivery.subscriber_id == Subscriber.id
+    )
+    waiting = or_(
+        and_(Subscriber.email.is_not(None), Subscriber.email_confirmed_at.is_(None)),
+        and_(Subscriber.phone.is_not(None), Subscriber.phone_confirmed_at.is_(None)),
+    )
+    found: list[int] = []
+    with store.session() as session:
+        for start in range(0, len(subscriber_ids), 500):
+            found.extend(
+                session.scalars(
+                    select(Subscriber.id)
+                    .where(
+                        Subscriber.id.in_(subscriber_ids[start : start + 500]),
+                        Subscriber.unsubscribed_at.is_(None),
+                        waiting,
+                        ~asked.exists(),
+                    )
+                    .order_by(Subscriber.id)
+                )
+            )
+    return found
 
 
 def compose(
