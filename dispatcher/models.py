@@ -89,6 +89,7 @@ class WaitReason(StrEnum):
     RETRY = "retry"  # a transient failure: tried again after a backoff
     BREAKER = "breaker"  # the provider's circuit is open: held until it is probed
     RATE_LIMIT = "rate_limit"  # the provider account's rate bucket: paced
+    NEWER_UPDATE = "newer_update"  # a newer update of the incident is still on its way to them
 
 
 class ReceiptStatus(StrEnum):
