@@ -178,9 +178,17 @@ def test_a_long_credit_note_is_shortened_rather_than_the_sms_lost() -> None:
 def test_the_survey_is_asked_for_in_the_readers_language(
     channel: str, locale: str, sentence: str
 ) -> None:
-    rendered = resolved(channel, locale)
+    rendered = resolved(channel, locale, message="Fixed.", credit_note=None)
     assert sentence in rendered.text
     assert "Tell us" not in rendered.text or locale == "en"
+
+
+def test_the_survey_gives_way_before_the_operators_words() -> None:
+    rendered = resolved("sms", message="Rolled back; payments work again.", credit_note=CREDIT)
+    assert "Rolled back; payments work again." in rendered.text
+    assert CREDIT in rendered.text
+    assert SURVEY not in rendered.text
+    assert sms_segments(rendered.text) <= 2
 
 
 def test_a_maintenance_that_ended_asks_for_no_survey() -> None:

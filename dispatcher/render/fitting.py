@@ -115,12 +115,13 @@ def fitted(
     """The incident and update, shortened until the text fits, and whether it took the brief
     form; None if even that does not fit.
 
-    The full form is tried first: the operator's texts (the message, the credit note) are
-    shortened to the same number of words, then grow back as far as the room allows (the credit
-    note first: one sentence, and what a customer is owed), then the title is shortened. Only if
-    even that fails is the brief form tried (templates then leave out the apology, the survey and
-    the support line), because a message without them beats no message at all. Only when no word
-    of the texts fits in either form are they cut to their links alone, and only then dropped."""
+    The full form is tried first: the survey link goes (ours, and the least needed), then the
+    operator's texts (the message, the credit note) are shortened to the same number of words,
+    then grow back as far as the room allows (the credit note first: one sentence, and what a
+    customer is owed), then the title is shortened. Only if even that fails is the brief form
+    tried (templates then leave out the apology and the support line), because a message
+    without them beats no message at all. Only when no word of the texts fits in either form
+    are they cut to their links alone, and only then dropped."""
     texts = [getattr(update, name) or "" for name in _OPERATOR_TEXTS]
     levels = [_WORDS, _LINKS] if any(links_in(text) for text in texts) else [_WORDS]
     for level in (*levels, _NOTHING):
@@ -148,6 +149,10 @@ def _shortened(
     def fits_with(incident: IncidentView, update: UpdateView) -> bool:
         return fits(text_of(incident, update, brief=brief))
 
+    if fits_with(incident, update):
+        return incident, update
+    # The survey is ours and the least needed: it gives way before any of the operator's words.
+    update = replace(update, feedback_url=None)
     if fits_with(incident, update):
         return incident, update
     if level == _WORDS:

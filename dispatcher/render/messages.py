@@ -57,7 +57,6 @@ class _Job:
     recipient: RecipientView | None
     company: str
     support_url: str | None
-    feedback_url: str | None  # the survey, for the resolution of an incident only
 
     def variables(
         self, incident: IncidentView, update: UpdateView, *, brief: bool = False
@@ -70,7 +69,6 @@ class _Job:
             "recipient": self.recipient,
             "company": self.company,
             "support_url": self.support_url,
-            "feedback_url": self.feedback_url,
             "state": self.state,
         }
 
@@ -116,6 +114,8 @@ def render(
     feedback survey (`feedback_url`) is offered with the resolution of an incident, not with a
     maintenance's end or a review."""
     language = language_of(recipient)
+    if feedback_url and _asks_for_feedback(update):
+        update = replace(update, feedback_url=feedback_url)
     state = update.topic
     text = template(channel, language, state, "text")
     with formatting(template_language(text, language), recipient.timezone if recipient else "UTC"):
@@ -131,7 +131,6 @@ def render(
                 recipient=recipient,
                 company=company_name,
                 support_url=support_url,
-                feedback_url=feedback_url if _asks_for_feedback(update) else None,
             ),
             language,
             sms_max_segments,

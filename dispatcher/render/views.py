@@ -56,6 +56,7 @@ class UpdateView:
     credit_note: str | None = None
     milestone: str | None = None
     review_url: str | None = None
+    feedback_url: str | None = None  # the survey a resolution asks for (set by `render`)
 
     @property
     def topic(self) -> str:
