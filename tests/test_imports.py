@@ -201,7 +201,7 @@ def test_send_confirmations_asks_each_address_once_even_when_run_again(
     code, out, _ = outage("subscriber", "import", str(path), "--send-confirmations")
     assert code == 0
     assert "skipped 2 already subscribed" in out
-    assert "asked for 3 confirmations: 3 sent" in out
+    assert "asked for 3 confirmation(s): 3 sent" in out
     assert sorted(m["to"] for m in sandbox.messages()) == [
         "+4915123456789",
         "juergen@example.de",
@@ -210,7 +210,7 @@ def test_send_confirmations_asks_each_address_once_even_when_run_again(
     german = next(m for m in sandbox.messages("email") if m["to"] == "juergen@example.de")
     assert german["subject"] == "Bestätigen Sie Ihre Statusmeldungen von Example Cloud"
     _, out, _ = outage("subscriber", "import", str(path), "--send-confirmations")
-    assert "asked for 0 confirmations" in out
+    assert "asked for 0 confirmation(s)" in out
     assert len(sandbox.messages()) == 3
 
 

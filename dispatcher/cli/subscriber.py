@@ -224,12 +224,14 @@ def _print_import(
     if send_confirmations:
         sent = sum(item.sent for item in asked)
         console.print(
-            f"asked for {len(asked)} confirmations: {sent} sent, {len(asked) - sent} queued "
+            f"asked for {len(asked)} confirmation(s): {sent} sent, {len(asked) - sent} queued "
             "(paced, or retried; `outage delivery list` shows them)"
         )
     elif report.waiting:
+        waiting = len(report.waiting)
         console.print(
-            f"[yellow]{len(report.waiting)} of them have addresses waiting for confirmation:[/] "
+            f"[yellow]{waiting} of them {'has' if waiting == 1 else 'have'} addresses waiting "
+            "for confirmation:[/] "
             "nothing is sent to them until they confirm, and nothing has asked them yet. "
             "Run the import again with --send-confirmations to ask them, or mark people who "
             "agreed already with confirmed=yes."
