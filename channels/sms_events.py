@@ -72,12 +72,13 @@ class Keyword(StrEnum):
     """What an inbound text asks for."""
 
     OPT_OUT = "opt_out"  # STOP and its synonyms: send nothing more to this number
-    OPT_IN = "opt_in"  # START, UNSTOP, YES: send again, and confirm a waiting subscription
+    OPT_IN = "opt_in"  # START, UNSTOP, YES, JA: send again, and confirm a waiting subscription
     OTHER = "other"  # anything else: ignored (people reply "thanks")
 
 
 OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES"})
+# JA: the German confirmation SMS asks for it (templates/confirm/de/sms.text.j2).
+OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES", "JA"})
 
 
 def keyword(body: str) -> Keyword:

@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 
 class IncidentState(StrEnum):
@@ -90,6 +91,7 @@ class WaitReason(StrEnum):
     RETRY = "retry"  # a transient failure: tried again after a backoff
     BREAKER = "breaker"  # the provider's circuit is open: held until it is probed
     RATE_LIMIT = "rate_limit"  # the provider account's rate bucket: paced
+    NEWER_UPDATE = "newer_update"  # a newer update of the incident is still on its way to them
 
 
 class ReceiptStatus(StrEnum):
@@ -160,21 +162,53 @@ class FailureKind(StrEnum):
     PERMANENT = "permanent"  # invalid number, rejected address, other 4xx: fall back instead
 
 
+# What phonenumbers' parse errors mean, as a sentence and as the code a page translates
+# (dispatcher/web/wording.py): its own text ("(0) Missing or invalid default region.") is not
+# for people.
+_PHONE_PARSE_ERRORS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: (
+        "phone_country",
+        "enter the number with its country code, like +14155550100",
+    ),
+    phonenumbers.NumberParseException.NOT_A_NUMBER: ("phone_not_a_number", "not a phone number"),
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: (
+        "phone_too_short",
+        "too short for a phone number",
+    ),
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: (
+        "phone_too_short",
+        "too short for a phone number",
+    ),
+    phonenumbers.NumberParseException.TOO_LONG: ("phone_too_long", "too long for a phone number"),
+}
+
+
 def _normalise_phone(value: str) -> str:
+    """+E.164, or an error with a code (`phone_*`) and a plain sentence: never phonenumbers'
+    own wording."""
     try:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number in +E.164 form ({exc})") from None
+        code, message = _PHONE_PARSE_ERRORS.get(
+            exc.error_type, ("phone_invalid", "not a valid phone number")
+        )
+        raise PydanticCustomError(code, message) from None
     if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number")
+        raise PydanticCustomError("phone_invalid", "not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _normalise_email(value: str) -> str:
+    """The normalised address, or an error with the code `email_invalid` and email-validator's
+    reason, which is a plain English sentence already ("An email address must have an
+    @-sign.")."""
     try:
         return validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
+        reason = str(exc).rstrip(".")
+        raise PydanticCustomError(
+            "email_invalid", "not a valid email address: {reason}", {"reason": reason}
+        ) from None
 
 
 Phone = Annotated[str, AfterValidator(_normalise_phone)]

@@ -233,6 +233,9 @@ class Update(Base):
     state: Mapped[IncidentState]
     message: Mapped[str | None] = mapped_column(Text)
     internal_note: Mapped[str | None] = mapped_column(Text)  # the team sees it; customers never
+    # A service credit offered with a resolution: its own paragraph, never in the public post.
+    credit_note: Mapped[str | None] = mapped_column(Text)
+    review_url: Mapped[str | None] = mapped_column(Text)  # the post-incident review's address
     next_update_at: Mapped[datetime | None]  # the promise of the next update
     reminded_at: Mapped[datetime | None]  # the team was reminded of that promise
     audience: Mapped[Audience] = mapped_column(default=Audience.EVERYONE)

@@ -138,6 +138,9 @@ def test_the_review_goes_to_those_who_were_told_once(people: Pipeline, sandbox: 
     posted = lifecycle.postmortem(people.store, incident_id, "https://example.org/review")
     people.announce(posted.update_id, wait_s=0)
     assert "https://example.org/review" in inbox(sandbox, "customer")[-1]
+    review = [m for m in sandbox.messages("email") if m["to"] == "customer@example.org"][-1]
+    assert review["subject"] == "[Post-incident review] Payments fail \u2014 Example Cloud"
+    assert "Resolved" not in review["body"]
     assert all("example.org/review" not in body for body in inbox(sandbox, "late"))
     assert all("example.org/review" not in m["body"] for m in sandbox.messages("social"))
     with pytest.raises(lifecycle.IncidentError, match="already sent"):
@@ -145,3 +148,22 @@ def test_the_review_goes_to_those_who_were_told_once(people: Pipeline, sandbox: 
     with people.store.session() as session:
         milestones = session.scalars(select(Update.milestone)).all()
     assert milestones.count("postmortem") == 1
+
+
+def test_a_resolution_carries_the_credit_note_apart_and_the_survey_but_not_in_public(
+    people: Pipeline, sandbox: Sandbox
+) -> None:
+    people.settings.feedback_url = "https://example.org/survey"
+    incident_id = open_with_promise(people, in_minutes=60)
+    credit = "Affected accounts get a 10% credit on this month's invoice."
+    extras = Extras(credit_note=credit)
+    people.announce(
+        lifecycle.resolve(people.store, incident_id, "Fixed.", extras).update_id, wait_s=0
+    )
+    body = inbox(sandbox, "customer")[-1]
+    assert f"What happened: Fixed.\n\n{credit}\n\n" in body
+    assert "Tell us how we handled this: https://example.org/survey" in body
+    public = sandbox.messages("social")[-1]["body"]
+    assert "Fixed." in public
+    assert "credit" not in public
+    assert "survey" not in public

@@ -206,3 +206,84 @@ def test_higher_tiers_are_queued_first_across_the_whole_audience(paced: Pipeline
     ]
     first = min(lines, key=lambda line: line.id)
     assert first.subscriber == "key account"
+
+
+def row_of(pipeline: Pipeline, update_id: int) -> Delivery:
+    """The one subscriber delivery of an update (the public post aside)."""
+    with pipeline.store.session() as session:
+        found = session.query(Delivery).filter(
+            Delivery.update_id == update_id, Delivery.recipient != "public"
+        )
+        (row,) = found.all()
+        return row
+
+
+def come_due(pipeline: Pipeline, update_id: int) -> None:
+    """Time moves on until this update's delivery is due; the runner looks."""
+    with pipeline.store.session() as session:
+        for row in session.query(Delivery).filter(Delivery.update_id == update_id):
+            row.due_at = utcnow() - timedelta(seconds=1)
+    pipeline.sweep(stale_s=0)
+    pipeline.drain()
+
+
+def two_held_updates(pipeline: Pipeline) -> tuple[int, int]:
+    """One told of an incident, then two updates held by the coalescing window; their ids."""
+    add(pipeline, name="a", email="a@example.org", channels=["email"])
+    incident_id = open_incident(pipeline)
+    older = lifecycle.post_update(pipeline.store, incident_id, IncidentState.IDENTIFIED, "older")
+    announce(pipeline, older)
+    newer = lifecycle.post_update(pipeline.store, incident_id, IncidentState.MONITORING, "newer")
+    announce(pipeline, newer)
+    assert row_of(pipeline, older.update_id).status == "queued"
+    assert row_of(pipeline, newer.update_id).status == "queued"
+    return older.update_id, newer.update_id
+
+
+@pytest.mark.settings(coalesce_window_s=120)
+def test_an_update_is_superseded_only_once_the_newer_one_is_sent(
+    paced: Pipeline, sandbox: Sandbox
+) -> None:
+    older, newer = two_held_updates(paced)
+    come_due(paced, older)  # the newer one is still held: the older waits behind it
+    waiting = row_of(paced, older)
+    assert waiting.status == "queued"
+    assert waiting.wait_reason == "newer_update"
+    assert waiting.sends == 0, "waiting behind the newer one is not a try"
+    assert waiting.due_at > row_of(paced, newer).due_at
+
+    come_due(paced, newer)
+    assert row_of(paced, newer).status == "sent"
+    come_due(paced, older)
+    assert row_of(paced, older).status == "superseded"
+    bodies = [m["body"] for m in sandbox.messages("email")]
+    assert len(bodies) == 2 and "newer" in bodies[-1] and "older" not in " ".join(bodies)
+
+
+@pytest.mark.settings(coalesce_window_s=120)
+def test_both_due_together_send_the_newer_and_supersede_the_older_at_once(
+    paced: Pipeline, sandbox: Sandbox
+) -> None:
+    older, newer = two_held_updates(paced)
+    with paced.store.session() as session:  # the window is over for both
+        for row in session.query(Delivery).filter(Delivery.status == "queued"):
+            row.due_at = utcnow() - timedelta(seconds=1)
+    paced.sweep(stale_s=0)
+    paced.drain()
+    assert (row_of(paced, older).status, row_of(paced, newer).status) == ("superseded", "sent")
+
+
+@pytest.mark.settings(coalesce_window_s=120)
+def test_when_the_newer_update_fails_for_good_the_older_one_is_sent(
+    paced: Pipeline, sandbox: Sandbox
+) -> None:
+    older, newer = two_held_updates(paced)
+    come_due(paced, older)
+    assert row_of(paced, older).wait_reason == "newer_update"
+    sandbox.inject_recipient_failure("a@example.org")  # the provider refuses the newer one
+    come_due(paced, newer)
+    assert row_of(paced, newer).status == "failed"
+    sandbox.clear_faults()
+    come_due(paced, older)
+    assert row_of(paced, older).status == "sent"
+    assert "older" in sandbox.messages("email")[-1]["body"]

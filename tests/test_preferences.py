@@ -34,7 +34,7 @@ from dispatcher.models import (
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import AuditEvent, Delivery, Subscriber
-from dispatcher.subscribers import preferences, records
+from dispatcher.subscribers import imports, preferences, records
 from dispatcher.subscribers.suppressions import suppress
 from dispatcher.web.app import create_app
 
@@ -302,7 +302,7 @@ def test_an_opt_out_survives_a_re_import_and_the_next_update_skips_it(
     csv_file.write_text(
         "name,email,channels,confirmed\nAda,ada@example.org,email,yes\nBen,ben@example.org,email,yes\n"
     )
-    report = records.import_csv(pipeline.store, pipeline.registry, csv_file)
+    report = imports.import_file(pipeline.store, pipeline.registry, csv_file)
     assert (report.imported, report.still_suppressed) == (2, 1)
     posted = lifecycle.open_incident(
         pipeline.store, IncidentIn(title="API errors", severity=Severity.MAJOR, components=["api"])

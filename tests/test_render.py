@@ -14,6 +14,7 @@ import pytest
 from channels.base import Limits
 from dispatcher.models import IncidentState
 from dispatcher.render import templates
+from dispatcher.render.fitting import cheaper_sms
 from dispatcher.render.messages import render
 from dispatcher.render.samples import sample
 from dispatcher.render.templates import RenderError, TemplateMissing
@@ -158,6 +159,63 @@ def test_sms_folds_typographic_punctuation_to_gsm7() -> None:
     )
     assert "We're on it - sorry." in rendered.text
     assert sms_encoding(rendered.text) == "GSM-7"
+
+
+def test_an_emoji_costs_the_operator_none_of_their_words() -> None:
+    message = "Card payments fail \U0001f61e for some customers; we are investigating"
+    rendered = run_sample("sms", IncidentState.INVESTIGATING, message=message)
+    assert "Card payments fail for some customers; we are investigating" in rendered.text
+    assert sms_encoding(rendered.text) == "GSM-7"
+    assert sms_segments(rendered.text) <= 2
+
+
+def test_letters_gsm7_lacks_lose_their_accents_rather_than_the_words() -> None:
+    incident, update, recipient = sample(IncidentState.INVESTIGATING)
+    rendered = run(
+        "sms",
+        replace(incident, title="Płatności w Łodzi"),
+        replace(
+            update, message="Płatności kartą nie działają; pracujemy nad tym i wkrótce napiszemy."
+        ),
+        recipient,
+    )
+    assert "Platnosci w Lodzi" in rendered.text
+    assert "Platnosci karta nie dzialaja; pracujemy nad tym i wkrotce napiszemy." in rendered.text
+    assert sms_segments(rendered.text) <= 2
+
+
+def test_an_sms_keeps_its_emoji_when_folding_saves_no_segment() -> None:
+    def text_of(incident: IncidentView, update: UpdateView, *, brief: bool) -> str:
+        return f"{incident.title}: {update.message}"
+
+    incident, update, _ = sample(IncidentState.INVESTIGATING)
+    short = replace(update, message="down \U0001f61e")
+    assert cheaper_sms(text_of, incident, short) == (incident, short)
+    long = replace(update, message="down \U0001f61e " + "x" * 60)
+    _, folded_update = cheaper_sms(text_of, incident, long)
+    assert folded_update.message == "down " + "x" * 60
+
+
+def test_a_link_inside_a_shortened_message_is_kept() -> None:
+    link = "https://example.com/help/card-payments"
+    message = (
+        f"Card payments fail for some customers. The workaround is at {link} and we will post "
+        "more as soon as we know what is causing it; thank you for bearing with us while we work "
+        "on it with our payment provider."
+    )
+    rendered = run_sample("sms", IncidentState.INVESTIGATING, message=message)
+    assert link in rendered.text
+    assert "Card payments fail" in rendered.text
+    assert "..." in rendered.text
+    assert sms_segments(rendered.text) <= 2
+
+
+def test_social_post_keeps_a_link_of_a_shortened_message() -> None:
+    link = "https://example.com/help/card-payments"
+    message = f"Card payments fail; the workaround is at {link}. " + "More detail follows. " * 20
+    rendered = run_sample("social", IncidentState.INVESTIGATING, message=message)
+    assert link in rendered.text
+    assert tweet_length(rendered.text) <= 280
 
 
 def test_sms_in_a_non_latin_script_is_ucs2_and_still_fits() -> None:
@@ -322,6 +380,8 @@ def test_webhook_payload_is_slack_text_plus_structured_fields() -> None:
         "created_at": "2025-05-14T14:30:00+00:00",
         "next_update_at": "2025-05-14T15:00:00+00:00",
         "eta": "2025-05-14T15:15:00+00:00",
+        "credit_note": None,
+        "review_url": None,
     }
     assert json.loads(json.dumps(payload)) == payload
     assert len(rendered.text.splitlines()) <= 2

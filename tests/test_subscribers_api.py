@@ -16,7 +16,7 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.models import SuppressionReason
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import AuditEvent
-from dispatcher.subscribers import records
+from dispatcher.subscribers import imports, preferences, records
 from dispatcher.subscribers.suppressions import suppress
 from tests.conftest import API_TOKEN
 
@@ -213,8 +213,13 @@ def test_export_json_and_csv_round_trips_through_import(client: TestClient, tmp_
     exported = tmp_path / "export.csv"
     exported.write_text(as_csv.text)
     pipeline = pipeline_of(client)
-    report = records.import_csv(pipeline.store, pipeline.registry, exported)
+    again = imports.import_file(pipeline.store, pipeline.registry, exported)
+    assert (again.imported, again.errors, len(again.skipped)) == (0, [], 2), "never twice"
+    for row in rows:
+        preferences.erase(pipeline.store, row["id"], actor="operator")
+    report = imports.import_file(pipeline.store, pipeline.registry, exported)
     assert (report.imported, report.errors) == (2, [])
+    assert [s.timezone for s in records.list_all(pipeline.store)] == ["Europe/Paris", "UTC"]
     assert (
         client.get("/api/subscribers/export", params={"format": "xml"}, headers=AUTH).status_code
         == 422

@@ -6,6 +6,7 @@ import pytest
 
 from dispatcher.render.textfit import (
     ELLIPSIS,
+    gsm_fold,
     gsm_transliterate,
     shorten,
     sms_encoding,
@@ -92,6 +93,32 @@ def test_transliteration_leaves_letters_alone() -> None:
     assert gsm_transliterate("Łódź \u4f60\u597d") == "Łódź \u4f60\u597d"
 
 
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        (
+            "Card payments fail \U0001f61e for some customers",
+            "Card payments fail for some customers",
+        ),
+        ("Łódź, São Paulo, Kraków", "Lodz, Sao Paulo, Krakow"),
+        ("Grüße, café, Ñandú", "Grüße, café, Ñandu"),  # GSM-7 has ü ß é Ñ, not ú
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f467 family \U0001f1e9\U0001f1ea", "family"),
+        ("1\ufe0f\u20e3 step, \u00bd done \u2122", "1 step, 1/2 done TM"),
+        ("We\u2019re on it \u2014 30\u00d72", "We're on it - 30x2"),
+        ("\U0001f525\nline two \U0001f525", "\nline two"),
+    ],
+)
+def test_folding_keeps_every_word_in_gsm7(text: str, folded: str) -> None:
+    result = gsm_fold(text)
+    assert result == folded
+    assert sms_encoding(result) == "GSM-7"
+
+
+@pytest.mark.parametrize("text", ["\u6c7a\u6e08", "Привет", "₹500 refund"])
+def test_folding_refuses_what_would_lose_a_word(text: str) -> None:
+    assert gsm_fold(text) is None
+
+
 # --- X weighted length --------------------------------------------------------------------------
 
 
@@ -170,6 +197,24 @@ def test_a_kept_link_at_the_end_is_separated_from_the_dots() -> None:
     text = f"Details: {URL} and more words after it"
     result = shorten(text, lambda candidate: len(candidate) <= len(URL) + 14)
     assert result == f"Details: {URL} {ELLIPSIS}"
+
+
+def test_links_cut_off_with_their_words_follow_the_dots() -> None:
+    text = f"Card payments fail, see {URL} for the workaround and our progress today"
+    result = shorten(text, lambda candidate: len(candidate) <= len(URL) + 24)
+    assert result == f"Card payments fail... {URL}"
+
+
+def test_the_links_alone_are_kept_when_no_word_fits_beside_them() -> None:
+    text = f"Card payments fail, see {URL} and {URL}/2 for more"
+    result = shorten(text, lambda candidate: len(candidate) <= 2 * len(URL) + 4)
+    assert result == f"{URL} {URL}/2"
+
+
+def test_links_can_be_given_up_when_asked() -> None:
+    text = f"Card payments fail, see {URL} for the workaround"
+    result = shorten(text, lambda candidate: len(candidate) <= 30, keep_links=False)
+    assert result == "Card payments fail, see..."
 
 
 def test_a_lone_link_is_never_cut_between_characters() -> None:

@@ -32,7 +32,7 @@ from dispatcher.models import DeliveryStatus, FailureKind, IncidentIn, Severity,
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import Subscriber
-from dispatcher.subscribers import records
+from dispatcher.subscribers import imports, records
 from dispatcher.web.app import create_app
 from tests.conftest import API_TOKEN
 
@@ -152,7 +152,7 @@ def test_an_import_reports_an_internal_url_as_that_rows_problem(
         "Chat,https://hooks.example.org/x,webhook\n"
     )
     try:
-        report = records.import_csv(pipeline.store, pipeline.registry, csv_file)
+        report = imports.import_file(pipeline.store, pipeline.registry, csv_file)
     finally:
         pipeline.close()
     assert report.imported == 1

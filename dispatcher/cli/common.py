@@ -105,6 +105,7 @@ REASONS = {
     "retry": "a retry after a provider failure",
     "breaker": "the provider's circuit breaker",
     "rate_limit": "the provider's rate limit",
+    "newer_update": "behind a newer update still on its way: sent only if that one fails",
 }
 
 

@@ -132,10 +132,9 @@ def incident_resolve(
 ) -> None:
     """Resolve an incident and tell everyone who heard of it (with the feedback survey link,
     OUTAGE_FEEDBACK_URL, and a credit note when given)."""
-    extras = _extras(None, None, internal_note)
+    extras = Extras(internal_note=internal_note, credit_note=credit_note)
     with open_pipeline() as pipeline:
-        text = lifecycle.with_follow_up(message, credit_note, pipeline.settings.feedback_url)
-        posted = lifecycle.resolve(pipeline.store, incident_id, text, extras)
+        posted = lifecycle.resolve(pipeline.store, incident_id, message, extras)
         _announce(pipeline, posted, wait, as_json)
 
 

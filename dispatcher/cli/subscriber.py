@@ -19,7 +19,7 @@ from dispatcher.cli.common import (
 from dispatcher.links import LinkPurpose
 from dispatcher.models import Severity, SubscriberIn
 from dispatcher.store import Subscriber
-from dispatcher.subscribers import confirmations, preferences, records
+from dispatcher.subscribers import confirmations, imports, preferences, records
 
 # Fields of a subscriber that `add` takes as an option of the same name.
 OPTION_FIELDS = ("email", "phone", "webhook", "channels")
@@ -176,20 +176,81 @@ def subscriber_link(
 @user_errors
 def subscriber_import(
     file: Annotated[Path, typer.Argument(help="CSV: name,email,phone,webhook,channels,...")],
+    send_confirmations: Annotated[
+        bool,
+        typer.Option(
+            "--send-confirmations",
+            help="Ask each unconfirmed address to confirm now. Without it they wait, and are "
+            "sent nothing.",
+        ),
+    ] = False,
 ) -> None:
-    """Import subscribers from CSV: good rows are stored, bad rows reported by line number."""
+    """Import subscribers from a spreadsheet's CSV (UTF-8, UTF-16 or Windows-1252; comma,
+    semicolon or tab): good rows are stored, bad rows reported by line, and an address already
+    subscribed is skipped, never added twice nor changed."""
     with open_pipeline() as pipeline:
-        report = records.import_csv(pipeline.store, pipeline.registry, file)
+        report = imports.import_file(pipeline.store, pipeline.registry, file)
+        asked: list[confirmations.Requested] = []
+        if send_confirmations:
+            known = [s.subscriber_id for s in report.skipped if s.subscriber_id is not None]
+            to_ask = report.waiting + confirmations.never_asked(pipeline.store, known)
+            for subscriber_id in to_ask:
+                asked.extend(confirmations.request(pipeline, subscriber_id))
+    _print_import(file, report, asked, send_confirmations)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+_SKIPS_LISTED = 20  # an import of 10,000 known customers lists a few, then counts the rest
+
+
+def _print_import(
+    file: Path,
+    report: imports.ImportReport,
+    asked: list[confirmations.Requested],
+    send_confirmations: bool,
+) -> None:
+    """What the import did, and what the operator may want to do next."""
+    console.print(
+        f"read {file.name} as {report.encoding}, {report.delimiter_name}-separated", highlight=False
+    )
     console.print(f"imported {report.imported} subscribers")
+    if report.skipped:
+        console.print(
+            f"[yellow]skipped {len(report.skipped)} already subscribed[/] "
+            "(an import never adds an address twice, nor changes a subscriber):"
+        )
+        for skipped in report.skipped[:_SKIPS_LISTED]:
+            where = (
+                f"subscriber {skipped.subscriber_id}"
+                if skipped.subscriber_id is not None
+                else f"line {skipped.earlier_line} of this file"
+            )
+            console.print(f"  line {skipped.line}: {skipped.address} is {where}", highlight=False)
+        if len(report.skipped) > _SKIPS_LISTED:
+            console.print(f"  and {len(report.skipped) - _SKIPS_LISTED} more")
     if report.still_suppressed:
         console.print(
             f"[yellow]{report.still_suppressed} of them opted out earlier:[/] "
             "those addresses stay suppressed"
         )
+    if send_confirmations:
+        sent = sum(item.sent for item in asked)
+        console.print(
+            f"asked for {len(asked)} confirmation(s): {sent} sent, {len(asked) - sent} queued "
+            "(paced, or retried; `outage delivery list` shows them)"
+        )
+    elif report.waiting:
+        waiting = len(report.waiting)
+        console.print(
+            f"[yellow]{waiting} of them {'has' if waiting == 1 else 'have'} addresses waiting "
+            "for confirmation:[/] "
+            "nothing is sent to them until they confirm, and nothing has asked them yet. "
+            "Run the import again with --send-confirmations to ask them, or mark people who "
+            "agreed already with confirmed=yes."
+        )
     for line, problem in report.errors:
         say_error(f"[red]line {line}:[/]", problem)
-    if report.errors:
-        raise typer.Exit(1)
 
 
 def _confirmation(subscriber: Subscriber) -> str:

@@ -1,9 +1,11 @@
 """From claimed rows to messages: what `send_batch` hands an adapter, decided just before sending.
 
 Opt-outs are checked again now, not only when the rows were queued. A message is dropped when a
-newer update of the same incident is on its way to (or has reached) the same person: coalesced
-updates and those held by quiet hours go out as the latest state once, never as a replay of stale
-ones (SUPERSEDED). The rest is rendered (dispatcher/render/), once per batch for everyone
+newer update of the same incident has reached the same person: coalesced updates and those held
+by quiet hours go out as the latest state once, never as a replay of stale ones (SUPERSEDED).
+While that newer one is only on its way (queued, sending), the older waits just behind it, not
+counted as a try (WaitReason.NEWER_UPDATE): superseded once the newer is sent, sent after all if
+the newer fails for good. The rest is rendered (dispatcher/render/), once per batch for everyone
 who reads the same text where the channel allows it.
 """
 
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from channels.base import Channel, Message, Outcome
@@ -28,7 +31,7 @@ from dispatcher.render.shared import Shared, render_shared, shared_key
 from dispatcher.render.templates import RenderError
 from dispatcher.render.views import IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
-from dispatcher.store import Delivery, Incident, Update
+from dispatcher.store import Delivery, Incident, Update, utcnow
 from dispatcher.subscribers import confirmations, new_link
 from dispatcher.subscribers.confirmations import CONFIRMABLE
 from dispatcher.subscribers.suppressions import Address, suppressed
@@ -38,27 +41,39 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class Skipped:
-    """Not sent, on purpose, decided just before sending: the recipient opted out or was
-    removed (SUPPRESSED), or a newer update of the same incident is on its way to them or has
-    reached them (SUPERSEDED: coalescing and quiet hours send the latest state, not a replay)."""
+    """Not sent now, on purpose, decided just before sending: the recipient opted out or was
+    removed (SUPPRESSED), or a newer update of the same incident has reached them (SUPERSEDED:
+    coalescing and quiet hours send the latest state, not a replay). With `until`, status
+    QUEUED: put back, due then, behind a newer update still on its way (not a try)."""
 
     key: int
     status: DeliveryStatus
     why: str
+    until: datetime | None = None
 
 
 OPTED_OUT = "recipient opted out or was removed before sending"
 ALREADY_CONFIRMED = "the address was confirmed before its confirmation was sent"
 NEWER_UPDATE = "a newer update of this incident was sent to them instead"
+BEHIND_NEWER = "a newer update of this incident is on its way to them: sent only if it fails"
+
+# How long after a newer update's due time an older one is looked at again: by then the newer
+# one has usually been sent (the older is superseded) or has failed (the older goes).
+AFTER_NEWER: Final = timedelta(seconds=5)
+
+# A newer update has reached them in these states, and is on its way in these (a fell-back row
+# has a successor row, which is one of them).
+ARRIVED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+ON_ITS_WAY_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 
-# A newer update counts as "on its way" in these states (a fell-back row has a successor row).
-LIVE_STATUSES = (
-    DeliveryStatus.QUEUED,
-    DeliveryStatus.SENDING,
-    DeliveryStatus.SENT,
-    DeliveryStatus.DELIVERED,
-)
+@dataclass(frozen=True)
+class _Newer:
+    """An update of the incident, newer than some of the chunk's, as it stands for one person."""
+
+    update_id: int
+    arrived: bool  # a delivery of it was sent to them
+    due_at: datetime | None  # else: when its delivery still on its way is due
 
 
 def prepare(
@@ -70,7 +85,7 @@ def prepare(
     updates = [item for item in items if isinstance(item, Claimed)]
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
         blocked = suppressed(session, [(field, _address(i, field)) for i in items if field])
-        newest = _newest_updates(session, updates)
+        newer = _newer_updates(session, updates)
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
     for notice in (item for item in items if isinstance(item, ClaimedNotice)):
@@ -79,11 +94,11 @@ def prepare(
             messages.append(composed)
         else:
             outcomes[notice.delivery.id] = composed
+    now = utcnow()
     for item in updates:
-        if newest.get((item.incident.id, item.delivery.recipient), 0) > item.update.id:
-            outcomes[item.delivery.id] = Skipped(
-                item.delivery.id, DeliveryStatus.SUPERSEDED, NEWER_UPDATE
-            )
+        behind = _behind(item, newer.get((item.incident.id, item.delivery.recipient), []), now)
+        if behind is not None:
+            outcomes[item.delivery.id] = behind
             continue
         prepared = _message(channel, context, item, blocked)
         if isinstance(prepared, Message):
@@ -197,29 +212,60 @@ OWN_MESSAGES: dict[
 }
 
 
-def _newest_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, str], int]:
-    """For each (incident, recipient) of the chunk, the newest public update with a live
-    delivery to them, where it is newer than the chunk's oldest: one query per chunk.
+def _newer_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, str], list[_Newer]]:
+    """For each (incident, recipient) of the chunk, the public updates newer than the chunk's
+    oldest with a live delivery to them, each with whether it reached them and, if not yet, when
+    it is due: one query per chunk.
 
-    Only a newer update can supersede a message, so only those are read: while the chunk's
+    Only a newer update can hold a message back, so only those are read: while the chunk's
     update is the latest (nearly always) the query reads no delivery at all, where reading every
     live one of the incident for every chunk made a fan-out's cost grow with its square."""
     public = [i for i in items if i.update.audience is Audience.EVERYONE]
     if not public:
         return {}
+    arrived = func.max(case((Delivery.status.in_(ARRIVED_STATUSES), 1), else_=0))
+    due = func.max(case((Delivery.status.in_(ON_ITS_WAY_STATUSES), Delivery.due_at)))
     rows = session.execute(
-        select(Update.incident_id, Delivery.recipient, func.max(Update.id))
+        select(Update.incident_id, Delivery.recipient, Update.id, arrived, due)
         .join(Update, Delivery.update_id == Update.id)
         .where(
             Update.id > min(i.update.id for i in public),
             Update.incident_id.in_({i.incident.id for i in public}),
             Delivery.recipient.in_({i.delivery.recipient for i in public}),
             Update.audience == Audience.EVERYONE,
-            Delivery.status.in_(LIVE_STATUSES),
+            Delivery.status.in_((*ARRIVED_STATUSES, *ON_ITS_WAY_STATUSES)),
         )
-        .group_by(Update.incident_id, Delivery.recipient)
+        .group_by(Update.incident_id, Delivery.recipient, Update.id)
     ).all()
-    return {(incident_id, recipient): newest for incident_id, recipient, newest in rows}
+    found: dict[tuple[int, str], list[_Newer]] = {}
+    for incident_id, recipient, update_id, reached, due_at in rows:
+        found.setdefault((incident_id, recipient), []).append(
+            _Newer(update_id, bool(reached), _aware(due_at))
+        )
+    return found
+
+
+def _behind(item: Claimed, newer: list[_Newer], now: datetime) -> Skipped | None:
+    """Why this update is not sent now, if a newer one of its incident stands in its way:
+    superseded when one reached the person, put back just after the latest one still on its way
+    otherwise; None when none is (or every newer one failed for good: this one goes)."""
+    if item.update.audience is not Audience.EVERYONE:
+        return None
+    ahead = [n for n in newer if n.update_id > item.update.id]
+    if any(n.arrived for n in ahead):
+        return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, NEWER_UPDATE)
+    pending = [n.due_at for n in ahead if n.due_at is not None]
+    if not pending:
+        return None
+    until = max(*pending, now) + AFTER_NEWER
+    return Skipped(item.delivery.id, DeliveryStatus.QUEUED, BEHIND_NEWER, until=until)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """An aggregate's datetime as UTC-aware (SQLite hands an aggregate back naive)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def _message(
@@ -323,6 +369,7 @@ def _render_with(
         company_name=settings.company_name,
         support_url=settings.support_url,
         sms_max_segments=settings.sms_max_segments,
+        feedback_url=settings.feedback_url,
     )
 
 
@@ -346,8 +393,9 @@ def incident_view(incident: Incident, settings: Settings) -> IncidentView:
 
 def update_view(update_row: Update, incident: Incident, *, internal: bool = False) -> UpdateView:
     """The update as a recipient sees it: the team also sees the internal note, which customers
-    never do; the incident's current ETA travels with every update."""
-    message = update_row.message
+    never do; the incident's current ETA travels with every update. A review's stored sentence
+    is for the status page: its messages say it in the reader's language (`review_url`)."""
+    message = None if update_row.review_url else update_row.message
     if internal and update_row.internal_note:
         message = f"{message or ''}\n[Internal note] {update_row.internal_note}".strip()
     return UpdateView(
@@ -357,4 +405,7 @@ def update_view(update_row: Update, incident: Incident, *, internal: bool = Fals
         created_at=update_row.created_at,
         next_update_at=update_row.next_update_at,
         eta=incident.eta,
+        credit_note=update_row.credit_note,
+        milestone=update_row.milestone,
+        review_url=update_row.review_url,
     )

@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select
@@ -108,6 +108,9 @@ def record(
     """Write one outcome onto `delivery` (the row as read, written by `write`)."""
     delivery.lease_until = None
     delivery.in_flight_since = None
+    if isinstance(outcome, Skipped) and outcome.until is not None:
+        _put_behind(delivery, outcome.until, result)
+        return
     if isinstance(outcome, Skipped):
         delivery.status = outcome.status
         delivery.last_error = outcome.why
@@ -146,6 +149,17 @@ def record(
         return
     if not _divert(session, context, delivery, item, result):
         delivery.status = DeliveryStatus.FAILED
+
+
+def _put_behind(delivery: Row, until: datetime, result: SendResult) -> None:
+    """Back in the queue behind a newer update still on its way, not counted as a try: looked
+    at again once that one is due (dispatcher/delivery/messages.py decides then)."""
+    delivery.sends -= 1  # this round sent nothing
+    delivery.status = DeliveryStatus.QUEUED
+    delivery.due_at = until
+    delivery.wait_reason = WaitReason.NEWER_UPDATE
+    result.held += 1
+    result.later(delivery.id, max(0.0, (until - utcnow()).total_seconds()))
 
 
 def _record_sent(delivery: Row, outcome: Outcome, settings: Settings) -> None:

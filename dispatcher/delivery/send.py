@@ -102,9 +102,20 @@ def _send_chunks(
         )
         return
     pending = items
+    revisited: set[int] = set()
     while pending:
         window = pending[: context.guards.chunk_size(channel_name, len(pending))]
         outcomes, messages = prepare(context, channel, window)
+        # Behind a newer update that may be in this very batch: looked at once more after the
+        # rest of the channel's share, when that one has been sent (this one is superseded then).
+        again = [
+            item
+            for item in window
+            if _behind_newer(outcomes.get(item.delivery.id)) and item.delivery.id not in revisited
+        ]
+        for item in again:
+            del outcomes[item.delivery.id]
+            revisited.add(item.delivery.id)
         sending: list[Message] = []
         if messages:
             gate = context.guards.gate(channel_name, len(messages), budget)
@@ -114,7 +125,12 @@ def _send_chunks(
             sending = messages[: gate.take]
         decided = {message.key for message in sending} | outcomes.keys()
         chunk = [item for item in window if item.delivery.id in decided]
-        pending = [i for i in window if i.delivery.id not in decided] + pending[len(window) :]
+        later = {item.delivery.id for item in again}
+        pending = [
+            *(i for i in window if i.delivery.id not in decided and i.delivery.id not in later),
+            *pending[len(window) :],
+            *again,
+        ]
         if sending:
             mark_in_flight(context.store, [message.key for message in sending])
             outcomes.update((answer.key, answer) for answer in channel.send(sending))
@@ -123,6 +139,11 @@ def _send_chunks(
             isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
         ) and not context.guards.usable(channel_name)
         _record_chunk(context, chunk, outcomes, circuit_open=circuit_open, result=result)
+
+
+def _behind_newer(outcome: Outcome | Skipped | None) -> bool:
+    """Put back behind a newer update still on its way (messages.py `Skipped.until`)."""
+    return isinstance(outcome, Skipped) and outcome.until is not None
 
 
 def _record_chunk(

@@ -43,12 +43,14 @@ UPDATE_STATES = (IncidentState.INVESTIGATING, IncidentState.IDENTIFIED, Incident
 @dataclass(frozen=True)
 class Extras:
     """What an operator may add to any update: the promise of the next one, an estimated
-    resolution (kept on the incident and shown in every message until changed), and a note for
-    the team that customers never see."""
+    resolution (kept on the incident and shown in every message until changed), a note for
+    the team that customers never see, and with a resolution the service credit offered (its
+    own paragraph in subscribers' messages, never in the public post)."""
 
     next_update_at: datetime | None = None
     eta: datetime | None = None
     internal_note: str | None = None
+    credit_note: str | None = None
 
 
 NO_EXTRAS = Extras()
@@ -128,24 +130,10 @@ def close(
     return add_update(session, incident, IncidentState.RESOLVED, message, extras)
 
 
-def with_follow_up(
-    message: str | None, credit_note: str | None, feedback_url: str | None
-) -> str | None:
-    """A resolved message with what comes after: a service credit, a feedback survey."""
-    parts = [
-        part
-        for part in (
-            message,
-            credit_note,
-            f"Tell us how we handled this: {feedback_url}" if feedback_url else None,
-        )
-        if part
-    ]
-    return " ".join(parts) or None
-
-
 def postmortem(store: Store, incident_id: int, url: str) -> Posted:
-    """Send the post-incident review to the people who were told of the incident, once."""
+    """Send the post-incident review to the people who were told of the incident, once. Its
+    messages say so in each reader's language (templates `postmortem.*`, with `review_url`);
+    the stored sentence is what the status page and its feed show."""
     with store.session() as session:
         incident = _get_for_update(session, incident_id)
         if incident.state.is_open:
@@ -160,6 +148,7 @@ def postmortem(store: Store, incident_id: int, url: str) -> Posted:
             message,
             audience=Audience.NOTIFIED,
             milestone="postmortem",
+            review_url=url,
         )
 
 
@@ -254,6 +243,7 @@ def add_update(
     *,
     audience: Audience = Audience.EVERYONE,
     milestone: str | None = None,
+    review_url: str | None = None,
 ) -> Posted:
     if audience is not Audience.INTERNAL:
         incident.state = state
@@ -264,6 +254,8 @@ def add_update(
         state=state,
         message=message,
         internal_note=extras.internal_note,
+        credit_note=extras.credit_note,
+        review_url=review_url,
         next_update_at=extras.next_update_at,
         audience=audience,
         milestone=milestone,

@@ -7,10 +7,10 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from channels.base import Channel, ChannelError
-from dispatcher.models import FailureReason, IncidentState
+from dispatcher.models import FailureReason
 from dispatcher.ops.findings import Context, Finding, fail, ok
 from dispatcher.render.messages import render
-from dispatcher.render.samples import sample
+from dispatcher.render.samples import every_topic
 from dispatcher.render.templates import RenderError
 
 EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net")
@@ -18,12 +18,12 @@ TWILIO_TEST_NUMBER = "+15005550006"  # Twilio's magic test sender: accepted, nev
 
 
 def check_templates(ctx: Context) -> list[Finding]:
-    """Every installed channel renders every incident state from the sample data."""
+    """Every installed channel renders every message topic (each incident state, the review)
+    from the sample data."""
     broken: list[str] = []
     for name in ctx.registry.names:
         factory = ctx.registry.factory(name)
-        for state in IncidentState:
-            incident, update, recipient = sample(state)
+        for incident, update, recipient in every_topic():
             try:
                 render(
                     name,
@@ -34,9 +34,10 @@ def check_templates(ctx: Context) -> list[Finding]:
                     company_name=ctx.settings.company_name,
                     support_url=ctx.settings.support_url,
                     sms_max_segments=ctx.settings.sms_max_segments,
+                    feedback_url=ctx.settings.feedback_url,
                 )
             except RenderError as exc:
-                broken.append(f"{name}/{state}: {exc}")
+                broken.append(f"{name}/{update.topic}: {exc}")
     if broken:
         return [
             fail(
@@ -46,7 +47,7 @@ def check_templates(ctx: Context) -> list[Finding]:
                 "`outage template preview --channel <channel> --state <state>`",
             )
         ]
-    return [ok("templates", f"{len(ctx.registry.names)} channels render every state")]
+    return [ok("templates", f"{len(ctx.registry.names)} channels render every message")]
 
 
 def _adapter(ctx: Context, name: str) -> Channel | Finding:

@@ -1,8 +1,9 @@
 """Rendering one update into one channel's message: the entry point (`render`).
 
 A render finds the channel's text template (`templates.py`), writes dates in that template's
-language and the recipient's zone (`calendar.py`), makes the texts what the channel carries and
-shortens them until the text fits (`fitting.py`), then renders the other parts the channel has.
+language and the recipient's zone (`calendar.py`), makes the texts what the channel carries (an
+SMS folded into GSM-7 when that saves segments) and shortens them until the text fits
+(`fitting.py`), then renders the other parts the channel has.
 
 The email's HTML and subject take their wording from the blocks of the email's text template,
 so the state files are written once and the three parts cannot tell different stories. A
@@ -21,8 +22,9 @@ from jinja2 import Template
 from markupsafe import escape
 
 from channels.base import Limits
+from dispatcher.models import IncidentState
 from dispatcher.render.calendar import formatting, utc
-from dispatcher.render.fitting import channel_text, fits_limits, fitted
+from dispatcher.render.fitting import channel_text, cheaper_sms, fits_limits, fitted
 from dispatcher.render.templates import (
     RenderError,
     language_of,
@@ -32,7 +34,15 @@ from dispatcher.render.templates import (
 )
 from dispatcher.render.views import IncidentView, RecipientView, Rendered, UpdateView
 
-WORDING_BLOCKS: Final[tuple[str, ...]] = ("label", "lead", "impact", "message", "next", "closing")
+WORDING_BLOCKS: Final[tuple[str, ...]] = (
+    "label",
+    "lead",
+    "impact",
+    "message",
+    "credit",
+    "next",
+    "closing",
+)
 _BLANK_RUNS: Final = re.compile(r"\n{3,}")
 
 
@@ -93,15 +103,20 @@ def render(
     company_name: str,
     support_url: str | None,
     sms_max_segments: int,
+    feedback_url: str | None = None,
 ) -> Rendered:
     """Render `update` for one recipient (or the public, when None) on `channel`, fitted to
     `limits`. Raises TemplateMissing or RenderError, both permanent for this channel.
 
-    Dates are written in the language of the template found (a German subscriber whose template
-    falls back to English reads English dates) and in the recipient's time zone (UTC for a
-    broadcast)."""
+    The templates are the update's topic's (its state, or the post-incident review). Dates are
+    written in the language of the template found (a German subscriber whose template falls back
+    to English reads English dates) and in the recipient's time zone (UTC for a broadcast). The
+    feedback survey (`feedback_url`) is offered with the resolution of an incident, not with a
+    maintenance's end or a review."""
     language = language_of(recipient)
-    state = str(update.state)
+    if feedback_url and _asks_for_feedback(update):
+        update = replace(update, feedback_url=feedback_url)
+    state = update.topic
     text = template(channel, language, state, "text")
     with formatting(template_language(text, language), recipient.timezone if recipient else "UTC"):
         return _render(
@@ -122,6 +137,11 @@ def render(
         )
 
 
+def _asks_for_feedback(update: UpdateView) -> bool:
+    """An incident's resolution; a milestone resolving (a maintenance's end) or a review not."""
+    return update.state is IncidentState.RESOLVED and update.milestone is None
+
+
 def _render(
     channel: str,
     limits: Limits,
@@ -132,6 +152,8 @@ def _render(
     sms_max_segments: int,
 ) -> Rendered:
     job, shown_incident, shown_update = _prepared(job, limits, incident, update)
+    if limits.max_sms_segments is not None:
+        shown_incident, shown_update = cheaper_sms(job.render_text, shown_incident, shown_update)
     shortened = fitted(
         job.render_text, shown_incident, shown_update, fits_limits(limits, sms_max_segments)
     )
@@ -176,6 +198,7 @@ def _prepared(
     """The texts as this channel should show them: SMS gets GSM-7 look-alikes for typographic
     punctuation, webhook text gets Slack's three escapes; everyone gets a tidy message."""
     message = _normalise_message(update.message)
+    credit_note = _normalise_message(update.credit_note)
     adapt = channel_text(job.channel, limits)
     recipient = job.recipient
     if recipient is not None:
@@ -187,7 +210,11 @@ def _prepared(
             title=adapt(incident.title.strip()),
             components=tuple(adapt(component) for component in incident.components),
         ),
-        replace(update, message=adapt(message) if message else None),
+        replace(
+            update,
+            message=adapt(message) if message else None,
+            credit_note=adapt(credit_note) if credit_note else None,
+        ),
     )
 
 
@@ -212,6 +239,8 @@ def webhook_payload(text: str, incident: IncidentView, update: UpdateView) -> di
             "created_at": _iso(update.created_at),
             "next_update_at": _iso(update.next_update_at),
             "eta": _iso(update.eta),
+            "credit_note": update.credit_note,
+            "review_url": update.review_url,
         },
     }
 

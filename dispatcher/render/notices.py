@@ -60,6 +60,14 @@ def compose(
     return Message(key=key, to=address, text=text)
 
 
+def sms_text(folder: str, locale: str, part: str, company: str) -> str:
+    """One SMS of `folder` in the language of `locale` (English otherwise), GSM-7 only: e.g.
+    the answer to the YES that confirmed a number."""
+    language = language_of(RecipientView(name="", locale=locale))
+    text = _template(folder, language, part).render(company=gsm_transliterate(company))
+    return " ".join(text.split())
+
+
 def _template(folder: str, language: str, part: str) -> Template:
     names = [f"{folder}/{language}/{part}.j2", f"{folder}/{DEFAULT_LOCALE}/{part}.j2"]
     return environment().select_template(list(dict.fromkeys(names)))

@@ -8,6 +8,8 @@ maintenance window) without a database. The times are fixed, so every run shows 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -36,6 +38,9 @@ _SAMPLE_MESSAGES: Final = {
         "Checkout will be read-only for up to 15 minutes during the window. No action is needed."
     ),
 }
+
+
+_SAMPLE_CREDIT: Final = "Affected accounts get a 10% credit on this month's invoice."
 
 
 def sample(
@@ -69,6 +74,7 @@ def sample(
         created_at=created,
         next_update_at=created + timedelta(minutes=30) if state.is_open and not scheduled else None,
         eta=_sample_eta(state, started),
+        credit_note=_SAMPLE_CREDIT if state is IncidentState.RESOLVED else None,
     )
     recipient = RecipientView(
         name="Ada",
@@ -77,6 +83,24 @@ def sample(
         unsubscribe_url=f"{base}/unsubscribe/s-3f9a",
     )
     return incident, update, recipient
+
+
+def every_topic(
+    *, public_url: str = "https://status.example.com"
+) -> Iterator[tuple[IncidentView, UpdateView, RecipientView]]:
+    """A sample of every message topic: each state, then the post-incident review."""
+    for state in IncidentState:
+        yield sample(state, public_url=public_url)
+    incident, update, recipient = sample(IncidentState.RESOLVED, public_url=public_url)
+    review = replace(
+        update,
+        message=None,
+        credit_note=None,
+        milestone="postmortem",
+        review_url=f"{public_url.rstrip('/')}/reviews/42",
+        created_at=update.created_at + timedelta(days=3),
+    )
+    yield incident, review, recipient
 
 
 def _sample_eta(state: IncidentState, started: datetime) -> datetime | None:

@@ -92,6 +92,7 @@ def render_shared(
     company_name: str,
     support_url: str | None,
     sms_max_segments: int,
+    feedback_url: str | None = None,
 ) -> Shared | None:
     """`render` for everyone who shares `recipient`'s language and zone (and which links they
     have); None when that cannot be shared: a channel fitted to a length whose text shows a
@@ -113,6 +114,7 @@ def render_shared(
         company_name=company_name,
         support_url=support_url,
         sms_max_segments=sms_max_segments,
+        feedback_url=feedback_url,
     )
     fitted = any(
         value is not None

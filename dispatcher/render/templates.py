@@ -98,11 +98,14 @@ def compile_templates() -> dict[str, str]:
 
 
 def language_of(recipient: RecipientView | None) -> str:
-    """The template language: locale "de-DE", "de_DE" or "de" means "de"; a broadcast has none,
-    so it uses the default, as does anything that is not a plain language code."""
-    if recipient is None:
-        return DEFAULT_LOCALE
-    language = recipient.locale.replace("_", "-").split("-", 1)[0].lower()
+    """The template language of a recipient; a broadcast has none, so it uses the default."""
+    return DEFAULT_LOCALE if recipient is None else language_code(recipient.locale)
+
+
+def language_code(locale: str) -> str:
+    """The language of a locale: "de-DE", "de_DE" or "de" means "de"; the default for anything
+    that is not a plain language code."""
+    language = locale.replace("_", "-").split("-", 1)[0].lower()
     return language if _LANGUAGE.fullmatch(language) else DEFAULT_LOCALE
 
 

@@ -6,7 +6,7 @@ segment, a post to X is refused outright. So the renderer measures with the prov
 - SMS (GSM 03.38 / 3GPP TS 23.038): GSM-7 when every character is in the basic set or its
   extension table (extension characters take two septets), otherwise UCS-2 counted in UTF-16 code
   units. A single curly quote turns a 160-character message into a three-segment one, which is
-  why `gsm_transliterate` exists.
+  why `gsm_transliterate` exists; an emoji or an "ł" does the same, which is why `gsm_fold` does.
 - X (twitter-text v3 weighting): links count 23, code points in a few Latin/punctuation ranges
   weigh 1, everything else 2. Where our count can differ from X's it errs long, never short.
 
@@ -87,16 +87,101 @@ _BARE_DOMAIN: Final = re.compile(
 _URL_TRAILING_PUNCTUATION: Final = ".,:;!?'\")]}>"
 _HOST_END: Final = re.compile(r"[/:?#]")
 _TOKEN: Final = re.compile(r"\S+")
+_SPACES: Final = re.compile(" {2,}")
 _CUT_PUNCTUATION: Final = ".,;:!?-([{'\"/ \n\t"
 
 
 def gsm_transliterate(text: str) -> str:
     """Replace typographic punctuation by GSM-7 look-alikes; leave real letters untouched.
 
-    Only punctuation and spaces are folded: a name with "ł" or a message in Japanese legitimately
-    needs UCS-2, and mangling letters would be worse than a shorter SMS.
+    Only punctuation and spaces are folded, always: a name with "ł" or a message in Japanese
+    legitimately needs UCS-2. Letters are `gsm_fold`'s, and only where that saves segments.
     """
     return unicodedata.normalize("NFC", text).translate(_GSM_LOOKALIKES)
+
+
+# Letters and signs with no decomposition into GSM-7 characters, and their usual spelling.
+_GSM_FOLDS: Final[dict[str, str]] = {
+    "\u0142": "l",  # latin small letter l with stroke
+    "\u0141": "L",  # latin capital letter l with stroke
+    "\u0111": "d",  # latin small letter d with stroke
+    "\u0110": "D",  # latin capital letter d with stroke
+    "\u0127": "h",  # latin small letter h with stroke
+    "\u0126": "H",  # latin capital letter h with stroke
+    "\u0131": "i",  # latin small letter dotless i
+    "\u0153": "oe",  # latin small ligature oe
+    "\u0152": "OE",  # latin capital ligature oe
+    "\u00fe": "th",  # latin small letter thorn
+    "\u00de": "Th",  # latin capital letter thorn
+    "\u00f0": "d",  # latin small letter eth
+    "\u00d0": "D",  # latin capital letter eth
+    "\u014b": "n",  # latin small letter eng
+    "\u017f": "s",  # latin small letter long s
+    "\u0138": "k",  # latin small letter kra
+    "\u0140": "l",  # latin small letter l with middle dot
+    "\u013f": "L",  # latin capital letter l with middle dot
+    "\u00a9": "(c)",  # copyright sign
+    "\u00ae": "(R)",  # registered sign
+    "\u00d7": "x",  # multiplication sign
+    "\u00f7": "/",  # division sign
+    "\u00b1": "+/-",  # plus-minus sign
+    "\u2264": "<=",  # less-than or equal to
+    "\u2265": ">=",  # greater-than or equal to
+    "\u2260": "!=",  # not equal to
+    "\u2192": "->",  # rightwards arrow
+    "\u2190": "<-",  # leftwards arrow
+    "\u2044": "/",  # fraction slash
+    "\u00b7": ".",  # middle dot
+    "\u2039": "<",  # single left-pointing angle quotation mark
+    "\u203a": ">",  # single right-pointing angle quotation mark
+}
+# What may be dropped without losing a word: emoji and other symbols (So), their modifiers
+# (Sk: skin tones), joiners and variation selectors (Cf, Mn), keycaps (Me), private use (Co).
+_GSM_DROPPABLE: Final = frozenset({"So", "Sk", "Cf", "Mn", "Me", "Co"})
+
+
+def gsm_fold(text: str) -> str | None:
+    """`text` in GSM-7 characters with its words kept, or None when that cannot be done.
+
+    Accented letters lose their accents where GSM-7 has no such letter ("ó" -> "o", "ł" -> "l"),
+    emoji and other symbols are dropped, unknown punctuation too. A letter or a number with no
+    GSM-7 spelling (Cyrillic, Chinese, "₹") cannot be folded without losing words: None, and the
+    text stays as it is (UCS-2). The caller decides whether folding is worth it: an SMS is
+    folded only when that makes it fewer segments (dispatcher/render/fitting.py)."""
+    folded: list[str] = []
+    for char in gsm_transliterate(text):
+        spelled = _gsm_char(char)
+        if spelled is None:
+            return None
+        folded.append(spelled)
+    return "\n".join(_single_spaced(line) for line in "".join(folded).split("\n"))
+
+
+def _gsm_char(char: str) -> str | None:
+    """One character in GSM-7: itself, its usual spelling, its base letter, nothing, or None."""
+    if char in GSM7_BASIC or char in GSM7_EXTENSION:
+        return char
+    if char in _GSM_FOLDS:
+        return _GSM_FOLDS[char]
+    decomposed = unicodedata.normalize("NFKD", char)
+    if decomposed != char:
+        parts = [_gsm_char(part) for part in decomposed]
+        if all(part is not None for part in parts) and any(parts):
+            return "".join(part for part in parts if part)
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    category = unicodedata.category(char)
+    if char.isspace():
+        return "\n" if category in ("Zl", "Zp") else " "
+    if category in _GSM_DROPPABLE or category.startswith("P"):
+        return ""
+    return None
+
+
+def _single_spaced(line: str) -> str:
+    """A dropped emoji leaves no double space behind, nor one at either end of a line."""
+    return _SPACES.sub(" ", line).strip(" ")
 
 
 def sms_encoding(text: str) -> SmsEncoding:
@@ -179,31 +264,60 @@ def _is_light(code_point: int) -> bool:
     return any(low <= code_point <= high for low, high in _TWEET_LIGHT_RANGES)
 
 
-def shorten(text: str, fits: Callable[[str], bool]) -> str:
+def shorten(text: str, fits: Callable[[str], bool], *, keep_links: bool = True) -> str:
     """The longest word-boundary prefix of `text`, plus "...", that `fits`; "" if none does.
 
-    `text` itself is returned when it fits. A link is one word, so it is kept whole or dropped
-    whole, never cut into a dead address. Text without spaces (Chinese, Japanese, one huge token)
-    is cut between characters as a last resort, unless that token is a link. `fits` is assumed
-    monotonic (a longer prefix never fits better), which lets the search be binary: each call
-    usually renders a template.
+    `text` itself is returned when it fits. A link is one word, so it is never cut into a dead
+    address, and with `keep_links` (the default) never lost either: the links of the words cut
+    off follow the dots ("Payments fail... https://example.com/help"), and when no words fit
+    beside them the links alone are the result. Text without spaces (Chinese, Japanese, one huge
+    token) is cut between characters as a last resort, unless that token is a link. `fits` is
+    assumed monotonic (a longer prefix never fits better), which lets the search be binary: each
+    call usually renders a template.
     """
     text = text.strip()
     if not text or fits(text):
         return text
-    ends = [match.end() for match in _TOKEN.finditer(text)]
-    best = _longest(len(ends) - 1, lambda words: _fitting(text[: ends[words - 1]], fits))
+    count = len(text.split())
+    best = longest(
+        count - 1, lambda words: _fitting(first_words(text, words, keep_links=keep_links), fits)
+    )
     if best:
-        return _with_ellipsis(text[: ends[best - 1]])
-    first = text[: ends[0]]
-    if _is_link(first):
+        return first_words(text, best, keep_links=keep_links)
+    first, *others = text.split()
+    tail = links_in(" ".join(others)) if keep_links else []
+    if not _is_link(first):
+
+        def cut(chars: int) -> str:
+            shortened = _with_ellipsis(_cut_chars(first, chars))
+            return " ".join([shortened, *tail]) if shortened else ""
+
+        chars = longest(len(first) - 1, lambda count: _fitting(cut(count), fits))
+        if chars:
+            return cut(chars)
+    links = " ".join(links_in(text)) if keep_links else ""
+    return links if links and fits(links) else ""
+
+
+def first_words(text: str, words: int, *, keep_links: bool = True) -> str:
+    """The first `words` words of `text` and "...", then (with `keep_links`) the links among
+    the words cut off; `text` itself when it has no more words, "" when nothing of it is left
+    (a prefix of punctuation). How `shorten` cuts, for a caller that counts words itself."""
+    text = text.strip()
+    ends = [match.end() for match in _TOKEN.finditer(text)]
+    if words >= len(ends):
+        return text
+    if words <= 0:
         return ""
-    chars = _longest(len(first) - 1, lambda count: _fitting(_cut_chars(first, count), fits))
-    return _with_ellipsis(_cut_chars(first, chars)) if chars else ""
+    cut_off = text[ends[words - 1] :].split()
+    shortened = _with_ellipsis(text[: ends[words - 1]])
+    kept = [word for word in cut_off if _is_link(word)] if keep_links else []
+    return " ".join([shortened, *kept]) if shortened else ""
 
 
-def _longest(upper: int, ok: Callable[[int], bool]) -> int:
-    """The largest n in 1..upper with ok(n), assuming ok is monotonic; 0 if there is none."""
+def longest(upper: int, ok: Callable[[int], bool]) -> int:
+    """The largest n in 1..upper with ok(n), assuming ok is monotonic; 0 if there is none: a
+    binary search, as each `ok` usually renders a template."""
     low, high = 0, upper
     while low < high:
         middle = (low + high + 1) // 2
@@ -214,8 +328,7 @@ def _longest(upper: int, ok: Callable[[int], bool]) -> int:
     return low
 
 
-def _fitting(prefix: str, fits: Callable[[str], bool]) -> bool:
-    candidate = _with_ellipsis(prefix)
+def _fitting(candidate: str, fits: Callable[[str], bool]) -> bool:
     return bool(candidate) and fits(candidate)
 
 
@@ -234,6 +347,11 @@ def _cut_chars(word: str, count: int) -> str:
     while 0 < count < len(word) and unicodedata.combining(word[count]):
         count -= 1
     return word[:count]
+
+
+def links_in(text: str) -> list[str]:
+    """The words of `text` that are links, in order (what `shorten` keeps)."""
+    return [word for word in text.split() if _is_link(word)]
 
 
 def _is_link(word: str) -> bool:

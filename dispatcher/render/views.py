@@ -8,6 +8,7 @@ other render module works on these shapes; this one imports none of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,10 +29,23 @@ class IncidentView:
     resolved_at: datetime | None
     url: str  # the incident's status page link, in every message
 
+    @property
+    def title_names_components(self) -> bool:
+        """Whether the title already names every component, as a monitoring source's default
+        title does ("Disruption affecting general"): then a sentence does not name them again
+        after it. Case does not matter; a component must appear as a whole word or words."""
+        title = self.title.casefold()
+        return bool(self.components) and all(
+            re.search(rf"(?<!\w){re.escape(component.casefold())}(?!\w)", title)
+            for component in self.components
+        )
+
 
 @dataclass(frozen=True)
 class UpdateView:
-    """The update being announced; `message` is the operator's free text, if any."""
+    """The update being announced; `message` is the operator's free text, if any, and
+    `credit_note` the service credit offered with a resolution. A post-incident review
+    (`milestone` "postmortem") has the address of the review instead (`review_url`)."""
 
     id: int
     state: IncidentState
@@ -39,6 +53,16 @@ class UpdateView:
     created_at: datetime
     next_update_at: datetime | None = None
     eta: datetime | None = None
+    credit_note: str | None = None
+    milestone: str | None = None
+    review_url: str | None = None
+    feedback_url: str | None = None  # the survey a resolution asks for (set by `render`)
+
+    @property
+    def topic(self) -> str:
+        """What the message is about, which names its templates (`<topic>.<part>.j2`): the
+        state, or the post-incident review, which is not a second "resolved"."""
+        return "postmortem" if self.milestone == "postmortem" else str(self.state)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -60,9 +60,14 @@ CONFIRMABLE = ("email", "phone")  # address fields that need a double opt-in
 
 
 class ConfirmationError(OutageError):
-    """A confirmation link that no longer applies: the subscriber or the address is gone."""
+    """A confirmation link that no longer applies: the subscriber or the address is gone.
+    `code` names which, for a page that says it in the person's language."""
 
     http_status = 410
+
+    def __init__(self, message: str, code: str = "gone") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # Ahead of an outage's messages in the queue: a person who just signed up is waiting for it.
@@ -146,6 +151,35 @@ def waiting(subscriber: Awaiting, fields: Iterable[str] = CONFIRMABLE) -> dict[s
         for name in CONFIRMABLE
         if name in wanted and (address := awaiting(subscriber, name)) is not None
     }
+
+
+def never_asked(store: Store, subscriber_ids: Sequence[int]) -> list[int]:
+    """Those of these subscribers with an address still waiting for its confirmation who were
+    never sent one (no confirmation row at all): whom a second import of the same file with
+    `--send-confirmations` asks, so that running it twice asks nobody twice."""
+    asked = select(Delivery.id).where(
+        Delivery.kind == MessageKind.CONFIRMATION, Delivery.subscriber_id == Subscriber.id
+    )
+    waiting = or_(
+        and_(Subscriber.email.is_not(None), Subscriber.email_confirmed_at.is_(None)),
+        and_(Subscriber.phone.is_not(None), Subscriber.phone_confirmed_at.is_(None)),
+    )
+    found: list[int] = []
+    with store.session() as session:
+        for start in range(0, len(subscriber_ids), 500):
+            found.extend(
+                session.scalars(
+                    select(Subscriber.id)
+                    .where(
+                        Subscriber.id.in_(subscriber_ids[start : start + 500]),
+                        Subscriber.unsubscribed_at.is_(None),
+                        waiting,
+                        ~asked.exists(),
+                    )
+                    .order_by(Subscriber.id)
+                )
+            )
+    return found
 
 
 def compose(
@@ -240,14 +274,16 @@ def _claimed(pipeline: Pipeline, session: Session, token: str) -> tuple[Subscrib
         raise LinkError("this link is not valid here", expired=False)
     subscriber = session.get(Subscriber, claims.subscriber_id)
     if subscriber is None:
-        raise ConfirmationError("this subscription no longer exists")
+        raise ConfirmationError("this subscription no longer exists", "gone")
     claims.check_holder(subscriber)
     for column in (PENDING_COLUMNS[field], ADDRESS_COLUMNS[field]):
         address = getattr(subscriber, column)
         expected = confirmation_detail(_secret_key(pipeline), field, address) if address else ""
         if address and hmac.compare_digest(expected, claims.detail or ""):
             return subscriber, field, address
-    raise ConfirmationError(f"this link was for a {field} that has since been changed")
+    raise ConfirmationError(
+        f"this link was for a {field} that has since been changed", "address_changed"
+    )
 
 
 def confirm_reply(store: Store, phone: str) -> list[int]:
@@ -266,6 +302,15 @@ def confirm_reply(store: Store, phone: str) -> list[int]:
         return [
             _mark(session, s, "phone", phone, actor="subscriber:sms").subscriber_id for s in waiting
         ]
+
+
+def confirmed_reply(store: Store, settings: Settings, subscriber_id: int) -> str:
+    """The SMS that answers a YES (JA) which confirmed the number, in the subscriber's
+    language."""
+    with store.session() as session:
+        subscriber = session.get(Subscriber, subscriber_id)
+        locale = subscriber.locale if subscriber else "en"
+    return notices.sms_text("confirm", locale, "sms.confirmed", settings.company_name)
 
 
 def _mark(

@@ -1,6 +1,6 @@
-"""Adding, importing and describing subscribers: validated in full before anything is stored.
+"""Adding and describing subscribers: validated in full before anything is stored.
 
-The one place where a subscriber row is made from input (operator, CSV import, public sign-up),
+The one place where a subscriber row is made from input (operator, import, public sign-up),
 and where a row is turned back into that input (to validate a change against the same rules, to
 export it). Suppressions are never touched here: an address that opted out stays opted out when
 an operator adds or re-imports it (lifting one is the subscriber's own act, see preferences.py).
@@ -8,15 +8,12 @@ an operator adds or re-imports it (lifting one is the subscriber's own act, see 
 
 from __future__ import annotations
 
-import csv
 import secrets
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
@@ -33,7 +30,12 @@ ADDRESS_NOUNS = {"email": "an email address", "phone": "a phone number", "webhoo
 
 class SubscriberError(OutageError, ValueError):
     """A subscriber that cannot be stored as given; the message names the field. Still a
-    ValueError: `import_csv` reports any ValueError of a row as that row's problem."""
+    ValueError: an import (imports.py) reports any ValueError of a row as that row's problem.
+    `code`, when given, names the rule, for a page that says it in the person's language."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def describe(error: ValidationError) -> str:
@@ -80,7 +82,8 @@ def check_webhook(url: str | None, registry: ChannelRegistry) -> None:
         raise SubscriberError(f"webhook: {why}")
 
 
-def _row(data: SubscriberIn) -> Subscriber:
+def new_row(data: SubscriberIn) -> Subscriber:
+    """The row for a validated subscriber (addresses confirmed at once if an operator vouched)."""
     confirmed_at = utcnow() if data.confirmed else None
     return Subscriber(
         name=data.name,
@@ -134,7 +137,7 @@ def add(
     check_phone(data, registry)
     check_webhook(str(data.webhook) if data.webhook else None, registry)
     with store.session() as session:
-        subscriber = _row(data)
+        subscriber = new_row(data)
         session.add(subscriber)
         session.flush()
         record(
@@ -154,10 +157,11 @@ def list_all(store: Store, *, limit: int | None = None, offset: int = 0) -> list
 
 
 def find_by_address(session: Session, email: str | None, phone: str | None) -> Subscriber | None:
-    """The first subscriber holding one of these (normalised) addresses, if any."""
+    """The first subscriber holding one of these (normalised) addresses, if any; emails are
+    compared without case ("Ada@Example.org" is ada@example.org)."""
     conditions = []
     if email:
-        conditions.append(Subscriber.email == email)
+        conditions.append(func.lower(Subscriber.email) == email.lower())
     if phone:
         conditions.append(Subscriber.phone == phone)
     if not conditions:
@@ -220,72 +224,3 @@ def opt_outs(session: Session, subscriber: Subscriber) -> dict[str, SuppressionR
             if reason is not None:
                 found[field_name] = reason
     return found
-
-
-@dataclass
-class ImportReport:
-    imported: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, what is wrong)
-    still_suppressed: int = 0  # imported, but an address opted out earlier and stays so
-
-
-CSV_LIST_COLUMNS = ("channels", "components")
-# Columns an export adds that an import ignores, so an export can be imported elsewhere.
-CSV_EXPORT_ONLY = ("id", "email_confirmed", "phone_confirmed", "unsubscribed", "created_at")
-
-
-def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportReport:
-    """Import the good rows and report the bad ones by line; lists are separated by ';' or ','.
-
-    Columns: name,email,phone,webhook,channels,components,min_severity,locale,confirmed.
-    """
-    report = ImportReport()
-    good: list[Subscriber] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            line = reader.line_num
-            fields = {key.strip(): (value or "").strip() for key, value in row.items() if key}
-            try:
-                data = SubscriberIn.model_validate(_csv_fields(fields))
-                check_channels(data, registry)
-                check_phone(data, registry)
-                check_webhook(str(data.webhook) if data.webhook else None, registry)
-            except ValidationError as exc:
-                report.errors.append((line, describe(exc)))
-                continue
-            except ValueError as exc:
-                report.errors.append((line, str(exc)))
-                continue
-            good.append(_row(data))
-    with store.session() as session:
-        session.add_all(good)
-        session.flush()
-        for subscriber in good:
-            # Opted-out addresses stay suppressed: an import is not the person's consent.
-            blocked = sorted(opt_outs(session, subscriber))
-            report.still_suppressed += bool(blocked)
-            record(
-                session,
-                "operator",
-                "subscriber_imported",
-                subscriber_id=subscriber.id,
-                file=path.name,
-                confirmed_by_operator=subscriber.email_confirmed_at is not None
-                or subscriber.phone_confirmed_at is not None,
-                still_suppressed=blocked,
-            )
-    report.imported = len(good)
-    return report
-
-
-def _csv_fields(fields: dict[str, str]) -> dict[str, object]:
-    cleaned: dict[str, object] = {
-        key: value for key, value in fields.items() if value != "" and key not in CSV_EXPORT_ONLY
-    }
-    for key in CSV_LIST_COLUMNS:
-        raw = fields.get(key, "")
-        cleaned[key] = [item for item in raw.replace(";", ",").split(",") if item.strip()]
-    if "confirmed" in cleaned:
-        cleaned["confirmed"] = str(cleaned["confirmed"]).lower() in ("1", "true", "yes", "y")
-    return cleaned

@@ -18,7 +18,8 @@ from dispatcher.store import Subscriber
 from dispatcher.subscribers import confirmations, preferences
 from dispatcher.subscribers.confirmations import ConfirmationError
 from dispatcher.web.deps import PipelineDep
-from dispatcher.web.pages import ADDRESS_LABELS, PageRoute, Refused, page, refused_link, sentence
+from dispatcher.web.pages import PageRoute, Refused, page, refused_link
+from dispatcher.web.wording import words
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
 
@@ -32,8 +33,10 @@ def _confirmation(pipeline: Pipeline, token: str, act: bool) -> tuple[Subscriber
         subscriber, address_field, address = confirmations.check_link(pipeline, token)
     except LinkError as exc:
         raise refused_link(exc) from None
-    except (ConfirmationError, preferences.SubscriberNotFound) as exc:
-        raise Refused(410, "This link no longer applies", sentence(str(exc))) from None
+    except preferences.SubscriberNotFound:
+        raise Refused(410, "refused.stale_title", "refused.gone") from None
+    except ConfirmationError as exc:
+        raise Refused(410, "refused.stale_title", f"refused.{exc.code}") from None
     return subscriber, address_field, confirmations.is_confirmed(subscriber, address_field, address)
 
 
@@ -52,11 +55,13 @@ def confirm(request: Request, pipeline: PipelineDep, token: str) -> Response:
 def _confirm_page(
     request: Request, pipeline: Pipeline, subscriber: Subscriber, address_field: str, done: bool
 ) -> Response:
+    said = words(subscriber.locale)
     return page(
         "web/confirm.html.j2",
         request,
+        said,
         subscriber=subscriber,
-        what=ADDRESS_LABELS[address_field].lower(),
+        what=said(f"address.what_{address_field}"),
         done=done,
         manage_url=pipeline.links.url(LinkPurpose.MANAGE, subscriber),
     )

@@ -1,8 +1,8 @@
 """`POST /webhooks/twilio/inbound`: texts people send to our number (Twilio's incoming message
-webhook). STOP and its synonyms opt the number out; START, UNSTOP and YES opt it back in and
-confirm a subscription waiting on that number (a reply from the number is proof enough that it
-is theirs). Anything else is ignored. What a text means is Twilio's knowledge, in
-channels/sms_events.py (`keyword`); this route acts on it.
+webhook). STOP and its synonyms opt the number out; START, UNSTOP and YES (JA, which the German
+confirmation asks for) opt it back in and confirm a subscription waiting on that number (a
+reply from the number is proof enough that it is theirs). Anything else is ignored. What a
+text means is Twilio's knowledge, in channels/sms_events.py (`keyword`); this route acts on it.
 
 The request is verified with Twilio's own RequestValidator against the auth token (in sandbox
 mode the sandbox's dummy token, as the adapter uses), over the URL Twilio was given: our public
@@ -10,7 +10,7 @@ URL plus this path (`check_twilio_signature`). A bad or missing signature is 403
 nothing.
 
 Twilio (with its default Advanced Opt-Out) answers STOP and START itself, so we answer those with
-an empty TwiML response, and only confirm a YES in words.
+an empty TwiML response, and only confirm a YES in words, in the subscriber's language.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def inbound_sms(request: Request, pipeline: PipelineDep, form: FormDep) -> Respo
     elif kind is Keyword.OPT_IN:
         with pipeline.store.session() as session:
             lift(session, "phone", phone, actor="subscriber:sms")
-        if confirmations.confirm_reply(pipeline.store, phone):
+        confirmed = confirmations.confirm_reply(pipeline.store, phone)
+        if confirmed:
             reply.message(
-                f"{pipeline.settings.company_name}: this number is confirmed for outage alerts. "
-                "Reply STOP to opt out."
+                confirmations.confirmed_reply(pipeline.store, pipeline.settings, confirmed[0])
             )
     return Response(str(reply), media_type="application/xml")

@@ -14,7 +14,8 @@ GET never changes anything: mail scanners and link previews open links, and must
 unsubscribe nor confirm anyone. Pages are server-rendered, work without JavaScript (the script
 only moves channels without a round trip and lets them be dragged), and are sent with a strict
 Content-Security-Policy, `Referrer-Policy: no-referrer` (the token must not leak to other sites)
-and `Cache-Control: no-store`.
+and `Cache-Control: no-store`. Every page speaks its subscriber's language, and a refusal that
+knows no subscriber yet the browser's (dispatcher/web/wording.py holds every sentence).
 """
 
 from __future__ import annotations
@@ -32,18 +33,24 @@ from dispatcher.links import LinkError, LinkPurpose, LinkRevoked
 from dispatcher.render.templates import environment
 from dispatcher.store import Subscriber
 from dispatcher.subscribers import preferences
+from dispatcher.web.wording import Words, from_header
 
-ADDRESS_LABELS = {"email": "Email address", "phone": "Mobile number"}
+# The address fields a person types on these pages (a webhook is set by an operator).
+TYPED_ADDRESSES = ("email", "phone")
 
 
 class Refused(Exception):
-    """A page that cannot be shown for this link; rendered by PageRoute as an HTML page."""
+    """A page that cannot be shown for this link; rendered by PageRoute as an HTML page. Its
+    title and message are catalogue keys, said in `words`' language (else the browser's)."""
 
-    def __init__(self, status_code: int, title: str, message: str) -> None:
+    def __init__(
+        self, status_code: int, title: str, message: str, words: Words | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.title = title
         self.message = message
+        self.words = words
 
 
 class PageRoute(APIRoute):
@@ -57,27 +64,34 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except Refused as refused:
+                words = refused.words or browser_words(request)
                 return page(
                     "web/message.html.j2",
                     request,
+                    words,
                     status_code=refused.status_code,
-                    title=refused.title,
-                    message=refused.message,
+                    title=words(refused.title),
+                    message=words(refused.message),
                 )
             except HTTPException as exc:  # e.g. the form reader's 413
+                words = browser_words(request)
                 return page(
                     "web/message.html.j2",
                     request,
+                    words,
                     status_code=exc.status_code,
-                    title="Something is wrong with this request",
+                    title=words("refused.bad_request_title"),
                     message=str(exc.detail),
                 )
 
         return handle
 
 
-def page(template: str, request: Request, *, status_code: int = 200, **context: Any) -> Response:
-    """A page from templates/web/, with the headers every subscriber page needs."""
+def page(
+    template: str, request: Request, words: Words, *, status_code: int = 200, **context: Any
+) -> Response:
+    """A page from templates/web/ in `words`' language (the template's `t`), with the headers
+    every subscriber page needs."""
     pipeline: Pipeline | None = getattr(request.app.state, "pipeline", None)
     nonce = secrets.token_urlsafe(16)
     html = (
@@ -86,6 +100,7 @@ def page(template: str, request: Request, *, status_code: int = 200, **context: 
         .render(
             company=pipeline.settings.company_name if pipeline else "",
             nonce=nonce,
+            t=words,
             **context,
         )
     )
@@ -101,8 +116,14 @@ def page(template: str, request: Request, *, status_code: int = 200, **context: 
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             "X-Robots-Tag": "noindex",
+            "Content-Language": words.language,
         },
     )
+
+
+def browser_words(request: Request) -> Words:
+    """The catalogue of the language the browser asks for, for a page that knows no subscriber."""
+    return from_header(request.headers.get("accept-language"))
 
 
 def sentence(text: str) -> str:
@@ -128,20 +149,12 @@ def link_subscriber(pipeline: Pipeline, purpose: LinkPurpose, token: str) -> Sub
 def refused_link(exc: LinkError) -> Refused:
     """The page for a link that does not work: 410 once expired or signed out, else 403."""
     if isinstance(exc, LinkRevoked):
-        return Refused(
-            410,
-            "This link no longer works",
-            "It was signed out when a new link was sent. Use the link in our latest message.",
-        )
+        return Refused(410, "refused.revoked_title", "refused.revoked")
     if exc.expired:
-        return Refused(
-            410,
-            "This link has expired",
-            "For your security these links expire. Use the link in our latest message.",
-        )
-    return Refused(403, "This link does not work", "Check that you opened the whole link.")
+        return Refused(410, "refused.expired_title", "refused.expired")
+    return Refused(403, "refused.forged_title", "refused.forged")
 
 
 def gone() -> Refused:
     """The page for a good link to a subscriber who has since been erased."""
-    return Refused(410, "Subscription not found", "This subscription no longer exists.")
+    return Refused(410, "refused.gone_title", "refused.gone")

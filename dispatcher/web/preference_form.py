@@ -1,5 +1,6 @@
 """The preference centre's form: what it shows, what a person submitted, and what is wrong with
-it, worded for a person. No request and no pipeline here: web/preferences.py reads and renders."""
+it, worded for a person in their language (`Words`). No request and no pipeline here:
+web/preferences.py reads and renders."""
 
 from __future__ import annotations
 
@@ -12,9 +13,21 @@ from dispatcher.store import Subscriber
 from dispatcher.subscribers import preferences
 from dispatcher.subscribers.records import SubscriberError
 from dispatcher.web.forms import Form
-from dispatcher.web.pages import ADDRESS_LABELS, sentence
+from dispatcher.web.pages import TYPED_ADDRESSES, sentence
+from dispatcher.web.wording import Words
 
-CHANNEL_LABELS = {"email": "Email", "sms": "Text message (SMS)", "webhook": "Webhook"}
+# Where pydantic's own rules name no code of ours: (field, error type) -> catalogue key.
+_ERROR_KEYS = {
+    ("quiet_start", "string_pattern_mismatch"): "error.quiet_time",
+    ("quiet_end", "string_pattern_mismatch"): "error.quiet_time",
+    ("channels", "too_short"): "error.no_channel",
+}
+
+
+def channel_label(words: Words, name: str) -> str:
+    """A channel as a person calls it ("Text message (SMS)"); an unknown one by its name."""
+    key = f"channel.{name}"
+    return words(key) if words.has(key) else name.replace("_", " ").capitalize()
 
 
 @dataclass(frozen=True)
@@ -80,22 +93,21 @@ class FormState:
         return replace(self, order=tuple(order))
 
     def problems(
-        self, known_components: list[str], address_fields: dict[str, str]
+        self, known_components: list[str], address_fields: dict[str, str], words: Words
     ) -> dict[str, str]:
         """What only this form can get wrong, worded for a person; the rest is SubscriberIn's."""
         found: dict[str, str] = {}
         for name in self.order:
             needed = address_fields.get(name, "")
-            if name in self.enabled and needed in ADDRESS_LABELS and not getattr(self, needed):
-                label = CHANNEL_LABELS.get(name, name)
-                found[needed] = f"Enter your {ADDRESS_LABELS[needed].lower()}, or untick {label}."
+            if name in self.enabled and needed in TYPED_ADDRESSES and not getattr(self, needed):
+                found[needed] = words(f"error.need_{needed}", channel=channel_label(words, name))
         unknown = sorted(self.components - set(known_components))
         if unknown:
-            found["components"] = f"We do not know a service called {unknown[0]!r}."
+            found["components"] = words("error.unknown_component", name=repr(unknown[0]))
         if self.locale not in preferences.languages():
-            found["locale"] = "Choose one of the languages in the list."
+            found["locale"] = words("error.choose_language")
         if self.quiet and not (self.quiet_start and self.quiet_end):
-            found["quiet_start"] = "Enter when your quiet hours start and when they end."
+            found["quiet_start"] = words("error.quiet_both")
         return found
 
     def changes(self) -> dict[str, Any]:
@@ -119,18 +131,24 @@ def _ordered(preferred: list[str], offered: list[str]) -> tuple[str, ...]:
     return (*first, *(name for name in offered if name not in first))
 
 
-def errors_of(exc: ValidationError | SubscriberError) -> dict[str, str]:
-    """Field name -> a sentence for a person (pydantic's wording is for developers)."""
+def errors_of(exc: ValidationError | SubscriberError, words: Words) -> dict[str, str]:
+    """Field name -> a sentence for a person in their language, found by the error's code
+    (pydantic's wording is for developers, and English); a rule without a sentence of its own
+    says "please check this" in their language (an English page keeps the rule's own words)."""
     if isinstance(exc, SubscriberError):
         name, _, message = str(exc).partition(": ")
-        return {name: sentence(message)}
+        return {name: _said(words, exc.code, message)}
     found: dict[str, str] = {}
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "quiet_start"
+        key = _ERROR_KEYS.get((name, error["type"]), f"error.{error['type']}")
         message = str(error["msg"]).removeprefix("Value error, ")
-        if name in ("quiet_start", "quiet_end") and error["type"] == "string_pattern_mismatch":
-            message = "enter a time like 22:00"
-        if name == "channels" and error["type"] == "too_short":
-            message = "choose at least one way to reach you (or unsubscribe from everything below)"
-        found.setdefault(name, sentence(message))
+        found.setdefault(name, words(key) if words.has(key) else _said(words, None, message))
     return found
+
+
+def _said(words: Words, code: str | None, message: str) -> str:
+    """The catalogue's sentence for `code`, else the rule's own (English) or a generic one."""
+    if code and words.has(f"error.{code}"):
+        return words(f"error.{code}")
+    return sentence(message) if words.language == "en" else words("error.generic")

@@ -1,5 +1,6 @@
 """The preference centre: a subscriber's channels in order, addresses, services, severity, quiet
-hours and language, from the link in our messages (the rules of these pages: web/pages.py).
+hours and language, from the link in our messages (the rules of these pages: web/pages.py), in
+the subscriber's language (the one saved, until a change of it is saved).
 
     GET  /preferences/{token}   the preference centre
     POST /preferences/{token}   save; move a channel up/down (without JavaScript); unsubscribe
@@ -29,39 +30,31 @@ from dispatcher.subscribers.records import SubscriberError, as_input, opt_outs
 from dispatcher.web import throttling
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.forms import FormDep
-from dispatcher.web.pages import (
-    ADDRESS_LABELS,
-    PageRoute,
-    gone,
-    link_subscriber,
-    page,
-    sentence,
-)
-from dispatcher.web.preference_form import CHANNEL_LABELS, FormState, errors_of
+from dispatcher.web.pages import TYPED_ADDRESSES, PageRoute, gone, link_subscriber, page, sentence
+from dispatcher.web.preference_form import FormState, channel_label, errors_of
+from dispatcher.web.wording import Words, words
 
-SEVERITY_HINTS = {
-    Severity.MINOR: "Everything, including slowdowns most people will not notice.",
-    Severity.MAJOR: "Only when a feature is down for many people.",
-    Severity.CRITICAL: "Only when the service is down.",
+# ?done= after a POST (the _unsent ones: saved, but the throttle held the confirmation back)
+DONE_NOTICES = (
+    "saved",
+    "unsubscribed",
+    "resubscribed",
+    "resent",
+    "saved_unsent",
+    "resubscribed_unsent",
+)
+# The form's fields as the error summary names them (catalogue keys).
+FIELD_NAMES = {
+    "channels": "preferences.channels",
+    "email": "address.email",
+    "phone": "address.phone",
+    "components": "preferences.components",
+    "min_severity": "preferences.min_severity",
+    "quiet_start": "preferences.quiet_hours",
+    "quiet_end": "preferences.quiet_hours",
+    "timezone": "preferences.timezone",
+    "locale": "preferences.language",
 }
-OPT_OUT_TEXT = {
-    "unsubscribed": "You unsubscribed this address; we send nothing to it.",
-    "stop": "This number replied STOP; text START to us to receive texts again.",
-    "bounce": "Messages to this address bounced; enter a working one to use it again.",
-    "spam_report": "This address reported our messages as spam; we send nothing to it.",
-    "gone": "This webhook answered 410 Gone; ask us to set a new one.",
-}
-DONE_NOTICES = {
-    "saved": "Your preferences are saved.",
-    "unsubscribed": "You are unsubscribed from everything. We will send you nothing more.",
-    "resubscribed": "Welcome back: you will hear about outages again.",
-    "resent": "We sent the confirmation again. It can take a minute to arrive.",
-    "saved_unsent": "Your preferences are saved, but we cannot send the confirmation just now: "
-    "too many were asked for. Use “Send it again” later.",
-    "resubscribed_unsent": "Welcome back. We cannot send the confirmation just now: too many "
-    "were asked for. Use “Send it again” later.",
-}
-WAITING = "Waiting for you to confirm it: check your messages."
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
 
@@ -78,7 +71,7 @@ def _offered(pipeline: Pipeline, subscriber: Subscriber) -> list[str]:
     for name in pipeline.registry.subscriber_channels():
         address_field = pipeline.registry.factory(name).address_field
         if (
-            address_field in ADDRESS_LABELS
+            address_field in TYPED_ADDRESSES
             or name in subscriber.channels
             or (address_field == "webhook" and subscriber.webhook_url)
         ):
@@ -99,25 +92,28 @@ def _centre(
     status_code: int = 200,
     notice: str | None = None,
 ) -> Response:
+    said = words(subscriber.locale)
     with pipeline.store.session() as session:
         blocked = {name: str(reason) for name, reason in opt_outs(session, subscriber).items()}
     channels = []
     for name in state.order:
         address_field = pipeline.registry.factory(name).address_field or ""
+        typed = address_field in TYPED_ADDRESSES
         channels.append(
             {
                 "name": name,
-                "label": CHANNEL_LABELS.get(name, name.replace("_", " ").capitalize()),
+                "label": channel_label(said, name),
                 "field": address_field,
-                "address_label": ADDRESS_LABELS.get(address_field),
+                "address_label": said(f"address.{address_field}") if typed else None,
                 "value": getattr(state, address_field, ""),
                 "webhook_url": subscriber.webhook_url if address_field == "webhook" else None,
-                "status": _address_status(subscriber, address_field, blocked),
+                "status": _address_status(said, subscriber, address_field, blocked),
             }
         )
     return page(
         "web/preferences.html.j2",
         request,
+        said,
         status_code=status_code,
         subscriber=subscriber,
         state=state,
@@ -125,7 +121,11 @@ def _centre(
         components=preferences.known_components(
             pipeline.store, pipeline.settings, subscriber.components
         ),
-        severities=[(s.value, s.value.capitalize(), SEVERITY_HINTS[s]) for s in Severity],
+        severities=[
+            (s.value, said(f"preferences.severity_{s}"), said(f"preferences.severity_{s}_hint"))
+            for s in Severity
+        ],
+        field_names={name: said(key) for name, key in FIELD_NAMES.items()},
         languages=[(c, preferences.LANGUAGE_NAMES.get(c, c)) for c in preferences.languages()],
         time_zones=preferences.time_zones(),
         notice=notice,
@@ -134,23 +134,20 @@ def _centre(
 
 
 def _address_status(
-    subscriber: Subscriber, address_field: str, blocked: dict[str, str]
+    said: Words, subscriber: Subscriber, address_field: str, blocked: dict[str, str]
 ) -> dict[str, str]:
     """How an address stands, for the line under it: opted out, waiting, or confirmed."""
     if address_field in blocked:
-        return {"kind": "blocked", "text": OPT_OUT_TEXT.get(blocked[address_field], "Opted out.")}
+        reason = f"status.{blocked[address_field]}"
+        return {"kind": "blocked", "text": said(reason if said.has(reason) else "status.opted_out")}
     if address_field not in confirmations.CONFIRMABLE or not getattr(subscriber, address_field):
         return {"kind": "none", "text": ""}
     pending = getattr(subscriber, PENDING_COLUMNS[address_field])
     if pending:
-        return {
-            "kind": "waiting",
-            "text": f"Confirmed. Waiting for you to confirm {mask_address(pending)}: we keep "
-            "using this one until you confirm it.",
-        }
+        return {"kind": "waiting", "text": said("status.pending", address=mask_address(pending))}
     if getattr(subscriber, CONFIRMATION_COLUMNS[address_field] or "") is None:
-        return {"kind": "waiting", "text": WAITING}
-    return {"kind": "ok", "text": "Confirmed."}
+        return {"kind": "waiting", "text": said("status.waiting")}
+    return {"kind": "ok", "text": said("status.confirmed")}
 
 
 def _new_link(
@@ -166,12 +163,13 @@ def _new_link(
             request, pipeline, subscriber, state, status_code=409, notice=sentence(str(exc))
         )
     background.add_task(pipeline.deliver, [asked.delivery_id])
+    said = words(subscriber.locale)
     return page(
         "web/message.html.j2",
         request,
-        title="We sent you a new link",
-        message=f"It is on its way to {mask_address(asked.address)}. This link, and every link "
-        "in our earlier messages, no longer work.",
+        said,
+        title=said("notice.new_link_title"),
+        message=said("notice.new_link", address=mask_address(asked.address)),
     )
 
 
@@ -181,7 +179,8 @@ def show_preferences(
 ) -> Response:
     subscriber = link_subscriber(pipeline, LinkPurpose.MANAGE, token)
     state = FormState.of_subscriber(subscriber, _offered(pipeline, subscriber))
-    return _centre(request, pipeline, subscriber, state, notice=DONE_NOTICES.get(done))
+    notice = words(subscriber.locale)(f"notice.{done}") if done in DONE_NOTICES else None
+    return _centre(request, pipeline, subscriber, state, notice=notice)
 
 
 @router.post("/preferences/{token}")
@@ -222,11 +221,12 @@ def change_preferences(
         return _new_link(request, pipeline, background, subscriber)
     offered = _offered(pipeline, subscriber)
     state = FormState.of_form(form, offered)
+    said = words(subscriber.locale)
     if form.get("move"):
-        notice = "Order changed. Save your preferences to keep it."
+        notice = said("notice.moved")
         return _centre(request, pipeline, subscriber, state.moved(form.get("move")), notice=notice)
     known = preferences.known_components(pipeline.store, pipeline.settings, subscriber.components)
-    problems = state.problems(known, _address_fields(pipeline, offered))
+    problems = state.problems(known, _address_fields(pipeline, offered), said)
     saved: preferences.Saved | None = None
     try:
         if problems:  # the core's findings too, so that every field is fixed in one go
@@ -241,7 +241,7 @@ def change_preferences(
                 keep_confirmed=True,
             )
     except (ValidationError, SubscriberError) as exc:
-        problems = {**errors_of(exc), **problems}
+        problems = {**errors_of(exc, said), **problems}
     except preferences.SubscriberNotFound:
         raise gone() from None
     if saved is None:

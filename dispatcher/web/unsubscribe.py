@@ -14,6 +14,7 @@ from dispatcher.links import LinkPurpose
 from dispatcher.subscribers import preferences
 from dispatcher.web.deps import PipelineDep
 from dispatcher.web.pages import PageRoute, link_subscriber, page
+from dispatcher.web.wording import words
 
 router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_class=PageRoute)
 
@@ -21,7 +22,13 @@ router = APIRouter(tags=["subscriber pages"], include_in_schema=False, route_cla
 @router.get("/unsubscribe/{token}")
 def ask_unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response:
     subscriber = link_subscriber(pipeline, LinkPurpose.UNSUBSCRIBE, token)
-    return page("web/unsubscribe.html.j2", request, subscriber=subscriber, done=False)
+    return page(
+        "web/unsubscribe.html.j2",
+        request,
+        words(subscriber.locale),
+        subscriber=subscriber,
+        done=False,
+    )
 
 
 @router.post("/unsubscribe/{token}")
@@ -32,5 +39,10 @@ def unsubscribe(request: Request, pipeline: PipelineDep, token: str) -> Response
     preferences.unsubscribe_all(pipeline.store, subscriber.id, actor="subscriber")
     manage_url = pipeline.links.url(LinkPurpose.MANAGE, subscriber)
     return page(
-        "web/unsubscribe.html.j2", request, subscriber=subscriber, done=True, manage_url=manage_url
+        "web/unsubscribe.html.j2",
+        request,
+        words(subscriber.locale),
+        subscriber=subscriber,
+        done=True,
+        manage_url=manage_url,
     )
