@@ -6,6 +6,7 @@ show up verbatim in the CLI, the API and the delivery records.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -175,8 +176,21 @@ def _normalise_email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+_LOCALE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
+
+
+def _locale(value: str) -> str:
+    if not _LOCALE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a locale: give a language code like en or de, or one with its "
+            "region like en-GB"
+        )
+    return value
+
+
 Phone = Annotated[str, AfterValidator(_normalise_phone)]
 Email = Annotated[str, AfterValidator(_normalise_email)]
+Locale = Annotated[str, Field(max_length=8), AfterValidator(_locale)]
 
 
 class SubscriberIn(BaseModel):
@@ -191,7 +205,7 @@ class SubscriberIn(BaseModel):
     channels: list[str] = Field(min_length=1)
     components: list[str] = Field(default_factory=list)
     min_severity: Severity = Severity.MINOR
-    locale: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    locale: Locale = "en"
     confirmed: bool = False  # an operator vouches for the addresses: no double opt-in
     internal: bool = False  # the team: every update, drafts and internal notes
     tier: int = Field(default=0, ge=0, le=9)  # higher tiers are told first

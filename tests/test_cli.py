@@ -147,7 +147,20 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
         ((*SCHEDULE, "--start", "soon", "--end", "1h"), "--start/--end: 'soon' is neither"),
         ((*OPEN, "--next-update", "[/x]"), "'[/x]' is not a duration"),  # shown, not markup
         # Quiet hours are checked as the subscriber is validated, before any are stored.
-        ((*ADD, "--quiet-hours", "25:00-07:00"), "quiet_start"),
+        ((*ADD, "--quiet-hours", "25:00-07:00"), "--quiet-hours: '25:00-07:00' is not a window"),
+        ((*ADD, "--quiet-hours", "22:00"), "--quiet-hours: '22:00' is not a window"),
+        ((*ADD, "--locale", "klingon"), "--locale: 'klingon' is not a locale: give a language"),
+        ((*ADD[:-1], "pigeon"), "--channels: unknown channel 'pigeon'"),
+        # Click's own usage errors, in the same one line (not Rich's box), naming the option.
+        (
+            ("incident", "open", "--title", "T", "--severity", "dire", "--component", "api"),
+            "--severity: 'dire' is not one of 'minor', 'major', 'critical'",
+        ),
+        (("incident", "open", "--severity", "minor", "--component", "api"), "--title: missing"),
+        (("incident", "opn"), "No such command 'opn'. Did you mean 'open'?"),
+        (("incident", "show", "abc"), "ID: "),
+        (("delivery", "list", "--limit", "0"), "--limit: "),
+        ((*OPEN, "--tittle", "T"), "No such option: --tittle"),
     ],
 )
 def test_a_user_error_is_one_red_line_and_exit_2(
@@ -158,6 +171,8 @@ def test_a_user_error_is_one_red_line_and_exit_2(
     assert out == ""
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert said in err
+    for internal in ("quiet_start", "quiet_end", "components", "Value error", "╭"):
+        assert internal not in err
 
 
 def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,18 @@ class SubscriberError(OutageError, ValueError):
     ValueError: `import_csv` reports any ValueError of a row as that row's problem."""
 
 
-def describe(error: ValidationError) -> str:
-    """Pydantic's errors as one line per field, without the URL noise."""
+def describe(error: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """Pydantic's errors as one line per field, without the URL noise; `names` shows a field by
+    the name its user typed it under (the CLI's options: quiet_start is --quiet-hours)."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "input"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+        location = [str(part) for part in item["loc"]]
+        if names and location and location[0] in names:
+            where = names[location[0]]
+        else:
+            where = ".".join(location) or "input"
+        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:
