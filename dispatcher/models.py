@@ -7,6 +7,7 @@ show up verbatim in the CLI, the API and the delivery records.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,10 +16,12 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -247,19 +250,125 @@ class SubscriberIn(BaseModel):
 
     @field_validator("channels", "components")
     @classmethod
-    def _no_blanks_or_repeats(cls, value: list[str]) -> list[str]:
+    def _no_blanks_or_repeats(cls, value: list[str], info: ValidationInfo) -> list[str]:
         cleaned = [item.strip() for item in value if item.strip()]
         if len(set(cleaned)) != len(cleaned):
             raise ValueError("lists each item once")
+        if info.field_name == "channels" and not cleaned:  # `--channels ""`: no way to reach them
+            raise ValueError("give at least one channel, like email or sms,email")
         return cleaned
 
 
-class IncidentIn(BaseModel):
-    """A new incident as an operator or a monitoring source opens it."""
+def _not_blank(value: str) -> str:
+    """Text a person will read is never empty: a blank title made the public post read "We are
+    investigating affecting api."."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be blank")
+    return stripped
+
+
+def _in_future(moment: datetime) -> datetime:
+    """A promise or an estimate is about what is still to come."""
+    if moment <= datetime.now(UTC):
+        raise ValueError(
+            f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past; give a later time or "
+            "a duration like 2h"
+        )
+    return moment
+
+
+Text = Annotated[str, Field(max_length=2000), AfterValidator(_not_blank)]
+Title = Annotated[str, Field(max_length=200), AfterValidator(_not_blank)]
+Component = Annotated[str, Field(max_length=200), AfterValidator(_not_blank)]
+Later = Annotated[AwareDatetime, AfterValidator(_in_future)]
+
+
+class FollowUpIn(BaseModel):
+    """What any update may carry besides its state: the operator's message, the promise of the
+    next update, an estimated resolution (kept on the incident and shown in every message until
+    changed), and a note only the team sees."""
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
+    message: Text | None = None
+    next_update_at: Later | None = None
+    eta: Later | None = None
+    internal_note: Text | None = None
+
+
+class IncidentIn(FollowUpIn):
+    """A new incident as an operator or a monitoring source opens it, with its first update."""
+
+    title: Title
     severity: Severity
-    components: list[str] = Field(min_length=1)
-    message: str | None = Field(default=None, max_length=2000)
+    components: list[Component] = Field(min_length=1)
+
+
+class UpdateIn(FollowUpIn):
+    """An update of an open incident; `resolved` closes it, and only a resolution carries a
+    service-credit note (for those affected: never the public post)."""
+
+    state: IncidentState = Field(description="investigating, identified, monitoring or resolved")
+    credit_note: Text | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_state(self) -> UpdateIn:
+        closing = self.state is IncidentState.RESOLVED
+        if self.credit_note is not None and not closing:
+            raise ValueError("credit_note: only a resolution carries a credit note")
+        if closing and (self.next_update_at is not None or self.eta is not None):
+            raise ValueError("next_update_at, eta: a resolution promises nothing further")
+        return self
+
+
+class ReopenIn(FollowUpIn):
+    """A resolved incident that broke again: what the people who heard it was over are told."""
+
+    message: Text
+
+
+class ApproveIn(BaseModel):
+    """A draft a monitoring system opened, published, optionally reworded first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title | None = None
+    message: Text | None = None
+
+
+class WindowIn(BaseModel):
+    """A maintenance window as it is scheduled or moved: it ends after it starts, and not in
+    the past (it may have started: a running maintenance can be given a later end)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    message: Text | None = None
+
+    @field_validator("ends_at")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if isinstance(starts_at, datetime) and value <= starts_at:
+            raise ValueError("the maintenance must end after it starts")
+        if value <= datetime.now(UTC):
+            raise ValueError("that maintenance window is already over")
+        return value
+
+
+class MaintenanceIn(WindowIn):
+    """Planned maintenance, announced now to everyone it concerns."""
+
+    title: Title
+    severity: Severity = Severity.MINOR
+    components: list[Component] = Field(min_length=1)
+
+
+class CancelIn(BaseModel):
+    """A planned maintenance called off; the message says why, or what instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: Text | None = None

@@ -210,6 +210,8 @@ class Update(Base):
     state: Mapped[IncidentState]
     message: Mapped[str | None] = mapped_column(Text)
     internal_note: Mapped[str | None] = mapped_column(Text)  # the team sees it; customers never
+    # A resolution's service credit: for the subscribers told, never the public post or page.
+    credit_note: Mapped[str | None] = mapped_column(Text)
     next_update_at: Mapped[datetime | None]  # the promise of the next update
     reminded_at: Mapped[datetime | None]  # the team was reminded of that promise
     audience: Mapped[Audience] = mapped_column(default=Audience.EVERYONE)

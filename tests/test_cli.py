@@ -151,6 +151,24 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
         ((*ADD, "--quiet-hours", "22:00"), "--quiet-hours: '22:00' is not a window"),
         ((*ADD, "--locale", "klingon"), "--locale: 'klingon' is not a locale: give a language"),
         ((*ADD[:-1], "pigeon"), "--channels: unknown channel 'pigeon'"),
+        # Nothing careless reaches the public: blank text, an estimate already past, no channel.
+        (
+            ("incident", "open", "--title", "  ", "--severity", "minor", "--component", "api"),
+            "--title: must not be blank",
+        ),
+        (
+            ("incident", "open", "--title", "T", "--severity", "minor", "--component", ""),
+            "--component: must not be blank",
+        ),
+        ((*OPEN, "--message", " "), "--message: must not be blank"),
+        (
+            ("incident", "update", "1", "--state", "identified", "--message", ""),
+            "--message: must not be blank",
+        ),
+        ((*OPEN, "--eta", "2020-01-01T10:00Z"), "--eta: 2020-01-01 10:00 UTC is in the past"),
+        (("incident", "approve", "1", "--title", " "), "--title: must not be blank"),
+        ((*ADD[:-1], ""), "--channels: give at least one channel"),
+        ((*ADD[:-1], " , "), "--channels: give at least one channel"),
         # Click's own usage errors, in the same one line (not Rich's box), naming the option.
         (
             ("incident", "open", "--title", "T", "--severity", "dire", "--component", "api"),
@@ -173,6 +191,37 @@ def test_a_user_error_is_one_red_line_and_exit_2(
     assert said in err
     for internal in ("quiet_start", "quiet_end", "components", "Value error", "╭"):
         assert internal not in err
+
+
+def test_a_refused_incident_stores_and_sends_nothing(env: Path, sandbox: Sandbox) -> None:
+    outage(*ADD, "--confirmed")
+    code, _, err = outage("incident", "open", "--title", " ", "--severity", "major",
+                          "--component", "api")  # fmt: skip
+    assert code == 2 and "--title" in err
+    assert outage("incident", "list", "--json")[1].strip() == "[]"
+    assert sandbox.messages("social") == [] and sandbox.messages("email") == []
+
+
+def test_the_credit_note_and_internal_note_never_reach_the_public(
+    env: Path, sandbox: Sandbox
+) -> None:
+    outage(*ADD, "--confirmed")
+    code, out, err = outage(*OPEN, "--message", "Logins fail.", "--json")
+    assert code == 0, err
+    incident_id = json.loads(out)["incident_id"]
+    credit = "Affected accounts get a 10% credit on this month's invoice."
+    code, _, err = outage("incident", "resolve", str(incident_id), "--message", "Fixed.",
+                          "--credit-note", credit, "--internal-note", "db-7 down")  # fmt: skip
+    assert code == 0, err
+    [_, email_resolved] = [m["body"] for m in sandbox.messages("email")]
+    assert credit in email_resolved, "the subscribers told are offered the credit"
+    assert "Fixed." in email_resolved and "db-7" not in email_resolved
+    posts = [m["body"] for m in sandbox.messages("social")]
+    assert len(posts) == 2 and "Fixed." in posts[1]
+    assert all(credit not in post and "credit" not in post for post in posts)
+    assert all("db-7" not in post for post in posts)
+    code, out, _ = outage("incident", "show", str(incident_id), "--json")
+    assert json.loads(out)["updates"][-1]["credit_note"] == credit
 
 
 def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:

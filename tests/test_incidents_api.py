@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from dispatcher.models import SubscriberIn
+from dispatcher.sandbox.server import Sandbox
+from dispatcher.subscribers import records
 from tests.conftest import API_TOKEN
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -58,6 +61,11 @@ def test_unknown_incident_is_404_and_a_closed_one_409(client: TestClient) -> Non
         ({**INCIDENT, "components": []}, "components"),
         ({"severity": "major", "components": ["x"]}, "title"),
         ({**INCIDENT, "colour": "red"}, "colour"),
+        ({**INCIDENT, "title": "   "}, "title"),
+        ({**INCIDENT, "components": ["api", " "]}, "components"),
+        ({**INCIDENT, "message": ""}, "message"),
+        ({**INCIDENT, "eta": "2020-01-01T10:00:00Z"}, "eta"),
+        ({**INCIDENT, "next_update_at": "2030-01-01T10:00:00"}, "next_update_at"),  # no zone
     ],
 )
 def test_bad_incident_is_422_naming_the_field(
@@ -66,6 +74,52 @@ def test_bad_incident_is_422_naming_the_field(
     answer = client.post("/api/incidents", json=body, headers=AUTH)
     assert answer.status_code == 422
     assert field in answer.text
+    assert client.get("/api/incidents", headers=AUTH).json() == [], "nothing is stored"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"state": "identified", "message": ""}, "message"),
+        ({"state": "identified", "message": "x", "eta": "2020-01-01T10:00:00Z"}, "eta"),
+        ({"state": "monitoring", "credit_note": "10% off"}, "credit_note"),
+        ({"state": "resolved", "next_update_at": "2030-01-01T10:00:00Z"}, "next_update_at"),
+    ],
+)
+def test_bad_update_is_422_naming_the_field_and_posts_nothing(
+    client: TestClient, body: dict[str, object], field: str
+) -> None:
+    incident_id = client.post("/api/incidents", json=INCIDENT, headers=AUTH).json()["incident_id"]
+    answer = client.post(f"/api/incidents/{incident_id}/updates", json=body, headers=AUTH)
+    assert answer.status_code == 422
+    assert field in answer.text
+    shown = client.get(f"/api/incidents/{incident_id}", headers=AUTH).json()
+    assert [u["state"] for u in shown["updates"]] == ["investigating"]
+
+
+def test_a_resolution_offers_the_credit_to_subscribers_and_not_the_public(
+    client: TestClient, sandbox: Sandbox
+) -> None:
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    records.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(name="a", email="a@example.org", channels=["email"], confirmed=True),
+    )
+    incident_id = client.post("/api/incidents", json=INCIDENT, headers=AUTH).json()["incident_id"]
+    credit = "Affected accounts get a 10% credit."
+    answer = client.post(
+        f"/api/incidents/{incident_id}/updates",
+        json={"state": "resolved", "message": "Fixed.", "credit_note": credit},
+        headers=AUTH,
+    )
+    assert answer.status_code == 201, answer.text
+    pipeline.drain(wait_s=5)
+    assert credit in sandbox.messages("email")[-1]["body"]
+    posts = [m["body"] for m in sandbox.messages("social")]
+    assert "Fixed." in posts[-1] and all(credit not in post for post in posts)
+    page = client.get(f"/incidents/{incident_id}")
+    assert "Fixed." in page.text and credit not in page.text
 
 
 def test_operator_token_is_required(client: TestClient) -> None:

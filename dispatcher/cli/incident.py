@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -25,7 +26,14 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
-from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
+from dispatcher.models import (
+    ApproveIn,
+    DeliveryStatus,
+    IncidentIn,
+    IncidentState,
+    Severity,
+    UpdateIn,
+)
 from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
@@ -64,8 +72,9 @@ NoteOption = Annotated[
 ]
 
 
-def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extras:
-    """The options every update takes, parsed; a bad value names its option."""
+def _moments(next_update: str | None, eta: str | None) -> dict[str, datetime | None]:
+    """--next-update and --eta as the moments the input models check (both still to come); a
+    value that is neither a duration nor a time names its option."""
     try:
         promise = utcnow() + parse_duration(next_update) if next_update else None
     except DurationError as exc:
@@ -74,7 +83,7 @@ def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extra
         estimate = parse_moment(eta) if eta else None
     except DurationError as exc:
         raise DurationError(f"--eta: {exc}") from None
-    return Extras(next_update_at=promise, eta=estimate, internal_note=note)
+    return {"next_update_at": promise, "eta": estimate}
 
 
 @app.command("open")
@@ -91,11 +100,17 @@ def incident_open(
     wait: WaitOption = 15.0,
 ) -> None:
     """Open an incident (state: investigating) and notify everyone it concerns."""
-    data = IncidentIn(title=title, severity=severity, components=component, message=message)
-    extras = _extras(next_update, eta, internal_note)
+    data = IncidentIn(
+        title=title,
+        severity=severity,
+        components=component,
+        message=message,
+        internal_note=internal_note,
+        **_moments(next_update, eta),
+    )
     with open_pipeline() as pipeline:
         with pipeline.store.session() as session:
-            posted = lifecycle.create(session, data, extras=extras)
+            posted = lifecycle.create(session, data)
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -112,9 +127,13 @@ def incident_update(
     wait: WaitOption = 15.0,
 ) -> None:
     """Post an update on an open incident."""
-    extras = _extras(next_update, eta, internal_note)
+    data = UpdateIn(
+        state=state, message=message, internal_note=internal_note, **_moments(next_update, eta)
+    )
     with open_pipeline() as pipeline:
-        posted = lifecycle.post_update(pipeline.store, incident_id, state, message, extras)
+        posted = lifecycle.post_update(
+            pipeline.store, incident_id, data.state, data.message, Extras.of(data)
+        )
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -131,11 +150,18 @@ def incident_resolve(
     wait: WaitOption = 15.0,
 ) -> None:
     """Resolve an incident and tell everyone who heard of it (with the feedback survey link,
-    OUTAGE_FEEDBACK_URL, and a credit note when given)."""
-    extras = _extras(None, None, internal_note)
+    OUTAGE_FEEDBACK_URL, and a credit note when given: to subscribers, never the public post)."""
+    data = UpdateIn(
+        state=IncidentState.RESOLVED,
+        message=message,
+        credit_note=credit_note,
+        internal_note=internal_note,
+    )
     with open_pipeline() as pipeline:
-        text = lifecycle.with_follow_up(message, credit_note, pipeline.settings.feedback_url)
-        posted = lifecycle.resolve(pipeline.store, incident_id, text, extras)
+        text = lifecycle.with_follow_up(data.message, pipeline.settings.feedback_url)
+        posted = lifecycle.resolve(
+            pipeline.store, incident_id, text, Extras.of(data), credit_note=data.credit_note
+        )
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -164,8 +190,11 @@ def incident_approve(
     wait: WaitOption = 15.0,
 ) -> None:
     """Publish a draft a monitoring system opened: until then only the team was told."""
+    data = ApproveIn(title=title, message=message)
     with open_pipeline() as pipeline:
-        posted = lifecycle.approve(pipeline.store, incident_id, title=title, message=message)
+        posted = lifecycle.approve(
+            pipeline.store, incident_id, title=data.title, message=data.message
+        )
         _announce(pipeline, posted, wait, as_json)
 
 
@@ -228,7 +257,13 @@ def incident_show(
                 {
                     **_incident_dict(found),
                     "updates": [
-                        {"id": u.id, "state": u.state, "message": u.message, "at": u.created_at}
+                        {
+                            "id": u.id,
+                            "state": u.state,
+                            "message": u.message,
+                            "credit_note": u.credit_note,
+                            "at": u.created_at,
+                        }
                         for u in updates
                     ],
                     "deliveries": {channel: dict(counts) for channel, counts in summary.items()},
@@ -241,7 +276,10 @@ def incident_show(
         )
         timeline = Table("update", "at", "state", "message")
         for u in updates:
-            timeline.add_row(str(u.id), timestamp(u.created_at), u.state, u.message or "")
+            credit = f"\n(subscribers only) {u.credit_note}" if u.credit_note else ""
+            timeline.add_row(
+                str(u.id), timestamp(u.created_at), u.state, (u.message or "") + credit
+            )
         console.print(timeline)
         if follow:
             follow_progress(pipeline, incident_id)

@@ -253,7 +253,9 @@ def _render_with(
         channel.name,
         channel.limits,
         incident_view(item.incident, settings),
-        update_view(item.update, item.incident, internal=_internal(item)),
+        update_view(
+            item.update, item.incident, internal=_internal(item), public=item.subscriber is None
+        ),
         recipient,
         company_name=settings.company_name,
         support_url=settings.support_url,
@@ -279,10 +281,16 @@ def incident_view(incident: Incident, settings: Settings) -> IncidentView:
     )
 
 
-def update_view(update_row: Update, incident: Incident, *, internal: bool = False) -> UpdateView:
-    """The update as a recipient sees it: the team also sees the internal note, which customers
-    never do; the incident's current ETA travels with every update."""
+def update_view(
+    update_row: Update, incident: Incident, *, internal: bool = False, public: bool = False
+) -> UpdateView:
+    """The update as a recipient sees it: a subscriber also reads a resolution's service credit,
+    as a paragraph of its own, which the public post never carries; the team also sees the
+    internal note, which customers never do; the incident's current ETA travels with every
+    update."""
     message = update_row.message
+    if update_row.credit_note and not public:
+        message = f"{message or ''}\n\n{update_row.credit_note}".strip()
     if internal and update_row.internal_note:
         message = f"{message or ''}\n[Internal note] {update_row.internal_note}".strip()
     return UpdateView(

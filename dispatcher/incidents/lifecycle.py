@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.errors import OutageError
-from dispatcher.models import Audience, IncidentIn, IncidentState
+from dispatcher.models import Audience, FollowUpIn, IncidentIn, IncidentState
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -50,6 +50,13 @@ class Extras:
     eta: datetime | None = None
     internal_note: str | None = None
 
+    @classmethod
+    def of(cls, data: FollowUpIn) -> Extras:
+        """The extras of validated input (a promise and an estimate are still to come)."""
+        return cls(
+            next_update_at=data.next_update_at, eta=data.eta, internal_note=data.internal_note
+        )
+
 
 NO_EXTRAS = Extras()
 
@@ -74,9 +81,10 @@ def create(
     source: str = "operator",
     source_key: str | None = None,
     draft: bool = False,
-    extras: Extras = NO_EXTRAS,
+    extras: Extras | None = None,
 ) -> Posted:
-    """A new incident in the caller's transaction (the operator's, or a monitoring event's)."""
+    """A new incident in the caller's transaction (the operator's, or a monitoring event's);
+    its first update carries the input's extras unless `extras` says otherwise."""
     incident = Incident(
         title=data.title,
         severity=data.severity,
@@ -90,7 +98,13 @@ def create(
     session.add(incident)
     session.flush()
     record(session, source, "incident_opened", incident_id=incident.id, draft=draft)
-    return add_update(session, incident, IncidentState.INVESTIGATING, data.message, extras)
+    return add_update(
+        session,
+        incident,
+        IncidentState.INVESTIGATING,
+        data.message,
+        Extras.of(data) if extras is None else extras,
+    )
 
 
 def post_update(
@@ -111,37 +125,41 @@ def post_update(
 
 
 def resolve(
-    store: Store, incident_id: int, message: str | None, extras: Extras = NO_EXTRAS
+    store: Store,
+    incident_id: int,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+    *,
+    credit_note: str | None = None,
 ) -> Posted:
+    """Close an open incident. A service credit is kept apart from the message: it is offered
+    to the subscribers told of it, and never posted in public."""
     with store.session() as session:
         incident = _get_for_update(session, incident_id)
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is already resolved")
-        return close(session, incident, message, extras)
+        return close(session, incident, message, extras, credit_note=credit_note)
 
 
 def close(
-    session: Session, incident: Incident, message: str | None, extras: Extras = NO_EXTRAS
+    session: Session,
+    incident: Incident,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+    *,
+    credit_note: str | None = None,
 ) -> Posted:
     incident.resolved_at = utcnow()
     incident.resolve_pending_since = None
-    return add_update(session, incident, IncidentState.RESOLVED, message, extras)
+    return add_update(
+        session, incident, IncidentState.RESOLVED, message, extras, credit_note=credit_note
+    )
 
 
-def with_follow_up(
-    message: str | None, credit_note: str | None, feedback_url: str | None
-) -> str | None:
-    """A resolved message with what comes after: a service credit, a feedback survey."""
-    parts = [
-        part
-        for part in (
-            message,
-            credit_note,
-            f"Tell us how we handled this: {feedback_url}" if feedback_url else None,
-        )
-        if part
-    ]
-    return " ".join(parts) or None
+def with_follow_up(message: str | None, feedback_url: str | None) -> str | None:
+    """A resolved message with the feedback survey after it, when there is one."""
+    survey = f"Tell us how we handled this: {feedback_url}" if feedback_url else None
+    return " ".join(part for part in (message, survey) if part) or None
 
 
 def postmortem(store: Store, incident_id: int, url: str) -> Posted:
@@ -252,6 +270,7 @@ def add_update(
     *,
     audience: Audience = Audience.EVERYONE,
     milestone: str | None = None,
+    credit_note: str | None = None,
 ) -> Posted:
     if audience is not Audience.INTERNAL:
         incident.state = state
@@ -262,6 +281,7 @@ def add_update(
         state=state,
         message=message,
         internal_note=extras.internal_note,
+        credit_note=credit_note,
         next_update_at=extras.next_update_at,
         audience=audience,
         milestone=milestone,

@@ -9,32 +9,18 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle, reports
-from dispatcher.incidents.lifecycle import Posted
-from dispatcher.models import IncidentIn, IncidentState, Severity
+from dispatcher.incidents.lifecycle import Extras, Posted
+from dispatcher.models import ApproveIn, IncidentIn, IncidentState, Severity, UpdateIn
 from dispatcher.store import MAX_ID
 from dispatcher.web.deps import OperatorDep, PipelineDep
 
 IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the incident's id")]
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[OperatorDep])
-
-
-class UpdateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    state: IncidentState = Field(description="investigating, identified, monitoring or resolved")
-    message: str | None = Field(default=None, max_length=2000)
-
-
-class ApproveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    message: str | None = Field(default=None, max_length=2000)
 
 
 class PostedOut(BaseModel):
@@ -76,11 +62,18 @@ def open_incident(pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
 
 @router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
 def post_update(pipeline: PipelineDep, incident_id: IncidentId, body: UpdateIn) -> PostedOut:
-    """Post an update; state `resolved` resolves the incident."""
+    """Post an update; state `resolved` resolves the incident (with the feedback survey, and the
+    credit note for subscribers only), as `outage incident update` and `resolve` do."""
+    extras = Extras.of(body)
     if body.state is IncidentState.RESOLVED:
-        posted = lifecycle.resolve(pipeline.store, incident_id, body.message)
+        text = lifecycle.with_follow_up(body.message, pipeline.settings.feedback_url)
+        posted = lifecycle.resolve(
+            pipeline.store, incident_id, text, extras, credit_note=body.credit_note
+        )
     else:
-        posted = lifecycle.post_update(pipeline.store, incident_id, body.state, body.message)
+        posted = lifecycle.post_update(
+            pipeline.store, incident_id, body.state, body.message, extras
+        )
     return _announce(pipeline, posted)
 
 
