@@ -35,10 +35,11 @@ class IncidentState(StrEnum):
     MONITORING = "monitoring"  # fix deployed, watching that it holds
     RESOLVED = "resolved"  # over; the last message thanks people and closes it
     SCHEDULED = "scheduled"  # planned maintenance, announced ahead of time
+    CANCELLED = "cancelled"  # planned maintenance called off before it began: it never happened
 
     @property
     def is_open(self) -> bool:
-        return self is not IncidentState.RESOLVED
+        return self not in (IncidentState.RESOLVED, IncidentState.CANCELLED)
 
 
 class Severity(StrEnum):
@@ -121,6 +122,9 @@ class Audience(StrEnum):
     EVERYONE = "everyone"  # every subscriber it concerns, and the public post
     INTERNAL = "internal"  # the team only: reminders, drafts' notes
     NOTIFIED = "notified"  # those who were told of the incident: the post-incident review
+    # Those who were told of it, the team and the public post too: news that changes what they
+    # heard (the incident is back; a maintenance moved or called off), for nobody else.
+    TOLD = "told"
 
 
 class UpdateKind(StrEnum):

@@ -162,11 +162,15 @@ def tell_one_subscriber(pipeline: Pipeline, channels: list[str]) -> int:
         pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
     )
     pipeline.fan_out(posted.update_id)
+    settle(pipeline, posted.incident_id)
+    return posted.incident_id
+
+
+def settle(pipeline: Pipeline, incident_id: int) -> None:
+    """Send what is due and wait until every delivery of the incident is final: the app's
+    runner thread may hold some of the sends."""
     pipeline.drain(wait_s=5)
-    deadline = time.monotonic() + 10  # the app's runner thread may hold some of the sends
-    while not all(
-        x.status.is_final for x in reports.deliveries(pipeline.store, posted.incident_id)
-    ):
+    deadline = time.monotonic() + 10
+    while not all(x.status.is_final for x in reports.deliveries(pipeline.store, incident_id)):
         assert time.monotonic() < deadline, "the deliveries did not settle"
         time.sleep(0.05)
-    return posted.incident_id

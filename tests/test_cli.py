@@ -136,7 +136,7 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        ((*SCHEDULE, "--start", "2h", "--end", "1h"), "end: the maintenance must end after"),
+        ((*SCHEDULE, "--start", "2h", "--end", "1h"), "--end: the maintenance must end after"),
         (("incident", "show", "99"), "no incident with id 99"),
         (("subscriber", "link", "1", "--purpose", "confirm"), "purpose: confirmation links are"),
         (("subscriber", "link", "99"), "no subscriber with id 99"),
@@ -144,7 +144,8 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
         (("template", "preview", "--channel", "fax", "--state", "monitoring"), "channel 'fax'"),
         ((*OPEN, "--next-update", "soon"), "--next-update: 'soon' is not a duration"),
         ((*OPEN, "--eta", "soon"), "--eta: 'soon' is neither a time"),
-        ((*SCHEDULE, "--start", "soon", "--end", "1h"), "--start/--end: 'soon' is neither"),
+        ((*SCHEDULE, "--start", "soon", "--end", "1h"), "--start: 'soon' is neither"),
+        ((*SCHEDULE, "--start", "1h", "--end", "then"), "--end: 'then' is neither"),
         ((*OPEN, "--next-update", "[/x]"), "'[/x]' is not a duration"),  # shown, not markup
         # Quiet hours are checked as the subscriber is validated, before any are stored.
         ((*ADD, "--quiet-hours", "25:00-07:00"), "--quiet-hours: '25:00-07:00' is not a window"),
@@ -169,13 +170,16 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
         (("incident", "approve", "1", "--title", " "), "--title: must not be blank"),
         ((*ADD[:-1], ""), "--channels: give at least one channel"),
         ((*ADD[:-1], " , "), "--channels: give at least one channel"),
+        (("incident", "reopen", "1", "--message", " "), "--message: must not be blank"),
+        (("incident", "reopen", "7", "--message", "Again."), "no incident with id 7"),
+        (("maintenance", "cancel", "7"), "no incident with id 7"),
         # Click's own usage errors, in the same one line (not Rich's box), naming the option.
         (
             ("incident", "open", "--title", "T", "--severity", "dire", "--component", "api"),
             "--severity: 'dire' is not one of 'minor', 'major', 'critical'",
         ),
         (("incident", "open", "--severity", "minor", "--component", "api"), "--title: missing"),
-        (("incident", "opn"), "No such command 'opn'. Did you mean 'open'?"),
+        (("incident", "opn"), "No such command 'opn'. Did you mean 'open'"),
         (("incident", "show", "abc"), "ID: "),
         (("delivery", "list", "--limit", "0"), "--limit: "),
         ((*OPEN, "--tittle", "T"), "No such option: --tittle"),
@@ -222,6 +226,53 @@ def test_the_credit_note_and_internal_note_never_reach_the_public(
     assert all("db-7" not in post for post in posts)
     code, out, _ = outage("incident", "show", str(incident_id), "--json")
     assert json.loads(out)["updates"][-1]["credit_note"] == credit
+
+
+def test_maintenance_is_moved_and_called_off_from_the_cli(env: Path, sandbox: Sandbox) -> None:
+    outage(*ADD, "--confirmed")
+    code, out, err = outage(*SCHEDULE, "--start", "3d", "--end", "3d2h", "--json")
+    assert code == 0, err
+    maintenance_id = str(json.loads(out)["incident_id"])
+    code, _, err = outage("incident", "update", maintenance_id, "--state", "identified",
+                          "--message", "A fix is in place.")  # fmt: skip
+    assert code == 2 and "is a planned maintenance, not an incident" in err
+    [listed] = json.loads(outage("maintenance", "list", "--json")[1])
+    assert (listed["id"], listed["state"]) == (int(maintenance_id), "scheduled")
+
+    code, out, err = outage("maintenance", "reschedule", maintenance_id, "--start", "4d",
+                            "--end", "4d1h")  # fmt: skip
+    assert code == 0 and f"maintenance {maintenance_id} moved to" in out, err
+    code, out, err = outage("maintenance", "cancel", maintenance_id, "--message", "Not needed.")
+    assert code == 0 and "cancelled" in out, err
+    code, _, err = outage("maintenance", "cancel", maintenance_id)
+    assert code == 2 and "was cancelled" in err
+
+    assert json.loads(outage("maintenance", "list", "--json")[1]) == []
+    [listed] = json.loads(outage("maintenance", "list", "--all", "--json")[1])
+    assert listed["state"] == "cancelled"
+    bodies = [m["body"] for m in sandbox.messages("email")]
+    assert len(bodies) == 3 and "rescheduled" in bodies[1] and "Not needed." in bodies[2]
+
+
+def test_reopen_tells_those_who_heard_of_the_resolution(env: Path, sandbox: Sandbox) -> None:
+    outage(*ADD, "--confirmed")
+    code, out, _ = outage(*OPEN, "--json")
+    incident_id = str(json.loads(out)["incident_id"])
+    assert outage("incident", "resolve", incident_id, "--message", "Fixed.")[0] == 0
+    outage("subscriber", "add", "--name", "Late", "--email", "late@example.org",
+           "--channels", "email", "--confirmed")  # fmt: skip
+
+    code, out, err = outage("incident", "reopen", incident_id, "--message", "Logins fail again.")
+    assert code == 0 and "accepted" in out, err
+    told = [m["body"] for m in sandbox.messages("email") if m["to"] == "x@example.org"]
+    assert len(told) == 3 and "Logins fail again." in told[2]
+    assert [m for m in sandbox.messages("email") if m["to"] == "late@example.org"] == []
+    assert "Logins fail again." in sandbox.messages("social")[-1]["body"]
+    assert json.loads(outage("incident", "show", incident_id, "--json")[1])["state"] == (
+        "investigating"
+    )
+    code, _, err = outage("incident", "reopen", incident_id, "--message", "Again.")
+    assert code == 2 and "is not resolved" in err
 
 
 def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from dispatcher.cli.common import (
@@ -20,43 +16,15 @@ from dispatcher.cli.common import (
     print_json,
     timestamp,
     user_errors,
-    waiting_report,
 )
-from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.cli.progress import announce, follow_progress, print_summary
 from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
-from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
-from dispatcher.models import (
-    ApproveIn,
-    DeliveryStatus,
-    IncidentIn,
-    IncidentState,
-    Severity,
-    UpdateIn,
-)
+from dispatcher.incidents.lifecycle import Extras, IncidentError
+from dispatcher.models import ApproveIn, IncidentIn, IncidentState, ReopenIn, Severity, UpdateIn
 from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
-
-
-def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) -> None:
-    pipeline.announce(posted.update_id, wait_s=wait)
-    if as_json:
-        held = reports.waiting(pipeline.store, posted.incident_id)
-        print_json(
-            {
-                "incident_id": posted.incident_id,
-                "update_id": posted.update_id,
-                "waiting": [item.as_dict() for item in held],
-            }
-        )
-        return
-    console.print(f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted")
-    if pipeline.settings.embedded:
-        _print_summary(pipeline, posted.incident_id)
-    else:
-        console.print("fan-out queued for the workers")
-    waiting_report(pipeline, posted.incident_id)
 
 
 NextUpdateOption = Annotated[
@@ -111,7 +79,7 @@ def incident_open(
     with open_pipeline() as pipeline:
         with pipeline.store.session() as session:
             posted = lifecycle.create(session, data)
-        _announce(pipeline, posted, wait, as_json)
+        announce(pipeline, posted, wait, as_json)
 
 
 @app.command("update")
@@ -134,7 +102,7 @@ def incident_update(
         posted = lifecycle.post_update(
             pipeline.store, incident_id, data.state, data.message, Extras.of(data)
         )
-        _announce(pipeline, posted, wait, as_json)
+        announce(pipeline, posted, wait, as_json)
 
 
 @app.command("resolve")
@@ -162,7 +130,27 @@ def incident_resolve(
         posted = lifecycle.resolve(
             pipeline.store, incident_id, text, Extras.of(data), credit_note=data.credit_note
         )
-        _announce(pipeline, posted, wait, as_json)
+        announce(pipeline, posted, wait, as_json)
+
+
+@app.command("reopen")
+@user_errors
+def incident_reopen(
+    incident_id: Annotated[int, typer.Argument(metavar="ID")],
+    message: Annotated[str, typer.Option(help="What broke again, in the customers' words.")],
+    next_update: NextUpdateOption = None,
+    eta: EtaOption = None,
+    internal_note: NoteOption = None,
+    as_json: JsonOption = False,
+    wait: WaitOption = 15.0,
+) -> None:
+    """Reopen a resolved incident (investigating again): those who heard it was resolved, and
+    the public post, are told it is not; nobody else is paged."""
+    data = ReopenIn(message=message, internal_note=internal_note, **_moments(next_update, eta))
+    with open_pipeline() as pipeline:
+        announce(
+            pipeline, lifecycle.reopen_incident(pipeline.store, incident_id, data), wait, as_json
+        )
 
 
 @app.command("postmortem")
@@ -177,7 +165,7 @@ def incident_postmortem(
     if not url.startswith(("https://", "http://")):
         raise IncidentError("--url: the review's address must be an http(s) URL")
     with open_pipeline() as pipeline:
-        _announce(pipeline, lifecycle.postmortem(pipeline.store, incident_id, url), wait, as_json)
+        announce(pipeline, lifecycle.postmortem(pipeline.store, incident_id, url), wait, as_json)
 
 
 @app.command("approve")
@@ -195,7 +183,7 @@ def incident_approve(
         posted = lifecycle.approve(
             pipeline.store, incident_id, title=data.title, message=data.message
         )
-        _announce(pipeline, posted, wait, as_json)
+        announce(pipeline, posted, wait, as_json)
 
 
 @app.command("list")
@@ -283,80 +271,4 @@ def incident_show(
         console.print(timeline)
         if follow:
             follow_progress(pipeline, incident_id)
-        _print_summary(pipeline, incident_id)
-
-
-FOLLOW_POLL_S = 0.5
-_IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
-
-
-def _progress_text(counts: Counter[str]) -> str:
-    """The four numbers an operator follows: waiting, handed over, confirmed, lost."""
-    waiting = sum(counts.get(status, 0) for status in _IN_FLIGHT)
-    failed = counts.get(DeliveryStatus.FAILED, 0)
-    fell_back = counts.get(DeliveryStatus.FELL_BACK, 0)
-    return (
-        f"queued {waiting} · sent {counts.get(DeliveryStatus.SENT, 0)} · "
-        f"delivered {counts.get(DeliveryStatus.DELIVERED, 0)} · failed {failed}"
-        + (f" · fell back {fell_back}" if fell_back else "")
-    )
-
-
-def follow_progress(
-    pipeline: Pipeline,
-    incident_id: int,
-    *,
-    show: bool = True,
-    poll_s: float = FOLLOW_POLL_S,
-    pause: Callable[[float], None] = time.sleep,
-) -> None:
-    """Poll the database and redraw a progress bar per channel (done = no longer queued or being
-    sent) until every update is fanned out and no delivery is in flight. Ctrl-C stops following,
-    not the fan-out. Off a terminal nothing is drawn; the caller prints the final summary."""
-    columns = (
-        TextColumn("{task.description:<8}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-    )
-    with Progress(*columns, console=console, disable=not (show and console.is_terminal)) as bars:
-        tasks: dict[str, TaskID] = {}
-        try:
-            while True:
-                summary = reports.delivery_summary(pipeline.store, incident_id)
-                for channel, counts in sorted(summary.items()):
-                    total = sum(counts.values())
-                    done = total - sum(counts.get(status, 0) for status in _IN_FLIGHT)
-                    if channel not in tasks:
-                        tasks[channel] = bars.add_task(channel, total=total, counts="")
-                    bars.update(
-                        tasks[channel], total=total, completed=done, counts=_progress_text(counts)
-                    )
-                _, updates = reports.incident(pipeline.store, incident_id)
-                in_flight = any(counts.get(s, 0) for counts in summary.values() for s in _IN_FLIGHT)
-                if not in_flight and all(u.fanned_out_at is not None for u in updates):
-                    return
-                pause(poll_s)
-        except KeyboardInterrupt:
-            console.print("stopped following; the fan-out goes on")
-
-
-SUMMARY_COLUMNS = (
-    DeliveryStatus.QUEUED,
-    DeliveryStatus.SENDING,
-    DeliveryStatus.SENT,
-    DeliveryStatus.DELIVERED,
-    DeliveryStatus.FAILED,
-    DeliveryStatus.FELL_BACK,
-    DeliveryStatus.SUPPRESSED,
-    DeliveryStatus.SUPERSEDED,
-)
-
-
-def _print_summary(pipeline: Pipeline, incident_id: int) -> None:
-    summary = reports.delivery_summary(pipeline.store, incident_id)
-    table = Table("channel", *(status.value.replace("_", " ") for status in SUMMARY_COLUMNS))
-    for channel in sorted(summary):
-        counts = summary[channel]
-        table.add_row(channel, *(str(counts.get(status, 0)) for status in SUMMARY_COLUMNS))
-    console.print(table)
+        print_summary(pipeline, incident_id)

@@ -20,7 +20,7 @@ from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
 from dispatcher.delivery.rows import Claimed, ClaimedConfirmation, Loaded
 from dispatcher.links import LinkPurpose
-from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason
+from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason, IncidentState
 from dispatcher.policy.audience import address_of
 from dispatcher.render.messages import render
 from dispatcher.render.shared import Shared, render_shared, shared_key
@@ -49,6 +49,11 @@ OPTED_OUT = "recipient opted out or was removed before sending"
 ALREADY_CONFIRMED = "the address was confirmed before its confirmation was sent"
 NEWER_UPDATE = "a newer update of this incident was sent to them instead"
 
+
+# The updates that tell the news, each the latest word to its reader: a newer one of these
+# supersedes an older one still waiting (a reminder or a review replaces nothing).
+NEWS = (Audience.EVERYONE, Audience.TOLD)
+MAINTENANCE_STATES = (IncidentState.SCHEDULED, IncidentState.CANCELLED)
 
 # A newer update counts as "on its way" in these states (a fell-back row has a successor row).
 LIVE_STATUSES = (
@@ -139,7 +144,7 @@ def _newest_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, s
     Only a newer update can supersede a message, so only those are read: while the chunk's
     update is the latest (nearly always) the query reads no delivery at all, where reading every
     live one of the incident for every chunk made a fan-out's cost grow with its square."""
-    public = [i for i in items if i.update.audience is Audience.EVERYONE]
+    public = [i for i in items if i.update.audience in NEWS]
     if not public:
         return {}
     rows = session.execute(
@@ -149,7 +154,7 @@ def _newest_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, s
             Update.id > min(i.update.id for i in public),
             Update.incident_id.in_({i.incident.id for i in public}),
             Delivery.recipient.in_({i.delivery.recipient for i in public}),
-            Update.audience == Audience.EVERYONE,
+            Update.audience.in_(NEWS),
             Delivery.status.in_(LIVE_STATUSES),
         )
         .group_by(Update.incident_id, Delivery.recipient)
@@ -287,7 +292,7 @@ def update_view(
     """The update as a recipient sees it: a subscriber also reads a resolution's service credit,
     as a paragraph of its own, which the public post never carries; the team also sees the
     internal note, which customers never do; the incident's current ETA travels with every
-    update."""
+    update (a maintenance notice: the window's end)."""
     message = update_row.message
     if update_row.credit_note and not public:
         message = f"{message or ''}\n\n{update_row.credit_note}".strip()
@@ -299,5 +304,6 @@ def update_view(
         message=message,
         created_at=update_row.created_at,
         next_update_at=update_row.next_update_at,
-        eta=incident.eta,
+        # A maintenance notice's `eta` is the window's planned end (render/views.py).
+        eta=incident.ends_at if update_row.state in MAINTENANCE_STATES else incident.eta,
     )

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.errors import OutageError
-from dispatcher.models import Audience, FollowUpIn, IncidentIn, IncidentState
+from dispatcher.models import Audience, FollowUpIn, IncidentIn, IncidentState, ReopenIn
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -118,9 +118,17 @@ def post_update(
         allowed = ", ".join(s.value for s in UPDATE_STATES)
         raise IncidentError(f"state: an update moves to one of {allowed}; use resolve to close")
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
+        if is_maintenance(incident):
+            raise IncidentError(
+                f"incident {incident_id} is a planned maintenance, not an incident: reschedule "
+                "or cancel it (outage maintenance), or open an incident if it went wrong"
+            )
         if not incident.state.is_open:
-            raise IncidentError(f"incident {incident_id} is resolved; reopen it first")
+            raise IncidentError(
+                f"incident {incident_id} is resolved; reopen it first "
+                f"(outage incident reopen {incident_id} --message …)"
+            )
         return add_update(session, incident, state, message, extras)
 
 
@@ -135,9 +143,16 @@ def resolve(
     """Close an open incident. A service credit is kept apart from the message: it is offered
     to the subscribers told of it, and never posted in public."""
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
+        if incident.state is IncidentState.CANCELLED:
+            raise IncidentError(f"maintenance {incident_id} was cancelled")
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is already resolved")
+        if is_maintenance(incident) and incident.started_at > utcnow():
+            raise IncidentError(
+                f"maintenance {incident_id} has not started; cancel it instead "
+                f"(outage maintenance cancel {incident_id})"
+            )
         return close(session, incident, message, extras, credit_note=credit_note)
 
 
@@ -165,7 +180,9 @@ def with_follow_up(message: str | None, feedback_url: str | None) -> str | None:
 def postmortem(store: Store, incident_id: int, url: str) -> Posted:
     """Send the post-incident review to the people who were told of the incident, once."""
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
+        if incident.state is IncidentState.CANCELLED:
+            raise IncidentError(f"maintenance {incident_id} was cancelled: nothing to review")
         if incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is still open; resolve it first")
         if _has_milestone(session, incident_id, "postmortem"):
@@ -181,33 +198,6 @@ def postmortem(store: Store, incident_id: int, url: str) -> Posted:
         )
 
 
-def schedule_maintenance(
-    store: Store, data: IncidentIn, starts_at: datetime, ends_at: datetime
-) -> Posted:
-    """Announce planned maintenance now; the sweep sends the reminders ahead of it, and the
-    notices at its start and end (dispatcher/policy/promises.py)."""
-    if ends_at <= starts_at:
-        raise IncidentError("end: the maintenance must end after it starts")
-    if ends_at <= utcnow():
-        raise IncidentError("end: that maintenance window is already over")
-    with store.session() as session:
-        incident = Incident(
-            title=data.title,
-            severity=data.severity,
-            state=IncidentState.SCHEDULED,
-            components=list(dict.fromkeys(data.components)),
-            source="operator",
-            started_at=starts_at,
-            ends_at=ends_at,
-        )
-        session.add(incident)
-        session.flush()
-        record(session, "operator", "maintenance_scheduled", incident_id=incident.id)
-        return add_update(
-            session, incident, IncidentState.SCHEDULED, data.message, milestone="announced"
-        )
-
-
 def _has_milestone(session: Session, incident_id: int, milestone: str) -> bool:
     found = session.scalar(
         select(Update.id).where(Update.incident_id == incident_id, Update.milestone == milestone)
@@ -215,10 +205,36 @@ def _has_milestone(session: Session, incident_id: int, milestone: str) -> bool:
     return found is not None
 
 
-def reopen(session: Session, incident: Incident, message: str | None) -> Posted:
-    """A resolved incident that broke again: same incident, so nobody is paged twice."""
+def reopen(
+    session: Session,
+    incident: Incident,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+    *,
+    audience: Audience = Audience.EVERYONE,
+) -> Posted:
+    """A resolved incident that broke again: same incident, so nobody is paged twice. Its old
+    estimate is over: only a new one is shown."""
     incident.resolved_at = None
-    return add_update(session, incident, IncidentState.INVESTIGATING, message)
+    incident.eta = None
+    return add_update(
+        session, incident, IncidentState.INVESTIGATING, message, extras, audience=audience
+    )
+
+
+def reopen_incident(store: Store, incident_id: int, data: ReopenIn) -> Posted:
+    """An operator reopens a resolved incident: those who were told of it (who heard it was
+    over) hear that it is not, and the public post if it was told; nobody else is paged."""
+    with store.session() as session:
+        incident = locked(session, incident_id)
+        if is_maintenance(incident):
+            raise IncidentError(
+                f"incident {incident_id} is a planned maintenance; open an incident instead"
+            )
+        if incident.state.is_open:
+            raise IncidentError(f"incident {incident_id} is not resolved; post an update instead")
+        record(session, "operator", "incident_reopened", incident_id=incident_id)
+        return reopen(session, incident, data.message, Extras.of(data), audience=Audience.TOLD)
 
 
 def approve(
@@ -227,7 +243,7 @@ def approve(
     """Publish a draft: optionally reword it, then announce its latest update to everyone it
     concerns (the team already has it; the unique delivery key keeps them from a second copy)."""
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
         if not incident.draft:
             raise IncidentError(f"incident {incident_id} is not a draft; it is already public")
         incident.draft = False
@@ -250,7 +266,14 @@ def approve(
         return Posted(incident_id=incident_id, update_id=latest.id)
 
 
-def _get_for_update(session: Session, incident_id: int) -> Incident:
+def is_maintenance(incident: Incident) -> bool:
+    """Planned maintenance has a window's end; an incident never has one."""
+    return incident.ends_at is not None
+
+
+def locked(session: Session, incident_id: int) -> Incident:
+    """The incident, locked for this transaction (two operators change it one after the
+    other); IncidentNotFound for an id that names none."""
     if not 0 < incident_id <= MAX_ID:
         raise IncidentNotFound(incident_id)
     incident = session.scalars(
