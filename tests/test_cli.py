@@ -275,6 +275,27 @@ def test_reopen_tells_those_who_heard_of_the_resolution(env: Path, sandbox: Sand
     assert code == 2 and "is not resolved" in err
 
 
+def test_show_follow_ends_by_itself_with_a_plain_summary(
+    env: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTAGE_COALESCE_WINDOW_S", "120")  # the default: a second update waits
+    outage(*ADD, "--confirmed")
+    code, out, _ = outage(*OPEN, "--json")
+    incident_id = str(json.loads(out)["incident_id"])
+    outage("incident", "update", incident_id, "--state", "identified", "--message", "Rolling back.")
+
+    code, out, err = outage("incident", "show", incident_id, "--follow")
+    assert code == 0, err
+    after = out.split("following ended: nothing more is due in the next 30 s\n")[1]
+    lines = after.splitlines()
+    assert lines[:2] == ["email: 1 queued, 1 sent", "social: 2 sent"], "plain off a terminal"
+    assert "1 waiting until" in lines[2] and "(coalescing" in lines[2]
+    assert "nothing is running to send them" in lines[3]
+    code, out, _ = outage("incident", "show", incident_id, "--follow", "--json")
+    [held] = json.loads(out)["waiting"]
+    assert (held["count"], held["reason"]) == (1, "coalescing")
+
+
 def test_import_reports_bad_rows_by_line_and_keeps_the_good(env: Path, tmp_path: Path) -> None:
     csv_file = tmp_path / "subs.csv"
     csv_file.write_text(

@@ -141,6 +141,7 @@ def waiting_report(pipeline: Pipeline, incident_id: int | None) -> list[Waiting]
         console.print(
             f"{item.count} waiting until {timestamp(item.until)} ({REASONS[item.reason]})",
             highlight=False,
+            soft_wrap=True,  # a line each, whatever the width: a pipe would break it at 80
         )
     if pipeline.settings.embedded:
         with pipeline.store.session() as session:
@@ -153,7 +154,7 @@ def waiting_report(pipeline: Pipeline, incident_id: int | None) -> list[Waiting]
         )
     else:
         sender = "the workers (`outage worker`) send them"
-    console.print(f"{total} message(s) wait; {sender}", highlight=False)
+    console.print(f"{total} message(s) wait; {sender}", highlight=False, soft_wrap=True)
     return held
 
 

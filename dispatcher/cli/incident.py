@@ -16,6 +16,7 @@ from dispatcher.cli.common import (
     print_json,
     timestamp,
     user_errors,
+    waiting_report,
 )
 from dispatcher.cli.progress import announce, follow_progress, print_summary
 from dispatcher.durations import DurationError, parse_duration, parse_moment
@@ -234,13 +235,15 @@ def incident_show(
         ),
     ] = False,
 ) -> None:
-    """Show an incident, its updates and how its deliveries stand per channel."""
+    """Show an incident, its updates, how its deliveries stand per channel and what waits.
+    --follow ends by itself once nothing more is due soon (what waits longer is listed)."""
     with open_pipeline() as pipeline:
         found, updates = reports.incident(pipeline.store, incident_id)
         if follow and as_json:
             follow_progress(pipeline, incident_id, show=False)
         summary = reports.delivery_summary(pipeline.store, incident_id)
         if as_json:
+            held = reports.waiting(pipeline.store, incident_id)
             print_json(
                 {
                     **_incident_dict(found),
@@ -255,6 +258,7 @@ def incident_show(
                         for u in updates
                     ],
                     "deliveries": {channel: dict(counts) for channel, counts in summary.items()},
+                    "waiting": [item.as_dict() for item in held],
                 }
             )
             return
@@ -269,6 +273,8 @@ def incident_show(
                 str(u.id), timestamp(u.created_at), u.state, (u.message or "") + credit
             )
         console.print(timeline)
-        if follow:
-            follow_progress(pipeline, incident_id)
+        stopped = follow_progress(pipeline, incident_id) if follow else None
+        if stopped:
+            console.print(f"following ended: {stopped}", highlight=False, soft_wrap=True)
         print_summary(pipeline, incident_id)
+        waiting_report(pipeline, incident_id)

@@ -1,11 +1,19 @@
 """What an operator sees of a fan-out: the outcome of a command that posted an update, the
-summary per channel, and `incident show --follow`."""
+summary per channel, and `incident show --follow`.
+
+On a terminal the summary is a table and following draws a bar per channel; off one (a pipe, a
+log, a script) both are plain lines, one per channel, that no width can wrap. Following ends by
+itself: when nothing is in flight, when what is left is not due soon (coalescing, quiet hours,
+the cap: the waiting report says until when), or when nothing has moved for a while (nothing is
+running to send it).
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -15,8 +23,11 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import reports
 from dispatcher.incidents.lifecycle import Posted
 from dispatcher.models import DeliveryStatus
+from dispatcher.store import utcnow
 
 FOLLOW_POLL_S = 0.5
+SOON_S = 30.0  # a delivery due later than this is left to wait: following ends
+STALL_S = 30.0  # nothing moved for this long (nothing is sending): following ends
 _IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
 
 SUMMARY_COLUMNS = (
@@ -48,7 +59,8 @@ def announce(
         )
         return
     console.print(
-        headline or f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted"
+        headline or f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted",
+        soft_wrap=True,
     )
     if pipeline.settings.embedded:
         print_summary(pipeline, posted.incident_id)
@@ -58,8 +70,19 @@ def announce(
 
 
 def print_summary(pipeline: Pipeline, incident_id: int) -> None:
-    """The incident's deliveries per channel and status, as a table."""
+    """The incident's deliveries per channel and status: a table on a terminal, else a line per
+    channel naming the statuses it has ("email: 2 sent, 1 queued")."""
     summary = reports.delivery_summary(pipeline.store, incident_id)
+    if not console.is_terminal:
+        for channel in sorted(summary):
+            counts = summary[channel]
+            parts = [
+                f"{counts[status]} {status.value.replace('_', ' ')}"
+                for status in SUMMARY_COLUMNS
+                if counts.get(status)
+            ]
+            console.print(f"{channel}: {', '.join(parts)}", highlight=False, soft_wrap=True)
+        return
     table = Table("channel", *(status.value.replace("_", " ") for status in SUMMARY_COLUMNS))
     for channel in sorted(summary):
         counts = summary[channel]
@@ -86,10 +109,11 @@ def follow_progress(
     show: bool = True,
     poll_s: float = FOLLOW_POLL_S,
     pause: Callable[[float], None] = time.sleep,
-) -> None:
+) -> str | None:
     """Poll the database and redraw a progress bar per channel (done = no longer queued or being
-    sent) until every update is fanned out and no delivery is in flight. Ctrl-C stops following,
-    not the fan-out. Off a terminal nothing is drawn; the caller prints the final summary."""
+    sent) until nothing is in flight, or nothing more is due soon, or nothing has moved for
+    STALL_S; returns why it stopped early, if it did. Ctrl-C stops following, not the fan-out.
+    Off a terminal nothing is drawn; the caller prints the summary."""
     columns = (
         TextColumn("{task.description:<8}"),
         BarColumn(),
@@ -98,6 +122,8 @@ def follow_progress(
     )
     with Progress(*columns, console=console, disable=not (show and console.is_terminal)) as bars:
         tasks: dict[str, TaskID] = {}
+        last: dict[str, Counter[str]] | None = None
+        moved_at = utcnow()
         try:
             while True:
                 summary = reports.delivery_summary(pipeline.store, incident_id)
@@ -109,10 +135,16 @@ def follow_progress(
                     bars.update(
                         tasks[channel], total=total, completed=done, counts=_progress_text(counts)
                     )
-                _, updates = reports.incident(pipeline.store, incident_id)
-                in_flight = any(counts.get(s, 0) for counts in summary.values() for s in _IN_FLIGHT)
-                if not in_flight and all(u.fanned_out_at is not None for u in updates):
-                    return
+                now = utcnow()
+                flight = reports.in_flight(pipeline.store, incident_id)
+                if not flight.any:
+                    return None
+                if not flight.due_before(now + timedelta(seconds=SOON_S)):
+                    return f"nothing more is due in the next {SOON_S:g} s"
+                if summary != last:
+                    last, moved_at = summary, now
+                elif now - moved_at >= timedelta(seconds=STALL_S):
+                    return f"nothing has moved for {STALL_S:g} s"
                 pause(poll_s)
         except KeyboardInterrupt:
-            console.print("stopped following; the fan-out goes on")
+            return "stopped following; the fan-out goes on"
