@@ -256,6 +256,9 @@ class SubscriberIn(BaseModel):
     @classmethod
     def _no_blanks_or_repeats(cls, value: list[str], info: ValidationInfo) -> list[str]:
         cleaned = [item.strip() for item in value if item.strip()]
+        if info.field_name == "components" and len(cleaned) != len(value):
+            # A blank one would not narrow anything: the person would hear of every component.
+            raise ValueError("a component must not be blank")
         if len(set(cleaned)) != len(cleaned):
             raise ValueError("lists each item once")
         if info.field_name == "channels" and not cleaned:  # `--channels ""`: no way to reach them

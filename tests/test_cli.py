@@ -170,6 +170,7 @@ ADD = ("subscriber", "add", "--name", "X", "--email", "x@example.org", "--channe
         (("incident", "approve", "1", "--title", " "), "--title: must not be blank"),
         ((*ADD[:-1], ""), "--channels: give at least one channel"),
         ((*ADD[:-1], " , "), "--channels: give at least one channel"),
+        ((*ADD, "--component", ""), "--component: a component must not be blank"),
         (("incident", "reopen", "1", "--message", " "), "--message: must not be blank"),
         (("incident", "reopen", "7", "--message", "Again."), "no incident with id 7"),
         (("maintenance", "cancel", "7"), "no incident with id 7"),
