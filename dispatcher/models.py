@@ -285,9 +285,11 @@ def _in_future(moment: datetime) -> datetime:
     return moment
 
 
-Text = Annotated[str, Field(max_length=2000), AfterValidator(_not_blank)]
-Title = Annotated[str, Field(max_length=200), AfterValidator(_not_blank)]
-Component = Annotated[str, Field(max_length=200), AfterValidator(_not_blank)]
+TEXT_MAX = 2000  # characters of an operator's message or note
+TITLE_MAX = 200  # characters of a title or a component's name
+Text = Annotated[str, Field(max_length=TEXT_MAX), AfterValidator(_not_blank)]
+Title = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(_not_blank)]
+Component = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(_not_blank)]
 Later = Annotated[AwareDatetime, AfterValidator(_in_future)]
 
 

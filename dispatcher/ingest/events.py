@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.models import Severity
+from dispatcher.models import TEXT_MAX, TITLE_MAX, Component, Severity, Text, Title
 
 
 class AlertStatus(StrEnum):
@@ -29,10 +29,12 @@ class AlertEvent(BaseModel):
     group_key: str  # alerts with the same group key belong to one incident
     alert_key: str  # one alert within the group (fingerprint, monitor id, key)
     status: AlertStatus
-    title: str = Field(min_length=1, max_length=200)
+    # Checked as an operator's incident is (blank text never reaches the public): a source
+    # that sends a blank title or component is told so (422), naming the field.
+    title: Title
     severity: Severity
-    components: list[str] = Field(min_length=1)
-    message: str | None = None
+    components: list[Component] = Field(min_length=1)
+    message: Text | None = None
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
 
@@ -58,20 +60,22 @@ class IngestMapping(BaseModel):
     title_annotations: list[str] = ["customer_title", "title"]
 
     def component(self, labels: dict[str, str]) -> str:
-        return next(
-            (labels[name] for name in self.component_labels if labels.get(name)),
-            self.default_component,
-        )
+        return _first(labels, self.component_labels) or self.default_component
 
     def severity(self, labels: dict[str, str]) -> Severity:
         value = labels.get(self.severity_label, "").strip().lower()
         return self.severity_map.get(value, self.default_severity)
 
     def message(self, annotations: dict[str, str]) -> str | None:
-        return next((annotations[n] for n in self.message_annotations if annotations.get(n)), None)
+        found = _first(annotations, self.message_annotations)
+        return found[:TEXT_MAX] if found else None
 
     def title(self, component: str, annotations: dict[str, str]) -> str:
-        for name in self.title_annotations:
-            if annotations.get(name):
-                return annotations[name][:200]
-        return f"Disruption affecting {component}"
+        found = _first(annotations, self.title_annotations)
+        return found[:TITLE_MAX] if found else f"Disruption affecting {component}"
+
+
+def _first(values: dict[str, str], names: list[str]) -> str | None:
+    """The first of `names` with a value that is not blank (a blank annotation or label is read
+    as missing, so the fallback applies), stripped."""
+    return next((values[n].strip() for n in names if (values.get(n) or "").strip()), None)
