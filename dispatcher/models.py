@@ -6,6 +6,8 @@ show up verbatim in the CLI, the API and the delivery records.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,10 +16,12 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     HttpUrl,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,10 +36,11 @@ class IncidentState(StrEnum):
     MONITORING = "monitoring"  # fix deployed, watching that it holds
     RESOLVED = "resolved"  # over; the last message thanks people and closes it
     SCHEDULED = "scheduled"  # planned maintenance, announced ahead of time
+    CANCELLED = "cancelled"  # planned maintenance called off before it began: it never happened
 
     @property
     def is_open(self) -> bool:
-        return self is not IncidentState.RESOLVED
+        return self not in (IncidentState.RESOLVED, IncidentState.CANCELLED)
 
 
 class Severity(StrEnum):
@@ -121,6 +126,9 @@ class Audience(StrEnum):
     EVERYONE = "everyone"  # every subscriber it concerns, and the public post
     INTERNAL = "internal"  # the team only: reminders, drafts' notes
     NOTIFIED = "notified"  # those who were told of the incident: the post-incident review
+    # Those who were told of it, the team and the public post too: news that changes what they
+    # heard (the incident is back; a maintenance moved or called off), for nobody else.
+    TOLD = "told"
 
 
 class UpdateKind(StrEnum):
@@ -211,8 +219,21 @@ def _normalise_email(value: str) -> str:
         ) from None
 
 
+_LOCALE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
+
+
+def _locale(value: str) -> str:
+    if not _LOCALE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a locale: give a language code like en or de, or one with its "
+            "region like en-GB"
+        )
+    return value
+
+
 Phone = Annotated[str, AfterValidator(_normalise_phone)]
 Email = Annotated[str, AfterValidator(_normalise_email)]
+Locale = Annotated[str, Field(max_length=8), AfterValidator(_locale)]
 
 
 class SubscriberIn(BaseModel):
@@ -227,7 +248,7 @@ class SubscriberIn(BaseModel):
     channels: list[str] = Field(min_length=1)
     components: list[str] = Field(default_factory=list)
     min_severity: Severity = Severity.MINOR
-    locale: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    locale: Locale = "en"
     confirmed: bool = False  # an operator vouches for the addresses: no double opt-in
     internal: bool = False  # the team: every update, drafts and internal notes
     tier: int = Field(default=0, ge=0, le=9)  # higher tiers are told first
@@ -269,19 +290,130 @@ class SubscriberIn(BaseModel):
 
     @field_validator("channels", "components")
     @classmethod
-    def _no_blanks_or_repeats(cls, value: list[str]) -> list[str]:
+    def _no_blanks_or_repeats(cls, value: list[str], info: ValidationInfo) -> list[str]:
         cleaned = [item.strip() for item in value if item.strip()]
+        if info.field_name == "components" and len(cleaned) != len(value):
+            # A blank one would not narrow anything: the person would hear of every component.
+            raise ValueError("a component must not be blank")
         if len(set(cleaned)) != len(cleaned):
             raise ValueError("lists each item once")
+        if info.field_name == "channels" and not cleaned:  # `--channels ""`: no way to reach them
+            raise ValueError("give at least one channel, like email or sms,email")
         return cleaned
 
 
-class IncidentIn(BaseModel):
-    """A new incident as an operator or a monitoring source opens it."""
+def _not_blank(value: str) -> str:
+    """Text a person will read is never empty: a blank title made the public post read "We are
+    investigating affecting api."."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be blank")
+    return stripped
+
+
+def _in_future(moment: datetime) -> datetime:
+    """A promise or an estimate is about what is still to come."""
+    if moment <= datetime.now(UTC):
+        raise ValueError(
+            f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past; give a later time or "
+            "a duration like 2h"
+        )
+    return moment
+
+
+TEXT_MAX = 2000  # characters of an operator's message or note
+TITLE_MAX = 200  # characters of a title or a component's name
+Text = Annotated[str, Field(max_length=TEXT_MAX), AfterValidator(_not_blank)]
+Title = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(_not_blank)]
+Component = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(_not_blank)]
+Later = Annotated[AwareDatetime, AfterValidator(_in_future)]
+
+
+class FollowUpIn(BaseModel):
+    """What any update may carry besides its state: the operator's message, the promise of the
+    next update, an estimated resolution (kept on the incident and shown in every message until
+    changed), and a note only the team sees."""
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
+    message: Text | None = None
+    next_update_at: Later | None = None
+    eta: Later | None = None
+    internal_note: Text | None = None
+
+
+class IncidentIn(FollowUpIn):
+    """A new incident as an operator or a monitoring source opens it, with its first update."""
+
+    title: Title
     severity: Severity
-    components: list[str] = Field(min_length=1)
-    message: str | None = Field(default=None, max_length=2000)
+    components: list[Component] = Field(min_length=1)
+
+
+class UpdateIn(FollowUpIn):
+    """An update of an open incident; `resolved` closes it, and only a resolution carries a
+    service-credit note (for those affected: never the public post)."""
+
+    state: IncidentState = Field(description="investigating, identified, monitoring or resolved")
+    credit_note: Text | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_state(self) -> UpdateIn:
+        closing = self.state is IncidentState.RESOLVED
+        if self.credit_note is not None and not closing:
+            raise ValueError("credit_note: only a resolution carries a credit note")
+        if closing and (self.next_update_at is not None or self.eta is not None):
+            raise ValueError("next_update_at, eta: a resolution promises nothing further")
+        return self
+
+
+class ReopenIn(FollowUpIn):
+    """A resolved incident that broke again: what the people who heard it was over are told."""
+
+    message: Text
+
+
+class ApproveIn(BaseModel):
+    """A draft a monitoring system opened, published, optionally reworded first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Title | None = None
+    message: Text | None = None
+
+
+class WindowIn(BaseModel):
+    """A maintenance window as it is scheduled or moved: it ends after it starts, and not in
+    the past (it may have started: a running maintenance can be given a later end)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    message: Text | None = None
+
+    @field_validator("ends_at")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if isinstance(starts_at, datetime) and value <= starts_at:
+            raise ValueError("the maintenance must end after it starts")
+        if value <= datetime.now(UTC):
+            raise ValueError("that maintenance window is already over")
+        return value
+
+
+class MaintenanceIn(WindowIn):
+    """Planned maintenance, announced now to everyone it concerns."""
+
+    title: Title
+    severity: Severity = Severity.MINOR
+    components: list[Component] = Field(min_length=1)
+
+
+class CancelIn(BaseModel):
+    """A planned maintenance called off; the message says why, or what instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: Text | None = None

@@ -4,20 +4,31 @@ never by sleeping."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.incidents import lifecycle, reports
+from dispatcher.incidents import lifecycle, maintenance, reports
 from dispatcher.incidents.lifecycle import Extras
-from dispatcher.models import IncidentIn, Severity, SubscriberIn
+from dispatcher.models import IncidentIn, MaintenanceIn, Severity, SubscriberIn
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import Incident, Update, utcnow
 from dispatcher.subscribers import records
 
 INCIDENT = IncidentIn(title="Payments fail", severity=Severity.MAJOR, components=["payments"])
+
+
+def window(start: datetime, end: datetime) -> MaintenanceIn:
+    return MaintenanceIn(
+        title="Payments upgrade",
+        severity=Severity.MAJOR,
+        components=["payments"],
+        starts_at=start,
+        ends_at=end,
+    )
 
 
 @pytest.fixture
@@ -90,7 +101,7 @@ def test_maintenance_is_announced_reminded_started_and_completed(
     people: Pipeline, sandbox: Sandbox
 ) -> None:
     start, end = utcnow() + timedelta(hours=3), utcnow() + timedelta(hours=4)
-    posted = lifecycle.schedule_maintenance(people.store, INCIDENT, start, end)
+    posted = maintenance.schedule(people.store, window(start, end))
     people.announce(posted.update_id, wait_s=0)
     sweep(people)
     assert len(inbox(sandbox, "customer")) == 1, "no reminder due yet"
@@ -120,9 +131,12 @@ def test_maintenance_is_announced_reminded_started_and_completed(
     assert "complete" in inbox(sandbox, "customer")[-1]
 
 
-def test_an_impossible_window_is_refused(pipeline: Pipeline) -> None:
-    with pytest.raises(lifecycle.IncidentError, match="end"):
-        lifecycle.schedule_maintenance(pipeline.store, INCIDENT, utcnow(), utcnow())
+def test_an_impossible_window_is_refused() -> None:
+    soon = utcnow() + timedelta(hours=1)
+    with pytest.raises(ValidationError, match="ends_at"):
+        window(soon, soon)
+    with pytest.raises(ValidationError, match="already over"):
+        window(utcnow() - timedelta(hours=2), utcnow() - timedelta(hours=1))
 
 
 def test_the_review_goes_to_those_who_were_told_once(people: Pipeline, sandbox: Sandbox) -> None:

@@ -4,11 +4,15 @@ a sandbox (configured through the environment, as an operator would)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
+from dispatcher.models import DeliveryStatus
 from dispatcher.sandbox.server import Sandbox
+from dispatcher.store import Delivery, Store, utcnow
 from tests.test_cli import env, outage
 
 __all__ = ["env"]  # the fixture, shared with tests/test_cli.py
@@ -56,6 +60,27 @@ def test_failed_deliveries_are_listed_retried_and_counted(env: Path, sandbox: Sa
     code, out, _ = outage("delivery", "stats", "--incident", str(incident_id))
     assert code == 0
     assert "deliveries 3" in out and "queued 0" in out
+
+
+def test_stats_count_deliveries_left_in_sending_past_their_lease(
+    env: Path, sandbox: Sandbox
+) -> None:
+    open_incident_with_a_failure(sandbox)
+    store = Store(f"sqlite:///{env}")
+    with store.session() as session:  # a worker claimed one and vanished before it finished
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == 1)
+            .values(status=DeliveryStatus.SENDING, lease_until=utcnow() - timedelta(minutes=1))
+        )
+    store.close()
+    code, out, _ = outage("delivery", "stats", "--json")
+    assert code == 0 and json.loads(out)["sending_past_lease"] == 1
+    code, out, _ = outage("delivery", "stats")
+    assert (
+        "left in sending past their lease (a worker stopped mid-send; a running sweep takes "
+        "them back): 1"
+    ) in out.splitlines()
 
 
 def test_an_incidents_failed_deliveries_are_retried_together(env: Path, sandbox: Sandbox) -> None:

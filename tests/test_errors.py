@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import channels
 import dispatcher
 from dispatcher import errors
-from dispatcher.cli.common import user_errors
+from dispatcher.cli.common import OPTIONS, user_errors
 from dispatcher.delivery.operations import DeliveryError
 from dispatcher.delivery.registry import UnknownChannel
 from dispatcher.durations import DurationError
@@ -122,7 +122,10 @@ def test_the_cli_answers_every_user_error_with_one_line_and_exit_2(
 ) -> None:
     result = CliRunner().invoke(_raising(error), [])
     assert result.exit_code == 2
-    assert result.stderr == f"error: {error}\n"
+    # The field a message starts with is shown as the option the user typed.
+    field, _, rest = str(error).partition(": ")
+    shown = f"{OPTIONS[field]}: {rest}" if field in OPTIONS else str(error)
+    assert result.stderr == f"error: {shown}\n"
     assert result.stdout == ""
 
 

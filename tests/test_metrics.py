@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from channels.base import Message, reason_for_status
-from dispatcher.cli.incident import follow_progress
+from dispatcher.cli.progress import follow_progress
 from dispatcher.delivery.breaker import BreakerState, Circuit, MemoryCircuits
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import ChannelRegistry

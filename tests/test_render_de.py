@@ -30,6 +30,7 @@ GERMAN_WORDS = {
     IncidentState.MONITORING: "Lösung",
     IncidentState.RESOLVED: "ehoben",  # "Behoben:" in SMS, "ist behoben" in email
     IncidentState.SCHEDULED: "Wartung",
+    IncidentState.CANCELLED: "abgesagt",
 }
 
 

@@ -57,6 +57,8 @@ def operator_add(client: TestClient, **fields: object) -> dict[str, object]:
         ({**ADA, "email": "nope"}, "email"),
         ({**ADA, "phone": "+1 555"}, "phone"),
         ({**ADA, "channels": []}, "channels"),
+        ({**ADA, "channels": [""]}, "channels"),
+        ({**ADA, "channels": [" ", ""]}, "channels"),
         ({**ADA, "channels": ["pigeon"]}, "channels"),
         ({**ADA, "phone": None}, "channels"),
         ({**ADA, "components": ["nonexistent"]}, "components"),

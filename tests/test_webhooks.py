@@ -279,6 +279,10 @@ def test_oversized_body_is_413(app_client: TestClient) -> None:
         ("alertmanager", {**fixture("alertmanager_firing"), "alerts": "nope"}, "alerts"),
         ("generic", {**fixture("generic_firing"), "status": "exploded"}, "status"),
         ("generic", {**fixture("generic_firing"), "colour": "red"}, "colour"),
+        # Blank text would reach the public as "We are investigating  affecting billing."
+        ("generic", {**fixture("generic_firing"), "title": "   "}, "title"),
+        ("generic", {**fixture("generic_firing"), "components": ["billing", " "]}, "components"),
+        ("generic", {**fixture("generic_firing"), "message": " "}, "message"),
         ("uptime-kuma", {"heartbeat": {"monitorID": 1}, "monitor": None, "msg": ""}, "status"),
     ],
 )
@@ -288,6 +292,23 @@ def test_wrong_shape_is_422_naming_the_field(
     answer = post(app_client, source, payload)
     assert answer.status_code == 422
     assert field in json.dumps(answer.json()["detail"])
+
+
+def test_blank_annotations_and_labels_are_read_as_missing(
+    app_client: TestClient, sandbox: Sandbox
+) -> None:
+    payload = copy.deepcopy(fixture("alertmanager_firing"))
+    for alert in payload["alerts"]:
+        alert["annotations"].update(customer_title=" ", description=" ", summary="")
+        alert["labels"].update(component=" ", service=" ")
+    answer = post(app_client, "alertmanager", payload)
+    assert answer.status_code == 202, answer.text
+    [incident_id] = answer.json()["incidents"]
+    operator = {"Authorization": f"Bearer {API_TOKEN}"}
+    shown = app_client.get(f"/api/incidents/{incident_id}", headers=operator).json()
+    assert shown["title"] == "Disruption affecting general"
+    assert shown["components"] == ["general"]
+    assert shown["updates"][0]["message"] is None
 
 
 def test_malformed_json_is_422(app_client: TestClient) -> None:

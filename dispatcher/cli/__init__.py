@@ -1,8 +1,9 @@
 """The `outage` command: operators open and follow incidents and manage subscribers from here.
 
-Every command turns bad input into one red line naming the field and exit code 2; a stack trace
-is a bug. Commands that post an update run the fan-out in-process on the embedded default, and
-only enqueue it when a broker is configured. One module per command group.
+Every command turns bad input into one red line naming the option and exit code 2, Click's own
+usage errors included (`usage.py`); a stack trace is a bug. Commands that post an update run the
+fan-out in-process on the embedded default, and only enqueue it when a broker is configured. One
+module per command group.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from dispatcher.cli import (
     subscriber,
     template,
 )
+from dispatcher.cli.usage import OneLineErrors
 from dispatcher.logs import setup_logging
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Tell customers, on their chosen channel, that a service is down and when it is back.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

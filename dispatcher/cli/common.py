@@ -49,18 +49,54 @@ def say_error(label: str, message: str) -> None:
     errors.print(f"{label} {escape(message)}", highlight=False, soft_wrap=True)
 
 
+# The option a user typed for each input field the models validate (and the core's errors
+# name): an error shows the option, never the field behind it.
+OPTIONS = {
+    "title": "--title",
+    "severity": "--severity",
+    "components": "--component",
+    "message": "--message",
+    "next_update_at": "--next-update",
+    "eta": "--eta",
+    "internal_note": "--internal-note",
+    "credit_note": "--credit-note",
+    "starts_at": "--start",
+    "ends_at": "--end",
+    "state": "--state",
+    "name": "--name",
+    "email": "--email",
+    "phone": "--phone",
+    "webhook": "--webhook",
+    "channels": "--channels",
+    "min_severity": "--min-severity",
+    "locale": "--locale",
+    "quiet_start": "--quiet-hours",
+    "quiet_end": "--quiet-hours",
+    "timezone": "--timezone",
+    "tier": "--tier",
+    "purpose": "--purpose",
+}
+
+
+def as_typed(message: str) -> str:
+    """A core error's message with its leading field ("channels: ...") named as the option."""
+    field, colon, rest = message.partition(": ")
+    return f"{OPTIONS[field]}: {rest}" if colon and field in OPTIONS else message
+
+
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors a user can cause into one clear line and exit code 2: bad input (pydantic
-    names the field), any OutageError, and a file that cannot be read or written."""
+    names the field, shown as its option), any OutageError, and a file that cannot be read or
+    written."""
 
     @wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except ValidationError as exc:
-            fail(records.describe(exc))
+            fail(records.describe(exc, OPTIONS))
         except OutageError as exc:
-            fail(str(exc))
+            fail(as_typed(str(exc)))
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "))
 
@@ -120,6 +156,7 @@ def waiting_report(pipeline: Pipeline, incident_id: int | None) -> list[Waiting]
         console.print(
             f"{item.count} waiting until {timestamp(item.until)} ({REASONS[item.reason]})",
             highlight=False,
+            soft_wrap=True,  # a line each, whatever the width: a pipe would break it at 80
         )
     if pipeline.settings.embedded:
         with pipeline.store.session() as session:
@@ -132,7 +169,7 @@ def waiting_report(pipeline: Pipeline, incident_id: int | None) -> list[Waiting]
         )
     else:
         sender = "the workers (`outage worker`) send them"
-    console.print(f"{total} message(s) wait; {sender}", highlight=False)
+    console.print(f"{total} message(s) wait; {sender}", highlight=False, soft_wrap=True)
     return held
 
 

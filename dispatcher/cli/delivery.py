@@ -93,7 +93,8 @@ def delivery_retry(
 @user_errors
 def delivery_stats(incident: IncidentOption = None, as_json: JsonOption = False) -> None:
     """Counts per channel and status, retries, fallbacks, possible duplicates, the oldest
-    queued delivery's age, receipts and the providers' circuit breakers."""
+    queued delivery's age, those left in sending past their lease, receipts and the providers'
+    circuit breakers."""
     with open_pipeline() as pipeline:
         figures = operations.stats(pipeline.store, incident)
     if as_json:
@@ -112,6 +113,9 @@ def delivery_stats(incident: IncidentOption = None, as_json: JsonOption = False)
         f"taken back from a lost worker (possibly sent twice): {figures.lease_expiries}\n"
         f"queued {figures.queued}"
         + (f", the oldest for {oldest:.0f} s" if oldest is not None else "")
+        + "\nleft in sending past their lease (a worker stopped mid-send; a running sweep takes "
+        f"them back): {figures.sending_past_lease}",
+        soft_wrap=True,
     )
     if figures.receipts:
         receipts = ", ".join(f"{status} {count}" for status, count in figures.receipts.items())

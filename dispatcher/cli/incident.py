@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from dispatcher.cli.common import (
@@ -21,34 +18,14 @@ from dispatcher.cli.common import (
     user_errors,
     waiting_report,
 )
-from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.cli.progress import announce, follow_progress, print_summary
 from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
-from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
-from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
+from dispatcher.incidents.lifecycle import Extras, IncidentError
+from dispatcher.models import ApproveIn, IncidentIn, IncidentState, ReopenIn, Severity, UpdateIn
 from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
-
-
-def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) -> None:
-    pipeline.announce(posted.update_id, wait_s=wait)
-    if as_json:
-        held = reports.waiting(pipeline.store, posted.incident_id)
-        print_json(
-            {
-                "incident_id": posted.incident_id,
-                "update_id": posted.update_id,
-                "waiting": [item.as_dict() for item in held],
-            }
-        )
-        return
-    console.print(f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted")
-    if pipeline.settings.embedded:
-        _print_summary(pipeline, posted.incident_id)
-    else:
-        console.print("fan-out queued for the workers")
-    waiting_report(pipeline, posted.incident_id)
 
 
 NextUpdateOption = Annotated[
@@ -64,8 +41,9 @@ NoteOption = Annotated[
 ]
 
 
-def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extras:
-    """The options every update takes, parsed; a bad value names its option."""
+def _moments(next_update: str | None, eta: str | None) -> dict[str, datetime | None]:
+    """--next-update and --eta as the moments the input models check (both still to come); a
+    value that is neither a duration nor a time names its option."""
     try:
         promise = utcnow() + parse_duration(next_update) if next_update else None
     except DurationError as exc:
@@ -74,7 +52,7 @@ def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extra
         estimate = parse_moment(eta) if eta else None
     except DurationError as exc:
         raise DurationError(f"--eta: {exc}") from None
-    return Extras(next_update_at=promise, eta=estimate, internal_note=note)
+    return {"next_update_at": promise, "eta": estimate}
 
 
 @app.command("open")
@@ -91,12 +69,18 @@ def incident_open(
     wait: WaitOption = 15.0,
 ) -> None:
     """Open an incident (state: investigating) and notify everyone it concerns."""
-    data = IncidentIn(title=title, severity=severity, components=component, message=message)
-    extras = _extras(next_update, eta, internal_note)
+    data = IncidentIn(
+        title=title,
+        severity=severity,
+        components=component,
+        message=message,
+        internal_note=internal_note,
+        **_moments(next_update, eta),
+    )
     with open_pipeline() as pipeline:
         with pipeline.store.session() as session:
-            posted = lifecycle.create(session, data, extras=extras)
-        _announce(pipeline, posted, wait, as_json)
+            posted = lifecycle.create(session, data)
+        announce(pipeline, posted, wait, as_json)
 
 
 @app.command("update")
@@ -112,10 +96,14 @@ def incident_update(
     wait: WaitOption = 15.0,
 ) -> None:
     """Post an update on an open incident."""
-    extras = _extras(next_update, eta, internal_note)
+    data = UpdateIn(
+        state=state, message=message, internal_note=internal_note, **_moments(next_update, eta)
+    )
     with open_pipeline() as pipeline:
-        posted = lifecycle.post_update(pipeline.store, incident_id, state, message, extras)
-        _announce(pipeline, posted, wait, as_json)
+        posted = lifecycle.post_update(
+            pipeline.store, incident_id, data.state, data.message, Extras.of(data)
+        )
+        announce(pipeline, posted, wait, as_json)
 
 
 @app.command("resolve")
@@ -131,11 +119,36 @@ def incident_resolve(
     wait: WaitOption = 15.0,
 ) -> None:
     """Resolve an incident and tell everyone who heard of it (with the feedback survey link,
-    OUTAGE_FEEDBACK_URL, and a credit note when given)."""
-    extras = Extras(internal_note=internal_note, credit_note=credit_note)
+    OUTAGE_FEEDBACK_URL, and a credit note when given: to subscribers, never the public post)."""
+    data = UpdateIn(
+        state=IncidentState.RESOLVED,
+        message=message,
+        credit_note=credit_note,
+        internal_note=internal_note,
+    )
     with open_pipeline() as pipeline:
-        posted = lifecycle.resolve(pipeline.store, incident_id, message, extras)
-        _announce(pipeline, posted, wait, as_json)
+        posted = lifecycle.resolve(pipeline.store, incident_id, data.message, Extras.of(data))
+        announce(pipeline, posted, wait, as_json)
+
+
+@app.command("reopen")
+@user_errors
+def incident_reopen(
+    incident_id: Annotated[int, typer.Argument(metavar="ID")],
+    message: Annotated[str, typer.Option(help="What broke again, in the customers' words.")],
+    next_update: NextUpdateOption = None,
+    eta: EtaOption = None,
+    internal_note: NoteOption = None,
+    as_json: JsonOption = False,
+    wait: WaitOption = 15.0,
+) -> None:
+    """Reopen a resolved incident (investigating again): those who heard it was resolved, and
+    the public post, are told it is not; nobody else is paged."""
+    data = ReopenIn(message=message, internal_note=internal_note, **_moments(next_update, eta))
+    with open_pipeline() as pipeline:
+        announce(
+            pipeline, lifecycle.reopen_incident(pipeline.store, incident_id, data), wait, as_json
+        )
 
 
 @app.command("postmortem")
@@ -150,7 +163,7 @@ def incident_postmortem(
     if not url.startswith(("https://", "http://")):
         raise IncidentError("--url: the review's address must be an http(s) URL")
     with open_pipeline() as pipeline:
-        _announce(pipeline, lifecycle.postmortem(pipeline.store, incident_id, url), wait, as_json)
+        announce(pipeline, lifecycle.postmortem(pipeline.store, incident_id, url), wait, as_json)
 
 
 @app.command("approve")
@@ -163,9 +176,12 @@ def incident_approve(
     wait: WaitOption = 15.0,
 ) -> None:
     """Publish a draft a monitoring system opened: until then only the team was told."""
+    data = ApproveIn(title=title, message=message)
     with open_pipeline() as pipeline:
-        posted = lifecycle.approve(pipeline.store, incident_id, title=title, message=message)
-        _announce(pipeline, posted, wait, as_json)
+        posted = lifecycle.approve(
+            pipeline.store, incident_id, title=data.title, message=data.message
+        )
+        announce(pipeline, posted, wait, as_json)
 
 
 @app.command("list")
@@ -216,21 +232,30 @@ def incident_show(
         ),
     ] = False,
 ) -> None:
-    """Show an incident, its updates and how its deliveries stand per channel."""
+    """Show an incident, its updates, how its deliveries stand per channel and what waits.
+    --follow ends by itself once nothing more is due soon (what waits longer is listed)."""
     with open_pipeline() as pipeline:
         found, updates = reports.incident(pipeline.store, incident_id)
         if follow and as_json:
             follow_progress(pipeline, incident_id, show=False)
         summary = reports.delivery_summary(pipeline.store, incident_id)
         if as_json:
+            held = reports.waiting(pipeline.store, incident_id)
             print_json(
                 {
                     **_incident_dict(found),
                     "updates": [
-                        {"id": u.id, "state": u.state, "message": u.message, "at": u.created_at}
+                        {
+                            "id": u.id,
+                            "state": u.state,
+                            "message": u.message,
+                            "credit_note": u.credit_note,
+                            "at": u.created_at,
+                        }
                         for u in updates
                     ],
                     "deliveries": {channel: dict(counts) for channel, counts in summary.items()},
+                    "waiting": [item.as_dict() for item in held],
                 }
             )
             return
@@ -240,84 +265,13 @@ def incident_show(
         )
         timeline = Table("update", "at", "state", "message")
         for u in updates:
-            timeline.add_row(str(u.id), timestamp(u.created_at), u.state, u.message or "")
+            credit = f"\n(subscribers only) {u.credit_note}" if u.credit_note else ""
+            timeline.add_row(
+                str(u.id), timestamp(u.created_at), u.state, (u.message or "") + credit
+            )
         console.print(timeline)
-        if follow:
-            follow_progress(pipeline, incident_id)
-        _print_summary(pipeline, incident_id)
-
-
-FOLLOW_POLL_S = 0.5
-_IN_FLIGHT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING)
-
-
-def _progress_text(counts: Counter[str]) -> str:
-    """The four numbers an operator follows: waiting, handed over, confirmed, lost."""
-    waiting = sum(counts.get(status, 0) for status in _IN_FLIGHT)
-    failed = counts.get(DeliveryStatus.FAILED, 0)
-    fell_back = counts.get(DeliveryStatus.FELL_BACK, 0)
-    return (
-        f"queued {waiting} · sent {counts.get(DeliveryStatus.SENT, 0)} · "
-        f"delivered {counts.get(DeliveryStatus.DELIVERED, 0)} · failed {failed}"
-        + (f" · fell back {fell_back}" if fell_back else "")
-    )
-
-
-def follow_progress(
-    pipeline: Pipeline,
-    incident_id: int,
-    *,
-    show: bool = True,
-    poll_s: float = FOLLOW_POLL_S,
-    pause: Callable[[float], None] = time.sleep,
-) -> None:
-    """Poll the database and redraw a progress bar per channel (done = no longer queued or being
-    sent) until every update is fanned out and no delivery is in flight. Ctrl-C stops following,
-    not the fan-out. Off a terminal nothing is drawn; the caller prints the final summary."""
-    columns = (
-        TextColumn("{task.description:<8}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-    )
-    with Progress(*columns, console=console, disable=not (show and console.is_terminal)) as bars:
-        tasks: dict[str, TaskID] = {}
-        try:
-            while True:
-                summary = reports.delivery_summary(pipeline.store, incident_id)
-                for channel, counts in sorted(summary.items()):
-                    total = sum(counts.values())
-                    done = total - sum(counts.get(status, 0) for status in _IN_FLIGHT)
-                    if channel not in tasks:
-                        tasks[channel] = bars.add_task(channel, total=total, counts="")
-                    bars.update(
-                        tasks[channel], total=total, completed=done, counts=_progress_text(counts)
-                    )
-                _, updates = reports.incident(pipeline.store, incident_id)
-                in_flight = any(counts.get(s, 0) for counts in summary.values() for s in _IN_FLIGHT)
-                if not in_flight and all(u.fanned_out_at is not None for u in updates):
-                    return
-                pause(poll_s)
-        except KeyboardInterrupt:
-            console.print("stopped following; the fan-out goes on")
-
-
-SUMMARY_COLUMNS = (
-    DeliveryStatus.QUEUED,
-    DeliveryStatus.SENDING,
-    DeliveryStatus.SENT,
-    DeliveryStatus.DELIVERED,
-    DeliveryStatus.FAILED,
-    DeliveryStatus.FELL_BACK,
-    DeliveryStatus.SUPPRESSED,
-    DeliveryStatus.SUPERSEDED,
-)
-
-
-def _print_summary(pipeline: Pipeline, incident_id: int) -> None:
-    summary = reports.delivery_summary(pipeline.store, incident_id)
-    table = Table("channel", *(status.value.replace("_", " ") for status in SUMMARY_COLUMNS))
-    for channel in sorted(summary):
-        counts = summary[channel]
-        table.add_row(channel, *(str(counts.get(status, 0)) for status in SUMMARY_COLUMNS))
-    console.print(table)
+        stopped = follow_progress(pipeline, incident_id) if follow else None
+        if stopped:
+            console.print(f"following ended: {stopped}", highlight=False, soft_wrap=True)
+        print_summary(pipeline, incident_id)
+        waiting_report(pipeline, incident_id)

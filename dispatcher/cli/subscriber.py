@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from dispatcher.cli.common import (
@@ -76,23 +77,28 @@ def subscriber_add(
     """Add a subscriber. Unless --confirmed, each email address and phone number is sent a
     confirmation first, and nothing else goes there until it is confirmed. A webhook subscriber
     gets a signing secret, printed once."""
-    quiet_start, _, quiet_end = (quiet_hours or "").partition("-")
-    data = SubscriberIn(
-        name=name,
-        email=email,
-        phone=phone,
-        webhook=webhook,
-        channels=channels.split(","),
-        components=component or [],
-        min_severity=min_severity,
-        locale=locale,
-        quiet_start=quiet_start.strip() or None,
-        quiet_end=quiet_end.strip() or None,
-        timezone=timezone,
-        confirmed=confirmed,
-        internal=internal,
-        tier=tier,
-    )
+    quiet_start, quiet_end = _quiet_window(quiet_hours)
+    try:
+        data = SubscriberIn(
+            name=name,
+            email=email,
+            phone=phone,
+            webhook=webhook,
+            channels=channels.split(","),
+            components=component or [],
+            min_severity=min_severity,
+            locale=locale,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            timezone=timezone,
+            confirmed=confirmed,
+            internal=internal,
+            tier=tier,
+        )
+    except ValidationError as exc:
+        if any(error["loc"][:1] in (("quiet_start",), ("quiet_end",)) for error in exc.errors()):
+            raise _bad_window(quiet_hours) from None
+        raise
     with open_pipeline() as pipeline:
         try:
             subscriber = records.add(pipeline.store, pipeline.registry, data)
@@ -251,6 +257,22 @@ def _print_import(
         )
     for line, problem in report.errors:
         say_error(f"[red]line {line}:[/]", problem)
+
+
+def _quiet_window(text: str | None) -> tuple[str | None, str | None]:
+    """--quiet-hours as the two times the subscriber's fields hold: "22:00-07:00"."""
+    if text is None:
+        return None, None
+    start, dash, end = (part.strip() for part in text.partition("-"))
+    if not (dash and start and end):
+        raise _bad_window(text)
+    return start, end
+
+
+def _bad_window(text: str | None) -> records.SubscriberError:
+    return records.SubscriberError(
+        f"--quiet-hours: {text!r} is not a window of 24-hour times like 22:00-07:00"
+    )
 
 
 def _confirmation(subscriber: Subscriber) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import Audience, DeliveryStatus, WaitReason
-from dispatcher.policy.audience import recipients
+from dispatcher.policy.audience import public_was_told, recipients
 from dispatcher.policy.pacing import Pacing, carries, update_kind
 from dispatcher.store import (
     PUBLIC_RECIPIENT,
@@ -142,8 +142,13 @@ def _rows(
     def channel_carries(channel: str) -> bool:
         return carries(settings.cadence, channel, kind)
 
-    public = not incident.draft and update_row.audience is Audience.EVERYONE
-    if public:  # a draft, a reminder, a review: not for the public post
+    # A draft, a reminder, a review: not for the public post; a change to what the public was
+    # told (Audience.TOLD): only if it was.
+    public = not incident.draft and (
+        update_row.audience is Audience.EVERYONE
+        or (update_row.audience is Audience.TOLD and public_was_told(session, incident))
+    )
+    if public:
         for channel in registry.broadcast_channels():
             if channel_carries(channel):
                 yield _row(update_row.id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)

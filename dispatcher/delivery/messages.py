@@ -23,7 +23,14 @@ from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
 from dispatcher.delivery.rows import Claimed, ClaimedNotice, Loaded
 from dispatcher.links import LinkPurpose
-from dispatcher.models import Audience, DeliveryStatus, FailureKind, FailureReason, MessageKind
+from dispatcher.models import (
+    Audience,
+    DeliveryStatus,
+    FailureKind,
+    FailureReason,
+    IncidentState,
+    MessageKind,
+)
 from dispatcher.policy import notices
 from dispatcher.policy.audience import address_of
 from dispatcher.render.messages import render
@@ -74,6 +81,12 @@ class _Newer:
     update_id: int
     arrived: bool  # a delivery of it was sent to them
     due_at: datetime | None  # else: when its delivery still on its way is due
+
+
+# The updates that tell the news, each the latest word to its reader: a newer one of these
+# supersedes an older one still waiting (a reminder or a review replaces nothing).
+NEWS = (Audience.EVERYONE, Audience.TOLD)
+MAINTENANCE_STATES = (IncidentState.SCHEDULED, IncidentState.CANCELLED)
 
 
 def prepare(
@@ -220,7 +233,7 @@ def _newer_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, st
     Only a newer update can hold a message back, so only those are read: while the chunk's
     update is the latest (nearly always) the query reads no delivery at all, where reading every
     live one of the incident for every chunk made a fan-out's cost grow with its square."""
-    public = [i for i in items if i.update.audience is Audience.EVERYONE]
+    public = [i for i in items if i.update.audience in NEWS]
     if not public:
         return {}
     arrived = func.max(case((Delivery.status.in_(ARRIVED_STATUSES), 1), else_=0))
@@ -232,7 +245,7 @@ def _newer_updates(session: Session, items: list[Claimed]) -> dict[tuple[int, st
             Update.id > min(i.update.id for i in public),
             Update.incident_id.in_({i.incident.id for i in public}),
             Delivery.recipient.in_({i.delivery.recipient for i in public}),
-            Update.audience == Audience.EVERYONE,
+            Update.audience.in_(NEWS),
             Delivery.status.in_((*ARRIVED_STATUSES, *ON_ITS_WAY_STATUSES)),
         )
         .group_by(Update.incident_id, Delivery.recipient, Update.id)
@@ -249,7 +262,7 @@ def _behind(item: Claimed, newer: list[_Newer], now: datetime) -> Skipped | None
     """Why this update is not sent now, if a newer one of its incident stands in its way:
     superseded when one reached the person, put back just after the latest one still on its way
     otherwise; None when none is (or every newer one failed for good: this one goes)."""
-    if item.update.audience is not Audience.EVERYONE:
+    if item.update.audience not in NEWS:
         return None
     ahead = [n for n in newer if n.update_id > item.update.id]
     if any(n.arrived for n in ahead):
@@ -404,7 +417,8 @@ def update_view(update_row: Update, incident: Incident, *, internal: bool = Fals
         message=message,
         created_at=update_row.created_at,
         next_update_at=update_row.next_update_at,
-        eta=incident.eta,
+        # A maintenance notice's `eta` is the window's planned end (render/views.py).
+        eta=incident.ends_at if update_row.state in MAINTENANCE_STATES else incident.eta,
         credit_note=update_row.credit_note,
         milestone=update_row.milestone,
         review_url=update_row.review_url,

@@ -49,6 +49,9 @@ class DeliveryStats:
     lease_expiries: int  # deliveries taken back from a vanished worker: possibly sent twice
     queued: int
     oldest_queued_s: float | None  # how long the oldest delivery not yet sent has waited
+    # Claimed and not finished when their lease ran out: a worker vanished mid-send, and they
+    # wait for the sweep (or a runner) to take them back.
+    sending_past_lease: int = 0
     receipts: dict[str, int] = field(default_factory=dict)  # our receipt status -> events
     circuits: dict[str, Circuit] = field(default_factory=dict)  # provider account -> breaker
 
@@ -58,7 +61,8 @@ class DeliveryStats:
 
 def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
     """Counts per channel and status, retries, fallbacks, possible duplicates, the backlog's
-    age, receipts and breakers; of one incident, or of everything."""
+    age (queued, and left in sending past a lease), receipts and breakers; of one incident, or
+    of everything."""
     with store.session() as session:
         if incident_id is not None and session.get(Incident, incident_id) is None:
             raise IncidentNotFound(incident_id)
@@ -90,6 +94,14 @@ def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
                 incident_id,
             )
         ).one()
+        stuck = session.scalar(
+            _of(
+                select(func.count(Delivery.id)).where(
+                    Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < utcnow()
+                ),
+                incident_id,
+            )
+        )
         return DeliveryStats(
             by_channel=by_channel,
             total=totals[0],
@@ -100,6 +112,7 @@ def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
             lease_expiries=int(totals[5]),
             queued=queued,
             oldest_queued_s=_age_s(oldest),
+            sending_past_lease=stuck or 0,
             receipts=_receipts(session, incident_id),
             circuits=circuits(session),
         )

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.errors import OutageError
-from dispatcher.models import Audience, IncidentIn, IncidentState
+from dispatcher.models import Audience, FollowUpIn, IncidentIn, IncidentState, ReopenIn
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -52,6 +52,17 @@ class Extras:
     internal_note: str | None = None
     credit_note: str | None = None
 
+    @classmethod
+    def of(cls, data: FollowUpIn) -> Extras:
+        """The extras of validated input (a promise and an estimate are still to come)."""
+        return cls(
+            next_update_at=data.next_update_at,
+            eta=data.eta,
+            internal_note=data.internal_note,
+            # A resolution's input (UpdateIn) carries the credit note; other updates none.
+            credit_note=getattr(data, "credit_note", None),
+        )
+
 
 NO_EXTRAS = Extras()
 
@@ -76,9 +87,10 @@ def create(
     source: str = "operator",
     source_key: str | None = None,
     draft: bool = False,
-    extras: Extras = NO_EXTRAS,
+    extras: Extras | None = None,
 ) -> Posted:
-    """A new incident in the caller's transaction (the operator's, or a monitoring event's)."""
+    """A new incident in the caller's transaction (the operator's, or a monitoring event's);
+    its first update carries the input's extras unless `extras` says otherwise."""
     incident = Incident(
         title=data.title,
         severity=data.severity,
@@ -92,7 +104,13 @@ def create(
     session.add(incident)
     session.flush()
     record(session, source, "incident_opened", incident_id=incident.id, draft=draft)
-    return add_update(session, incident, IncidentState.INVESTIGATING, data.message, extras)
+    return add_update(
+        session,
+        incident,
+        IncidentState.INVESTIGATING,
+        data.message,
+        Extras.of(data) if extras is None else extras,
+    )
 
 
 def post_update(
@@ -106,24 +124,47 @@ def post_update(
         allowed = ", ".join(s.value for s in UPDATE_STATES)
         raise IncidentError(f"state: an update moves to one of {allowed}; use resolve to close")
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
+        if is_maintenance(incident):
+            raise IncidentError(
+                f"incident {incident_id} is a planned maintenance, not an incident: reschedule "
+                "or cancel it (outage maintenance), or open an incident if it went wrong"
+            )
         if not incident.state.is_open:
-            raise IncidentError(f"incident {incident_id} is resolved; reopen it first")
+            raise IncidentError(
+                f"incident {incident_id} is resolved; reopen it first "
+                f"(outage incident reopen {incident_id} --message …)"
+            )
         return add_update(session, incident, state, message, extras)
 
 
 def resolve(
-    store: Store, incident_id: int, message: str | None, extras: Extras = NO_EXTRAS
+    store: Store,
+    incident_id: int,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
 ) -> Posted:
+    """Close an open incident. A service credit (`extras.credit_note`) is kept apart from the
+    message: it is offered to the subscribers told of it, and never posted in public."""
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
+        if incident.state is IncidentState.CANCELLED:
+            raise IncidentError(f"maintenance {incident_id} was cancelled")
         if not incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is already resolved")
+        if is_maintenance(incident) and incident.started_at > utcnow():
+            raise IncidentError(
+                f"maintenance {incident_id} has not started; cancel it instead "
+                f"(outage maintenance cancel {incident_id})"
+            )
         return close(session, incident, message, extras)
 
 
 def close(
-    session: Session, incident: Incident, message: str | None, extras: Extras = NO_EXTRAS
+    session: Session,
+    incident: Incident,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
 ) -> Posted:
     incident.resolved_at = utcnow()
     incident.resolve_pending_since = None
@@ -135,7 +176,9 @@ def postmortem(store: Store, incident_id: int, url: str) -> Posted:
     messages say so in each reader's language (templates `postmortem.*`, with `review_url`);
     the stored sentence is what the status page and its feed show."""
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
+        if incident.state is IncidentState.CANCELLED:
+            raise IncidentError(f"maintenance {incident_id} was cancelled: nothing to review")
         if incident.state.is_open:
             raise IncidentError(f"incident {incident_id} is still open; resolve it first")
         if _has_milestone(session, incident_id, "postmortem"):
@@ -152,33 +195,6 @@ def postmortem(store: Store, incident_id: int, url: str) -> Posted:
         )
 
 
-def schedule_maintenance(
-    store: Store, data: IncidentIn, starts_at: datetime, ends_at: datetime
-) -> Posted:
-    """Announce planned maintenance now; the sweep sends the reminders ahead of it, and the
-    notices at its start and end (dispatcher/policy/promises.py)."""
-    if ends_at <= starts_at:
-        raise IncidentError("end: the maintenance must end after it starts")
-    if ends_at <= utcnow():
-        raise IncidentError("end: that maintenance window is already over")
-    with store.session() as session:
-        incident = Incident(
-            title=data.title,
-            severity=data.severity,
-            state=IncidentState.SCHEDULED,
-            components=list(dict.fromkeys(data.components)),
-            source="operator",
-            started_at=starts_at,
-            ends_at=ends_at,
-        )
-        session.add(incident)
-        session.flush()
-        record(session, "operator", "maintenance_scheduled", incident_id=incident.id)
-        return add_update(
-            session, incident, IncidentState.SCHEDULED, data.message, milestone="announced"
-        )
-
-
 def _has_milestone(session: Session, incident_id: int, milestone: str) -> bool:
     found = session.scalar(
         select(Update.id).where(Update.incident_id == incident_id, Update.milestone == milestone)
@@ -187,11 +203,35 @@ def _has_milestone(session: Session, incident_id: int, milestone: str) -> bool:
 
 
 def reopen(
-    session: Session, incident: Incident, message: str | None, extras: Extras = NO_EXTRAS
+    session: Session,
+    incident: Incident,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+    *,
+    audience: Audience = Audience.EVERYONE,
 ) -> Posted:
-    """A resolved incident that broke again: same incident, so nobody is paged twice."""
+    """A resolved incident that broke again: same incident, so nobody is paged twice. Its old
+    estimate is over: only a new one is shown."""
     incident.resolved_at = None
-    return add_update(session, incident, IncidentState.INVESTIGATING, message, extras)
+    incident.eta = None
+    return add_update(
+        session, incident, IncidentState.INVESTIGATING, message, extras, audience=audience
+    )
+
+
+def reopen_incident(store: Store, incident_id: int, data: ReopenIn) -> Posted:
+    """An operator reopens a resolved incident: those who were told of it (who heard it was
+    over) hear that it is not, and the public post if it was told; nobody else is paged."""
+    with store.session() as session:
+        incident = locked(session, incident_id)
+        if is_maintenance(incident):
+            raise IncidentError(
+                f"incident {incident_id} is a planned maintenance; open an incident instead"
+            )
+        if incident.state.is_open:
+            raise IncidentError(f"incident {incident_id} is not resolved; post an update instead")
+        record(session, "operator", "incident_reopened", incident_id=incident_id)
+        return reopen(session, incident, data.message, Extras.of(data), audience=Audience.TOLD)
 
 
 def approve(
@@ -200,7 +240,7 @@ def approve(
     """Publish a draft: optionally reword it, then announce its latest update to everyone it
     concerns (the team already has it; the unique delivery key keeps them from a second copy)."""
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
+        incident = locked(session, incident_id)
         if not incident.draft:
             raise IncidentError(f"incident {incident_id} is not a draft; it is already public")
         incident.draft = False
@@ -223,7 +263,14 @@ def approve(
         return Posted(incident_id=incident_id, update_id=latest.id)
 
 
-def _get_for_update(session: Session, incident_id: int) -> Incident:
+def is_maintenance(incident: Incident) -> bool:
+    """Planned maintenance has a window's end; an incident never has one."""
+    return incident.ends_at is not None
+
+
+def locked(session: Session, incident_id: int) -> Incident:
+    """The incident, locked for this transaction (two operators change it one after the
+    other); IncidentNotFound for an id that names none."""
     if not 0 < incident_id <= MAX_ID:
         raise IncidentNotFound(incident_id)
     incident = session.scalars(

@@ -29,6 +29,7 @@ from dispatcher.settings import Settings
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 HISTORY_DAYS: Final = 90
+CLOSED: Final = tuple(state for state in IncidentState if not state.is_open)  # over, called off
 FEED_ENTRIES: Final = 50  # an Atom reader polls; it needs the recent updates, not all of them
 
 
@@ -97,9 +98,9 @@ class PublicIncident:
 
     @property
     def is_maintenance(self) -> bool:
-        """Announced or running maintenance, or one completed (only maintenance has `ends_at`);
-        one that went wrong and became an incident is an incident."""
-        return self.state is IncidentState.SCHEDULED or (
+        """Announced or running maintenance, or one completed or called off (only maintenance
+        has `ends_at`); one that went wrong and became an incident is an incident."""
+        return self.state in (IncidentState.SCHEDULED, IncidentState.CANCELLED) or (
             self.state is IncidentState.RESOLVED and self.ends_at is not None
         )
 
@@ -191,15 +192,12 @@ def snapshot(store: Store, settings: Settings, now: datetime | None = None) -> S
             select(Incident, Update)
             .outerjoin(
                 Update,
-                and_(
-                    Update.incident_id == Incident.id,
-                    Incident.state != IncidentState.RESOLVED,
-                ),
+                and_(Update.incident_id == Incident.id, Incident.state.not_in(CLOSED)),
             )
             .where(
                 Incident.draft.is_(False),
                 or_(
-                    Incident.state != IncidentState.RESOLVED,
+                    Incident.state.not_in(CLOSED),
                     Incident.resolved_at >= since,
                     Incident.started_at >= since,
                 ),

@@ -150,6 +150,50 @@ def waiting(store: Store, incident_id: int | None = None) -> list[Waiting]:
     return sorted(found, key=lambda held: held.until)
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """An incident's messages not done with yet: being sent, queued (and the soonest due), and
+    updates whose delivery rows are not all written."""
+
+    sending: int
+    queued: int
+    next_due: datetime | None
+    unfanned: int
+
+    @property
+    def any(self) -> bool:
+        return bool(self.sending or self.queued or self.unfanned)
+
+    def due_before(self, moment: datetime) -> bool:
+        """Whether anything may still move before `moment` (what is being sent or fanned out
+        moves now)."""
+        if self.sending or self.unfanned:
+            return True
+        return self.next_due is not None and self.next_due <= moment
+
+
+def in_flight(store: Store, incident_id: int) -> InFlight:
+    """What `incident show --follow` waits for, in two queries."""
+    queued = Delivery.status == DeliveryStatus.QUEUED
+    with store.session() as session:
+        sending, waiting, next_due = session.execute(
+            select(
+                func.count().filter(Delivery.status == DeliveryStatus.SENDING),
+                func.count().filter(queued),
+                func.min(Delivery.due_at).filter(queued),
+            )
+            .select_from(Delivery)
+            .join(Update, Delivery.update_id == Update.id)
+            .where(Update.incident_id == incident_id)
+        ).one()
+        unfanned = session.scalar(
+            select(func.count()).where(
+                Update.incident_id == incident_id, Update.fanned_out_at.is_(None)
+            )
+        )
+    return InFlight(sending, waiting, _aware(next_due), unfanned or 0)
+
+
 def runners_alive(session: Session) -> list[str]:
     """The embedded runners that passed within RUNNER_ALIVE_S (`outage serve`, `outage worker`
     without a broker), by host:pid."""

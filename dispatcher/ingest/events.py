@@ -20,7 +20,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from dispatcher.models import Severity
+from dispatcher.models import TEXT_MAX, TITLE_MAX, Component, Severity, Text, Title
 
 DETAIL_MAX_CHARS = 1000  # a monitor's output is kept for the team, never at any length
 
@@ -43,10 +43,12 @@ class AlertEvent(BaseModel):
     group_key: str  # alerts with the same group key belong to one incident
     alert_key: str  # one alert within the group (fingerprint, monitor id, key)
     status: AlertStatus
-    title: str = Field(min_length=1, max_length=200)
+    # Checked as an operator's incident is (blank text never reaches the public): a source
+    # that sends a blank title or component is told so (422), naming the field.
+    title: Title
     severity: Severity
-    components: list[str] = Field(min_length=1)
-    message: str | None = None  # for customers; None lets the templates speak
+    components: list[Component] = Field(min_length=1)
+    message: Text | None = None  # for customers; None lets the templates speak
     detail: Annotated[str | None, AfterValidator(_clip)] = None  # for the team only
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
@@ -95,10 +97,7 @@ class IngestMapping(BaseModel):
     pagerduty_urgency: dict[str, Severity] = {"high": Severity.MAJOR, "low": Severity.MINOR}
 
     def component(self, labels: dict[str, str]) -> str:
-        return next(
-            (labels[name] for name in self.component_labels if labels.get(name)),
-            self.default_component,
-        )
+        return _first(labels, self.component_labels) or self.default_component
 
     def severity(self, labels: dict[str, str]) -> Severity:
         return self.severity_of(labels.get(self.severity_label, ""))
@@ -108,10 +107,15 @@ class IngestMapping(BaseModel):
         return self.severity_map.get(value.strip().lower(), self.default_severity)
 
     def message(self, annotations: dict[str, str]) -> str | None:
-        return next((annotations[n] for n in self.message_annotations if annotations.get(n)), None)
+        found = _first(annotations, self.message_annotations)
+        return found[:TEXT_MAX] if found else None
 
     def title(self, component: str, annotations: dict[str, str]) -> str:
-        for name in self.title_annotations:
-            if annotations.get(name):
-                return annotations[name][:200]
-        return f"Disruption affecting {component}"
+        found = _first(annotations, self.title_annotations)
+        return found[:TITLE_MAX] if found else f"Disruption affecting {component}"
+
+
+def _first(values: dict[str, str], names: list[str]) -> str | None:
+    """The first of `names` with a value that is not blank (a blank annotation or label is read
+    as missing, so the fallback applies), stripped."""
+    return next((values[n].strip() for n in names if (values.get(n) or "").strip()), None)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from dispatcher.delivery.registry import ChannelRegistry
@@ -19,6 +19,7 @@ from dispatcher.models import Audience, DeliveryStatus, Severity
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
+    PUBLIC_RECIPIENT,
     Delivery,
     Incident,
     Subscriber,
@@ -153,6 +154,10 @@ def recipients(
         query = query.where(Subscriber.internal.is_(True))
     elif audience is Audience.NOTIFIED:
         query = query.where(Subscriber.id.in_(_notified(incident)))
+    elif audience is Audience.TOLD:
+        query = query.where(
+            or_(Subscriber.internal.is_(True), Subscriber.id.in_(_notified(incident)))
+        )
     # On the session's connection, as Core: plain rows, without the ORM's per-row handling.
     for row in session.connection().execute(query):
         if audience is Audience.EVERYONE and not concerns(row, incident):
@@ -172,17 +177,34 @@ def recipients(
             )
 
 
+# A message counts as told once it is handed to the provider.
+TOLD_STATUSES = (DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+
+
 def _notified(incident: Incident) -> Select[int | None]:
-    """The subscribers who were told of the incident (a message sent or delivered)."""
+    """The subscribers who were told of the incident (a message handed over, sent or
+    delivered); one whose message still waits has not heard of it."""
     return (
         select(Delivery.subscriber_id)
         .join(Update, Delivery.update_id == Update.id)
-        .where(
-            Update.incident_id == incident.id,
-            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.DELIVERED]),
-        )
+        .where(Update.incident_id == incident.id, Delivery.status.in_(TOLD_STATUSES))
         .distinct()
     )
+
+
+def public_was_told(session: Session, incident: Incident) -> bool:
+    """Whether the public post (a broadcast channel) carried any update of the incident."""
+    found = session.scalar(
+        select(Delivery.id)
+        .join(Update, Delivery.update_id == Update.id)
+        .where(
+            Update.incident_id == incident.id,
+            Delivery.recipient == PUBLIC_RECIPIENT,
+            Delivery.status.in_(TOLD_STATUSES),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def priority(tier: int, severity_rank: int) -> int:

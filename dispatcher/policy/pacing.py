@@ -29,9 +29,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dispatcher.models import (
+    Audience,
     Cadence,
     DeliveryStatus,
-    IncidentState,
     Severity,
     UpdateKind,
     WaitReason,
@@ -52,15 +52,20 @@ COUNTED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatu
 
 
 def update_kind(session: Session, update: Update) -> UpdateKind:
-    if update.state is IncidentState.RESOLVED:
+    """What the update is to its readers. An end (resolved, a maintenance called off) is
+    RESOLVED; news that changes what people were told (a maintenance moved: Audience.TOLD) is
+    carried, and exempt from coalescing, like an opening."""
+    if not update.state.is_open:
         return UpdateKind.RESOLVED
+    if update.audience is Audience.TOLD:
+        return UpdateKind.OPENED
     previous = session.scalars(
         select(Update.state)
         .where(Update.incident_id == update.incident_id, Update.id < update.id)
         .order_by(Update.id.desc())
         .limit(1)
     ).first()
-    if previous is None or previous is IncidentState.RESOLVED:
+    if previous is None or not previous.is_open:
         return UpdateKind.OPENED
     return UpdateKind.SAME_STATE if previous == update.state else UpdateKind.STATE_CHANGE
 

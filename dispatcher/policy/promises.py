@@ -5,7 +5,8 @@
   are on, a holding update goes out ("we are still working on this, next update in …") with a
   new promise of the same interval, so customers are never left wondering.
 - Planned maintenance is announced when scheduled, reminded `maintenance_notices_s` ahead, and
-  announced again when it starts and when it ends.
+  announced again when it starts and when it ends; after a reschedule, for the new window
+  (dispatcher/incidents/maintenance.py).
 
 Every such update is posted once: a milestone is unique per incident, and a reminder marks the
 update it reminds of.
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dispatcher.incidents import lifecycle
+from dispatcher.incidents import lifecycle, maintenance
 from dispatcher.incidents.lifecycle import Extras
 from dispatcher.models import Audience, IncidentState
 from dispatcher.settings import Settings
@@ -102,17 +103,13 @@ def _maintenance(store: Store, settings: Settings, now: datetime) -> list[int]:
         ).all()
         for incident in windows:
             assert incident.ends_at is not None  # scheduled maintenance always has an end
-            announced_at = session.scalar(
-                select(func.min(Update.created_at)).where(Update.incident_id == incident.id)
-            )
-            milestone, message = _maintenance_milestone(
-                incident, settings, now, announced_at or now
-            )
-            if milestone is None:
+            revision, announced_at = maintenance.window_revision(session, incident)
+            due, message = _maintenance_milestone(incident, settings, now, announced_at or now)
+            if due is None:
                 continue
             try:
                 with session.begin_nested():
-                    if milestone == "completed":  # closing it takes it out of this query
+                    if due == "completed":  # closing it takes it out of this query
                         posted.append(lifecycle.close(session, incident, message).update_id)
                     else:
                         posted.append(
@@ -121,7 +118,7 @@ def _maintenance(store: Store, settings: Settings, now: datetime) -> list[int]:
                                 incident,
                                 IncidentState.SCHEDULED,
                                 message,
-                                milestone=milestone,
+                                milestone=maintenance.milestone(due, revision),
                             ).update_id
                         )
             except IntegrityError:
@@ -132,12 +129,14 @@ def _maintenance(store: Store, settings: Settings, now: datetime) -> list[int]:
 def _maintenance_milestone(
     incident: Incident, settings: Settings, now: datetime, announced_at: datetime
 ) -> tuple[str | None, str]:
-    """The notice due now, if any: the latest of those whose time has come, skipping reminders
-    whose time had already come when the maintenance was announced (the announcement said it)."""
+    """The notice due now, if any: the latest of those whose time has come, skipping those
+    whose time had already come when the window was (re)announced (the announcement said it)."""
     assert incident.ends_at is not None
     if now >= incident.ends_at:
         return "completed", "The planned maintenance is complete. Thank you for your patience."
     if now >= incident.started_at:
+        if announced_at >= incident.started_at:
+            return None, ""
         return (
             "started",
             f"The planned maintenance has started; it ends by {clock(incident.ends_at)}.",

@@ -37,7 +37,9 @@ _SAMPLE_MESSAGES: Final = {
     IncidentState.SCHEDULED: (
         "Checkout will be read-only for up to 15 minutes during the window. No action is needed."
     ),
+    IncidentState.CANCELLED: "We will announce a new date at least a week ahead.",
 }
+_MAINTENANCE: Final = (IncidentState.SCHEDULED, IncidentState.CANCELLED)
 
 
 _SAMPLE_CREDIT: Final = "Affected accounts get a 10% credit on this month's invoice."
@@ -48,7 +50,7 @@ def sample(
 ) -> tuple[IncidentView, UpdateView, RecipientView]:
     """Realistic data for `outage template preview`: a checkout incident at the given state."""
     base = public_url.rstrip("/")
-    scheduled = state is IncidentState.SCHEDULED
+    scheduled = state in _MAINTENANCE
     started = datetime(2025, 5, 21, 2, 0, tzinfo=UTC) if scheduled else _SAMPLE_START
     created = {
         IncidentState.INVESTIGATING: _SAMPLE_START + timedelta(minutes=3),
@@ -56,6 +58,7 @@ def sample(
         IncidentState.MONITORING: _SAMPLE_START + timedelta(minutes=55),
         IncidentState.RESOLVED: _SAMPLE_START + timedelta(minutes=65),
         IncidentState.SCHEDULED: datetime(2025, 5, 14, 10, 0, tzinfo=UTC),
+        IncidentState.CANCELLED: datetime(2025, 5, 16, 9, 30, tzinfo=UTC),
     }[state]
     incident = IncidentView(
         id=42,
@@ -64,7 +67,7 @@ def sample(
         state=state,
         components=("checkout", "payments"),
         started_at=started,
-        resolved_at=created if state is IncidentState.RESOLVED else None,
+        resolved_at=None if state.is_open else created,
         url=f"{base}/incidents/42",
     )
     update = UpdateView(
@@ -106,6 +109,6 @@ def every_topic(
 def _sample_eta(state: IncidentState, started: datetime) -> datetime | None:
     if state is IncidentState.IDENTIFIED:
         return started + timedelta(minutes=70)
-    if state is IncidentState.SCHEDULED:
+    if state in _MAINTENANCE:  # a maintenance notice's eta is the window's end
         return started + timedelta(hours=2)
     return None

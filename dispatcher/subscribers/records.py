@@ -9,7 +9,7 @@ an operator adds or re-imports it (lifting one is the subscriber's own act, see 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,13 +38,18 @@ class SubscriberError(OutageError, ValueError):
         self.code = code
 
 
-def describe(error: ValidationError) -> str:
-    """Pydantic's errors as one line per field, without the URL noise."""
+def describe(error: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """Pydantic's errors as one line per field, without the URL noise; `names` shows a field by
+    the name its user typed it under (the CLI's options: quiet_start is --quiet-hours)."""
     parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "input"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+        location = [str(part) for part in item["loc"]]
+        if names and location and location[0] in names:
+            where = names[location[0]]
+        else:
+            where = ".".join(location) or "input"
+        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:

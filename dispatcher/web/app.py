@@ -26,6 +26,7 @@ from dispatcher.web import (
     health,
     inbound,
     incidents_api,
+    maintenance_api,
     preferences,
     subscribers_api,
     unsubscribe,
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(incidents_api.router)
+    app.include_router(maintenance_api.router)
     app.include_router(subscribers_api.router)
     app.include_router(preferences.router)
     app.include_router(unsubscribe.router)

@@ -1,4 +1,5 @@
-"""`/api/incidents`: the CLI's incident operations, for scripts (operator token required).
+"""`/api/incidents`: the CLI's incident operations, for scripts (operator token required);
+planned maintenance is at `/api/maintenance` (maintenance_api.py).
 
 The core's refusals answer through the app's OutageError handler: an unknown id is 404, a change
 the incident's state does not allow 409."""
@@ -9,32 +10,18 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle, reports
-from dispatcher.incidents.lifecycle import Posted
-from dispatcher.models import IncidentIn, IncidentState, Severity
+from dispatcher.incidents.lifecycle import Extras, Posted
+from dispatcher.models import ApproveIn, IncidentIn, IncidentState, ReopenIn, Severity, UpdateIn
 from dispatcher.store import MAX_ID
 from dispatcher.web.deps import OperatorDep, PipelineDep
 
 IncidentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the incident's id")]
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"], dependencies=[OperatorDep])
-
-
-class UpdateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    state: IncidentState = Field(description="investigating, identified, monitoring or resolved")
-    message: str | None = Field(default=None, max_length=2000)
-
-
-class ApproveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    message: str | None = Field(default=None, max_length=2000)
 
 
 class PostedOut(BaseModel):
@@ -63,7 +50,8 @@ class IncidentOut(BaseModel):
     deliveries: dict[str, dict[str, int]] = {}
 
 
-def _announce(pipeline: Pipeline, posted: Posted) -> PostedOut:
+def announce(pipeline: Pipeline, posted: Posted) -> PostedOut:
+    """Hand a committed update to the queue; the ids the caller may follow."""
     pipeline.announce(posted.update_id)
     return PostedOut(incident_id=posted.incident_id, update_id=posted.update_id)
 
@@ -71,24 +59,35 @@ def _announce(pipeline: Pipeline, posted: Posted) -> PostedOut:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def open_incident(pipeline: PipelineDep, body: IncidentIn) -> PostedOut:
     """Open an incident (investigating) and notify everyone it concerns."""
-    return _announce(pipeline, lifecycle.open_incident(pipeline.store, body))
+    return announce(pipeline, lifecycle.open_incident(pipeline.store, body))
 
 
 @router.post("/{incident_id}/updates", status_code=status.HTTP_201_CREATED)
 def post_update(pipeline: PipelineDep, incident_id: IncidentId, body: UpdateIn) -> PostedOut:
-    """Post an update; state `resolved` resolves the incident."""
+    """Post an update; state `resolved` resolves the incident (with the feedback survey, and the
+    credit note for subscribers only), as `outage incident update` and `resolve` do."""
+    extras = Extras.of(body)
     if body.state is IncidentState.RESOLVED:
-        posted = lifecycle.resolve(pipeline.store, incident_id, body.message)
+        posted = lifecycle.resolve(pipeline.store, incident_id, body.message, extras)
     else:
-        posted = lifecycle.post_update(pipeline.store, incident_id, body.state, body.message)
-    return _announce(pipeline, posted)
+        posted = lifecycle.post_update(
+            pipeline.store, incident_id, body.state, body.message, extras
+        )
+    return announce(pipeline, posted)
+
+
+@router.post("/{incident_id}/reopen", status_code=status.HTTP_201_CREATED)
+def reopen(pipeline: PipelineDep, incident_id: IncidentId, body: ReopenIn) -> PostedOut:
+    """Reopen a resolved incident: those who were told of it (and the public post, if it was)
+    hear it is back; nobody else is paged."""
+    return announce(pipeline, lifecycle.reopen_incident(pipeline.store, incident_id, body))
 
 
 @router.post("/{incident_id}/approve")
 def approve(pipeline: PipelineDep, incident_id: IncidentId, body: ApproveIn) -> PostedOut:
     """Publish a draft opened by a monitoring system, optionally reworded first."""
     posted = lifecycle.approve(pipeline.store, incident_id, title=body.title, message=body.message)
-    return _announce(pipeline, posted)
+    return announce(pipeline, posted)
 
 
 @router.get("")

@@ -57,6 +57,7 @@ STATE_LABELS: Final = {
     IncidentState.MONITORING: "Monitoring",
     IncidentState.RESOLVED: "Resolved",
     IncidentState.SCHEDULED: "Scheduled",
+    IncidentState.CANCELLED: "Cancelled",
 }
 
 
