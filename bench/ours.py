@@ -103,8 +103,7 @@ def embedded(config: OursConfig) -> dict[str, Any]:
     try:
         posted = lifecycle.open_incident(pipeline.store, INCIDENT)
         accepted = time.time()
-        pipeline.queue.fan_out(posted.update_id)
-        pipeline.drain()
+        pipeline.announce(posted.update_id, wait_s=0)
         finished = time.time()
         counts = statuses(pipeline.store, posted.update_id)
     finally:
@@ -134,7 +133,7 @@ def with_workers(
         try:
             posted = lifecycle.open_incident(pipeline.store, INCIDENT)
             accepted = time.time()
-            pipeline.queue.fan_out(posted.update_id)
+            pipeline.announce(posted.update_id)
             while True:
                 total, pending = open_counts(pipeline.store, posted.update_id)
                 if total >= expected and pending == 0:

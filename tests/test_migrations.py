@@ -279,6 +279,8 @@ def outage(monkeypatch: pytest.MonkeyPatch, url: str, *args: str) -> tuple[int, 
     return result.exit_code, " ".join(result.stdout.split()), " ".join(result.stderr.split())
 
 
+# At noon UTC: outside Ada's quiet hours (22:00-07:00 Berlin), at whatever hour the test runs.
+@pytest.mark.time_machine(AT.replace(hour=12), tick=True)
 def test_a_0_1_0_database_is_upgraded_keeping_every_row(
     database_url: str,
     engine: Engine,
