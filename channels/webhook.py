@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import time
+from functools import lru_cache
 from typing import Self
 from urllib.parse import urlsplit
 
@@ -148,6 +149,7 @@ class WebhookChannel(Channel):
         self._session = session
         self._sandbox_url = sandbox_url
         self._policy = policy or EgressPolicy()
+        self._literal_refusal = lru_cache(maxsize=4096)(self._refusal_of_literal)
 
     @classmethod
     def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
@@ -227,12 +229,17 @@ class WebhookChannel(Channel):
             host = urlsplit(url).hostname or ""
         except ValueError as exc:  # e.g. an unclosed IPv6 bracket
             raise PermanentError(self.name, "not an http(s) URL") from exc
-        address = literal_address(host)
-        if address is None or self._policy.allows_host(host):
-            return
-        why = self._policy.refusal(address)
+        why = self._literal_refusal(host)
         if why is not None:
             raise PermanentError(self.name, f"not sent: {why}")
+
+    def _refusal_of_literal(self, host: str) -> str | None:
+        """Why a host named by its address may not be called (None: a name, or allowed); the
+        same for every message to that host, so it is asked once per host (`_literal_refusal`)."""
+        address = literal_address(host)
+        if address is None or self._policy.allows_host(host):
+            return None
+        return self._policy.refusal(address)
 
     def _target(self, url: str) -> str:
         """The URL to call: unchanged in live mode; the sandbox's receiver in sandbox mode."""

@@ -20,6 +20,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -86,6 +87,7 @@ def new_link_secret() -> str:
     return secrets.token_urlsafe(16)
 
 
+@lru_cache(maxsize=65_536)  # every message carries two or three links of one subscriber
 def _fingerprint(link_secret: str | None) -> str | None:
     """What a token carries of the secret: 48 bits of its digest, enough that an old link
     matches a new secret by chance once in 2**48 (the signature already stops forgeries)."""
