@@ -51,7 +51,7 @@ def account_key(settings: Settings, channel: str) -> str:
 @dataclass
 class Budget:
     """What one batch may spend: no chunk starts after `deadline` (time.monotonic; half the
-    lease, so no other worker reclaims a row in flight), and pacing sleeps `wait_s` in all."""
+    lease, so one task does not sit on a paced batch), and pacing sleeps `wait_s` in all."""
 
     deadline: float
     wait_s: float

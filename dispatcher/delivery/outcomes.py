@@ -33,12 +33,15 @@ dispatcher/settings.py) and where its code is::
                                 due_at and the sweep carry it. The embedded queue leaves every
                                 delay to them.
     (d) the sweep: `Pipeline.sweep` (dispatcher/delivery/pipeline.py)
-        sweep_every_s=15        how often Celery beat runs it (the embedded runners sweep on
-                                every pass, with no staleness allowance)
+        sweep_every_s=5         how often every worker runs it (dispatcher/delivery/sweeper.py;
+                                the embedded runners sweep on every pass, with no staleness
+                                allowance)
         sweep_stale_s=30        a queued row due this long ago has lost its task: enqueued again
-        lease_s=120             a claimed row whose lease ran out is enqueued again, and the
+        lease_s=15              a claimed row whose lease ran out is enqueued again, and the
                                 claim takes it back (dispatcher/delivery/rows.py `claim`;
-                                counted in `lease_expiries` if it had been handed over)
+                                counted in `lease_expiries` if it had been handed over); the
+                                lease of a row being sent is renewed every lease_s/3
+                                (dispatcher/delivery/leases.py), so only a dead worker's run out
     (e) the receipt timeout: `_record_sent` here sets the deadline, `receipts.expire` (run by
         the sweep) acts on it
         receipt_timeout_s=None  no receipt this long after "sent": the next channel (unset:

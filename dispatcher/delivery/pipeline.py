@@ -18,7 +18,9 @@ from pydantic import SecretStr
 from sqlalchemy import and_, func, or_, select
 
 from dispatcher.delivery import fanout, receipts, send
+from dispatcher.delivery.exclusive import exclusive
 from dispatcher.delivery.guards import Guards
+from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.queue import EmbeddedQueue, Queue
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents import correlate
@@ -62,6 +64,8 @@ class Pipeline:
         # Rate buckets and circuit breakers per provider account (shared in Redis when it is the
         # broker): built once per process, like the adapters.
         self.guards = Guards.from_settings(self.settings, self.store)
+        # Keeps the leases of the rows this process is sending alive (short leases, renewed).
+        self.leases = Leases(self.store, self.settings.lease_s)
         self.queue: Queue = queue if queue is not None else EmbeddedQueue()
         self._on_close = on_close
 
@@ -124,7 +128,13 @@ class Pipeline:
 
     def send(self, delivery_ids: list[int]) -> send.SendResult:
         result = send.send_batch(
-            self.store, self.registry, self.settings, self.links, delivery_ids, guards=self.guards
+            self.store,
+            self.registry,
+            self.settings,
+            self.links,
+            delivery_ids,
+            guards=self.guards,
+            leases=self.leases,
         )
         if result.fallbacks:
             self.queue.send(result.fallbacks)
@@ -133,17 +143,22 @@ class Pipeline:
         return result
 
     def sweep(self, stale_s: float) -> SweepReport:
-        """Announce held resolves that are due, and re-enqueue what the queue should have carried
-        by now: updates never fanned out, deliveries due for longer than `stale_s`, and
-        deliveries whose worker's lease expired. Deliveries whose receipt is overdue go to the
-        subscriber's next channel."""
-        self.announce(
-            *correlate.settle(self.store, self.settings),
-            *promises.due_updates(self.store, self.settings),
-        )
-        overdue = receipts.expire(self.store, self.registry, self.guards.usable)
-        if overdue:  # no delivery receipt in time: the next channel
-            self.queue.send(overdue)
+        """Announce held resolves and promised updates that are due, and re-enqueue what the
+        queue should have carried by now: updates never fanned out, deliveries due for longer
+        than `stale_s`, and deliveries whose worker's lease expired. Deliveries whose receipt
+        is overdue go to the subscriber's next channel.
+
+        Every worker sweeps (dispatcher/delivery/sweeper.py); what posts updates or moves
+        deliveries runs in one process at a time, the re-enqueueing in any (the claim decides)."""
+        with exclusive(self.store, "sweep") as ours:
+            if ours:
+                self.announce(
+                    *correlate.settle(self.store, self.settings),
+                    *promises.due_updates(self.store, self.settings),
+                )
+                overdue = receipts.expire(self.store, self.registry, self.guards.usable)
+                if overdue:  # no delivery receipt in time: the next channel
+                    self.queue.send(overdue)
         now = utcnow()
         cutoff = now - timedelta(seconds=stale_s)
         with self.store.session() as session:
@@ -220,6 +235,7 @@ class Pipeline:
         return max(0.0, (due - utcnow()).total_seconds())
 
     def close(self) -> None:
+        self.leases.close()
         self.registry.close()
         self.guards.close()
         self.store.close()

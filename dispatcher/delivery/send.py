@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from channels.base import Message, Outcome
 from dispatcher.delivery.batch import Context, SendResult
 from dispatcher.delivery.guards import Budget, Guards
+from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.messages import Skipped, prepare, unbuildable
 from dispatcher.delivery.outcomes import hold, record
 from dispatcher.delivery.registry import ChannelRegistry
@@ -58,20 +59,23 @@ def send_batch(
     delivery_ids: Sequence[int],
     *,
     guards: Guards,
+    leases: Leases,
 ) -> SendResult:
     """Send those of `delivery_ids` that are due and held by no other worker, one channel at a
-    time, highest priority first; what is left for the queue to do comes back."""
+    time, highest priority first; what is left for the queue to do comes back. The claimed
+    rows' leases are kept alive while the batch works on them (dispatcher/delivery/leases.py)."""
     claimed = claim(store, delivery_ids, settings.lease_s)
     result = SendResult()
     if not claimed:
         return result
-    budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
-    context = Context(store, registry, settings, links, guards)
-    by_channel: dict[str, list[Loaded]] = defaultdict(list)
-    for item in load(store, claimed):
-        by_channel[item.delivery.channel].append(item)
-    for channel_name, items in by_channel.items():
-        _send_chunks(context, channel_name, items, budget, result)
+    with leases.holding(claimed):
+        budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
+        context = Context(store, registry, settings, links, guards)
+        by_channel: dict[str, list[Loaded]] = defaultdict(list)
+        for item in load(store, claimed):
+            by_channel[item.delivery.channel].append(item)
+        for channel_name, items in by_channel.items():
+            _send_chunks(context, channel_name, items, budget, result)
     return result
 
 

@@ -3,6 +3,10 @@
 Reliability settings follow ../shared/notes/celery-reliability.md: late acks and reject-on-lost so
 a killed worker's task comes back, a visibility timeout far above any task, retries beyond that
 left to the sweep (rows with a due time) rather than to long countdowns that Redis would double.
+
+Recovery does not wait for the broker: each worker's main process sweeps on a timer of its own
+(dispatcher/delivery/sweeper.py), so a deployment of workers alone, without beat, takes back
+what a dead worker held within its lease.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from celery import Celery, signals
 
 from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
+from dispatcher.delivery.sweeper import Sweeper
 from dispatcher.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -85,10 +90,43 @@ def sweep_task() -> None:
 @signals.worker_process_init.connect
 def _warm(**_: Any) -> None:
     """Each pool process readies its pipeline as it starts, not on its first task."""
+    _forget_parents_sweeper()
     pipeline().warm()
 
 
+class _MainProcess:
+    """The worker's main process: its own Pipeline (never shared with the pool, whose
+    processes build theirs after the fork) and the sweeper thread that uses it."""
+
+    pipeline: Pipeline | None = None
+    sweeper: Sweeper | None = None
+
+
 @signals.worker_ready.connect
-def _sweep_at_start(**_: Any) -> None:
-    """Recover what a crashed predecessor left behind, without waiting for beat."""
-    app.send_task("outage.sweep")
+def _start_sweeper(**_: Any) -> None:
+    """Sweep from the main process, now (what a crashed predecessor left behind) and then every
+    `sweep_every_s`, whether or not beat runs."""
+    settings = get_settings()
+    own = _MainProcess.pipeline = connect(settings, CeleryQueue(app))
+    _MainProcess.sweeper = Sweeper(
+        lambda: own.sweep(stale_s=settings.sweep_stale_s), settings.sweep_every_s
+    )
+    _MainProcess.sweeper.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _MainProcess.sweeper is not None:
+        _MainProcess.sweeper.stop()
+    if _MainProcess.pipeline is not None:
+        _MainProcess.pipeline.close()
+
+
+def _forget_parents_sweeper() -> None:
+    """A pool process forked after the main process's sweeper started inherits its Pipeline:
+    drop it without closing the parent's database connections (SQLAlchemy's advice after a
+    fork), and the sweeper, whose thread did not come along."""
+    inherited = _MainProcess.pipeline
+    if inherited is not None:
+        inherited.store.engine.dispose(close=False)
+    _MainProcess.pipeline = _MainProcess.sweeper = None
