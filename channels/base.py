@@ -19,6 +19,12 @@ Each also says why, for the operator (`failure_reason`, a FailureReason), derive
 else the class default (transient: unreachable, permanent: rejected). Adapters only name the
 reason where no status code tells it: their client's timeouts.
 
+And whether the provider may have taken the message all the same (`ambiguous`): after a timeout
+or a 5xx, nobody knows, and sending again may deliver it twice (Twilio has no idempotency key).
+Every request made after such an answer is counted in the outcome (`ambiguous_retries`), and
+the core counts the same across sends through the queue, so that "possibly sent twice" is every
+message that may have reached the provider twice, not only those of a worker that died.
+
 Errors never carry credentials: adapters build them from status codes and response bodies only.
 """
 
@@ -69,11 +75,25 @@ class ChannelError(Exception):
         retry_after_s: float | None = None,
         suppress: SuppressionReason | None = None,
         failure_reason: FailureReason | None = None,
+        ambiguous: bool | None = None,
     ) -> None:
         self.channel = channel
         # `reason` is the human sentence; `failure_reason` the closed set metrics count.
         self.failure_reason = failure_reason or (
             reason_for_status(status_code) if status_code is not None else self.default_reason
+        )
+        # May the provider have accepted it? By default: after a 5xx, or when no status came
+        # back because the answer timed out or could not be read. A refusal (4xx, 429) or a
+        # connection never made is a clear no.
+        self.ambiguous = (
+            ambiguous
+            if ambiguous is not None
+            else self.kind is FailureKind.TRANSIENT
+            and (
+                status_code >= 500
+                if status_code is not None
+                else self.failure_reason in (FailureReason.TIMEOUT, FailureReason.SERVER_ERROR)
+            )
         )
         self.suppress = suppress
         self.reason = reason
@@ -172,10 +192,15 @@ class Outcome:
     suppress: SuppressionReason | None = None  # the provider says never to send there again
     reason: FailureReason | None = None  # why it failed, for metrics (None when it did not)
     duration_s: float | None = None  # the provider's time, retries inside the send included
+    # Requests made after one whose answer left it unknown whether the provider took the
+    # message (a timeout, a 5xx): each may have delivered it once more.
+    ambiguous_retries: int = 0
+    # Failed, but some request of this send may have reached the provider all the same.
+    ambiguous: bool = False
 
     @classmethod
     def failed(
-        cls, key: int, error: ChannelError, attempts: int, duration_s: float | None = None
+        cls, key: int, error: ChannelError, tries: Tries, duration_s: float | None = None
     ) -> Outcome:
         return cls(
             key=key,
@@ -184,13 +209,45 @@ class Outcome:
             duration_s=duration_s,
             error=str(error),
             retry_after_s=error.retry_after_s,
-            attempts=attempts,
+            attempts=tries.attempts,
             suppress=error.suppress,
+            ambiguous_retries=tries.ambiguous_retries,
+            ambiguous=tries.unknown,
+        )
+
+    @classmethod
+    def sent(
+        cls, key: int, provider_id: str, tries: Tries, duration_s: float | None = None
+    ) -> Outcome:
+        return cls(
+            key=key,
+            provider_id=provider_id,
+            attempts=tries.attempts,
+            duration_s=duration_s,
+            ambiguous_retries=tries.ambiguous_retries,
         )
 
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+
+@dataclass
+class Tries:
+    """The requests of one message (or of one request several messages share) within a send."""
+
+    attempts: int = 0
+    ambiguous_retries: int = 0  # requests made after one whose fate is unknown
+    unknown: bool = False  # some request may have reached the provider without our knowing
+
+    def start(self) -> None:
+        """A request is about to leave."""
+        if self.unknown:
+            self.ambiguous_retries += 1
+        self.attempts += 1
+
+    def failed(self, error: ChannelError) -> None:
+        self.unknown = self.unknown or error.ambiguous
 
 
 @dataclass(frozen=True)
@@ -230,6 +287,14 @@ class Channel:
         self.concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    @property
+    def in_flight_limit(self) -> int:
+        """The most messages one send can have at the provider at once (one request each, at
+        most `concurrency` of them). The core hands over no more than this at a time, so that
+        every message it marks in flight is really on its way: a crash then counts as
+        "possibly sent twice" what may have been, not what was still waiting its turn."""
+        return max(1, self.concurrency)
 
     @property
     def broadcast(self) -> bool:
@@ -286,14 +351,17 @@ class Channel:
         """Release pooled connections; adapters with a client override this."""
 
     async def _send_with_retries(self, message: Message) -> Outcome:
-        attempts = 0
+        tries = Tries()
         started = time.monotonic()
 
         async def send() -> str:
-            nonlocal attempts
-            attempts += 1
+            tries.start()
             async with self._slots():  # a slot per request, not held while waiting to retry
-                return await self.send_one_async(message)
+                try:
+                    return await self.send_one_async(message)
+                except ChannelError as exc:
+                    tries.failed(exc)
+                    raise
 
         try:
             try:
@@ -302,13 +370,8 @@ class Channel:
                 provider_id = await self._retry(send, first)
         except ChannelError as exc:
             log.info("%s send failed for delivery %s: %s", self.name, message.key, exc)
-            return Outcome.failed(message.key, exc, attempts, time.monotonic() - started)
-        return Outcome(
-            key=message.key,
-            provider_id=provider_id,
-            attempts=attempts,
-            duration_s=time.monotonic() - started,
-        )
+            return Outcome.failed(message.key, exc, tries, time.monotonic() - started)
+        return Outcome.sent(message.key, provider_id, tries, time.monotonic() - started)
 
     async def _retry(self, send: Callable[[], Awaitable[str]], first: TransientError) -> str:
         """Go on after a first transient failure, under the policy: tenacity is shown that

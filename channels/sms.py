@@ -132,7 +132,7 @@ class SmsChannel(Channel):
             ) from exc
         except aiohttp.ClientError as exc:
             reason = f"could not reach Twilio ({type(exc).__name__})"
-            raise TransientError(self.name, reason) from exc
+            raise TransientError(self.name, reason, ambiguous=aio.may_have_arrived(exc)) from exc
         except ValueError as exc:  # a 2xx whose body is not JSON
             raise TransientError(
                 self.name,

@@ -130,7 +130,7 @@ class WebhookChannel(Channel):
             ) from exc
         except aiohttp.ClientError as exc:
             reason = f"could not reach the endpoint ({type(exc).__name__})"
-            raise TransientError(self.name, reason) from exc
+            raise TransientError(self.name, reason, ambiguous=aio.may_have_arrived(exc)) from exc
         if 200 <= status < 300:
             return answer_headers.get("X-Request-Id") or f"http-{status}"
         if status == 410:

@@ -239,7 +239,9 @@ class Delivery(Base):
     recipient: Mapped[str] = mapped_column(String(32))  # subscriber id, or PUBLIC_RECIPIENT
     status: Mapped[DeliveryStatus] = mapped_column(default=DeliveryStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher goes first
-    attempts: Mapped[int] = mapped_column(default=0)  # provider requests made, retries included
+    # Provider requests made, retries included: counted as each chunk leaves (a worker killed
+    # before recording its answers has still made them).
+    attempts: Mapped[int] = mapped_column(default=0)
     sends: Mapped[int] = mapped_column(default=0)  # rounds through the queue (the retry limit)
     last_error: Mapped[str | None] = mapped_column(Text)
     # The latest failed attempt's reason, kept after a later success (metrics count it).
@@ -251,8 +253,14 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     # Claimed again after a lease expired: the provider may have accepted it the first time.
     lease_expiries: Mapped[int] = mapped_column(default=0)
-    # Handed to the provider at this time and no outcome recorded yet: if the lease expires
-    # while it is set, whether the provider accepted it is unknown (what lease_expiries counts).
+    # Requests made after one whose answer left it unknown whether the provider took it (a
+    # timeout, a 5xx), inside a send or through the queue: each may have delivered it again.
+    # With lease_expiries, what "possibly sent twice" counts.
+    ambiguous_retries: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Handed to the provider at this time and no outcome known yet: set while its chunk is with
+    # the provider, and kept after an answer that leaves it unknown (a timeout, a 5xx). If the
+    # lease expires while it is set, the reclaim counts a lease expiry; if the row is sent again
+    # while it is set, the send counts an ambiguous retry.
     in_flight_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]

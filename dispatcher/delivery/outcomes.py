@@ -108,14 +108,20 @@ def record(
     circuit_open: bool,
     result: SendResult,
 ) -> None:
-    """Write one outcome onto `delivery` (the row as read, written by `write`)."""
+    """Write one outcome onto `delivery` (the row as read, written by `write`).
+
+    Its first request was counted as it left (`mark_in_flight`): the retries inside the send
+    are added here, and those made after an answer that left it unknown whether the provider
+    took the message. Such a message that goes back to the queue keeps its in-flight mark, so
+    its next send counts as an ambiguous retry too; any other answer clears it."""
     delivery.lease_until = None
     delivery.in_flight_since = None
     if isinstance(outcome, Skipped):
         delivery.status = outcome.status
         delivery.last_error = outcome.why
         return
-    delivery.attempts += outcome.attempts
+    delivery.attempts += max(0, outcome.attempts - 1)
+    delivery.ambiguous_retries += outcome.ambiguous_retries
     if item.delivery.kind is MessageKind.CONFIRMATION:
         audit.record(
             session,
@@ -145,6 +151,8 @@ def record(
         delivery.status = DeliveryStatus.QUEUED
         delivery.due_at = utcnow() + timedelta(seconds=delay)
         delivery.wait_reason = WaitReason.BREAKER if circuit_open else WaitReason.RETRY
+        if outcome.ambiguous:  # the provider may have it: the next send may deliver it again
+            delivery.in_flight_since = utcnow()
         result.later(delivery.id, delay)
         return
     if not _divert(session, context, delivery, item, result):

@@ -90,7 +90,8 @@ _LOST_IN_FLIGHT = and_(
 
 def claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[int]:
     """Atomically take the rows that are due, or whose holder's lease ran out; such a row that
-    its holder had handed to the provider is counted (`lease_expiries`): it may have gone."""
+    its holder had handed to the provider is counted (`lease_expiries`): it may have gone. A
+    queued row keeps its mark of an earlier answer left unknown, for its next send to count."""
     now = utcnow()
     statement = (
         update(Delivery)
@@ -106,7 +107,7 @@ def claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[int
             lease_until=now + timedelta(seconds=lease_s),
             sends=Delivery.sends + 1,
             lease_expiries=Delivery.lease_expiries + case((_LOST_IN_FLIGHT, 1), else_=0),
-            in_flight_since=None,
+            in_flight_since=case((_LOST_IN_FLIGHT, None), else_=Delivery.in_flight_since),
             updated_at=now,
         )
         .returning(Delivery.id)
@@ -165,6 +166,7 @@ class Row:
     status: DeliveryStatus
     sends: int
     attempts: int
+    ambiguous_retries: int
     provider_id: str | None
     last_error: str | None
     # Only ever set here (reading them before would raise AttributeError):
@@ -183,6 +185,7 @@ class Row:
         Delivery.status,
         Delivery.sends,
         Delivery.attempts,
+        Delivery.ambiguous_retries,
         Delivery.provider_id,
         Delivery.last_error,
     )
@@ -240,8 +243,18 @@ def _update_statement(names: frozenset[str], *, keep_delivered: bool) -> Any:
 
 def mark_in_flight(store: Store, delivery_ids: list[int]) -> None:
     """From here until its outcome is recorded, a crash leaves it unknown whether the provider
-    has the message: mark it, so a reclaim after the lease counts exactly those."""
+    has the message: mark it, so a reclaim after the lease counts exactly those. Its request is
+    counted now (`attempts`), made whether or not this worker lives to record the answer; and
+    if an earlier request's fate is still unknown (its mark was kept), this one may deliver it
+    a second time: counted in `ambiguous_retries`."""
+    unknown = Delivery.in_flight_since.is_not(None)
     with store.session() as session:
         session.connection().execute(  # as Core: the session holds no objects to update
-            update(Delivery).where(Delivery.id.in_(delivery_ids)).values(in_flight_since=utcnow())
+            update(Delivery)
+            .where(Delivery.id.in_(delivery_ids))
+            .values(
+                in_flight_since=utcnow(),
+                attempts=Delivery.attempts + 1,
+                ambiguous_retries=Delivery.ambiguous_retries + case((unknown, 1), else_=0),
+            )
         )

@@ -87,7 +87,9 @@ def _send_chunks(
     result: SendResult,
 ) -> None:
     """Send one channel's share in the chunks its guards allow, recording each chunk as soon as
-    it is answered, so a crash leaves at most one chunk's outcome unknown.
+    it is answered, so a crash leaves at most one chunk's outcome unknown. A chunk is no larger
+    than the adapter has in flight at once (`Channel.in_flight_limit`): what a crash leaves
+    marked in flight was on its way, or answered and not yet recorded.
 
     A chunk is prepared (opt-outs checked again, newer updates looked for, messages rendered)
     before the guards are asked, so its requests leave as soon as the rate bucket grants them:
@@ -107,7 +109,8 @@ def _send_chunks(
         return
     pending = items
     while pending:
-        window = pending[: context.guards.chunk_size(channel_name, len(pending))]
+        most = min(context.guards.chunk_size(channel_name, len(pending)), channel.in_flight_limit)
+        window = pending[:most]
         outcomes, messages = prepare(context, channel, window)
         sending: list[Message] = []
         if messages:

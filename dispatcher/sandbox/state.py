@@ -190,7 +190,8 @@ class SandboxState:
 
     def stats(self) -> dict[str, Any]:
         """Requests per channel, failures injected per kind, messages recorded per channel, and
-        the most provider requests it was answering at once (a sender's concurrency cap)."""
+        the provider requests it is answering now and the most at once (a sender's concurrency
+        cap)."""
         with self._lock:
             recorded = dict.fromkeys(CHANNELS, 0)
             for message in self._messages:
@@ -202,6 +203,7 @@ class SandboxState:
                 "pending_faults": sum(max(f.remaining, 0) for f in self._faults),
                 "failing_recipients": len(self._failing),
                 "latency_ms": self._latency_ms,
+                "in_flight": self._in_flight,
                 "max_in_flight": self._max_in_flight,
             }
 
