@@ -232,6 +232,11 @@ class Outcome:
         return self.failure is None
 
 
+# What the core lends a send for its retries: take `n` tokens from the provider account's rate
+# bucket (0.0), or take none and say how many seconds until they are there. Blocking.
+Pace = Callable[[int], float]
+
+
 @dataclass
 class Tries:
     """The requests of one message (or of one request several messages share) within a send."""
@@ -239,6 +244,7 @@ class Tries:
     attempts: int = 0
     ambiguous_retries: int = 0  # requests made after one whose fate is unknown
     unknown: bool = False  # some request may have reached the provider without our knowing
+    last_error: ChannelError | None = None
 
     def start(self) -> None:
         """A request is about to leave."""
@@ -248,6 +254,16 @@ class Tries:
 
     def failed(self, error: ChannelError) -> None:
         self.unknown = self.unknown or error.ambiguous
+        self.last_error = error
+
+
+class NoToken(Exception):
+    """A retry inside the send found the rate bucket empty for longer than it would wait: the
+    message goes back to the queue with the error it had."""
+
+    def __init__(self, error: ChannelError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -314,14 +330,16 @@ class Channel:
             self.threads(), self.send_one, message
         )
 
-    def send(self, batch: Sequence[Message]) -> list[Outcome]:
-        """Send a batch concurrently; one outcome per message, in order, never an exception."""
+    def send(self, batch: Sequence[Message], *, pace: Pace | None = None) -> list[Outcome]:
+        """Send a batch concurrently; one outcome per message, in order, never an exception.
+        `pace`: what each retry inside the send takes its token with (the provider account's
+        bucket, shared with every worker), so that retries never go beyond the account's rate."""
         if not batch:
             return []
-        return aio.run(self._send_all(batch))
+        return aio.run(self._send_all(batch, pace))
 
-    async def _send_all(self, batch: Sequence[Message]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._send_with_retries(m) for m in batch)))
+    async def _send_all(self, batch: Sequence[Message], pace: Pace | None) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._send_with_retries(m, pace) for m in batch)))
 
     def threads(self) -> ThreadPoolExecutor:
         """The blocking adapter's senders, started once: starting 16 threads for every batch
@@ -350,11 +368,15 @@ class Channel:
     def close(self) -> None:
         """Release pooled connections; adapters with a client override this."""
 
-    async def _send_with_retries(self, message: Message) -> Outcome:
+    async def _send_with_retries(self, message: Message, pace: Pace | None) -> Outcome:
         tries = Tries()
         started = time.monotonic()
 
         async def send() -> str:
+            if tries.last_error is not None and pace is not None:  # a retry: its token first
+                await asyncio.get_running_loop().run_in_executor(
+                    self.threads(), self.take_tokens, pace, 1, tries.last_error
+                )
             tries.start()
             async with self._slots():  # a slot per request, not held while waiting to retry
                 try:
@@ -368,10 +390,21 @@ class Channel:
                 provider_id = await send()  # most sends succeed: no retry machinery for them
             except TransientError as first:
                 provider_id = await self._retry(send, first)
-        except ChannelError as exc:
-            log.info("%s send failed for delivery %s: %s", self.name, message.key, exc)
-            return Outcome.failed(message.key, exc, tries, time.monotonic() - started)
+        except (ChannelError, NoToken) as exc:
+            error = exc.error if isinstance(exc, NoToken) else exc
+            log.info("%s send failed for delivery %s: %s", self.name, message.key, error)
+            return Outcome.failed(message.key, error, tries, time.monotonic() - started)
         return Outcome.sent(message.key, provider_id, tries, time.monotonic() - started)
+
+    def take_tokens(self, pace: Pace, n: int, error: ChannelError) -> None:
+        """Wait for `n` tokens for a retry (blocking); waiting longer than the longest backoff
+        raises `NoToken` instead: the queue's retry takes over, as for a long Retry-After."""
+        waited = 0.0
+        while (wait := pace(n)) > 0:
+            if waited + wait > self.retry.backoff_max_s:
+                raise NoToken(error)
+            time.sleep(wait)
+            waited += wait
 
     async def _retry(self, send: Callable[[], Awaitable[str]], first: TransientError) -> str:
         """Go on after a first transient failure, under the policy: tenacity is shown that

@@ -31,7 +31,9 @@ from channels.base import (
     ChannelError,
     Limits,
     Message,
+    NoToken,
     Outcome,
+    Pace,
     PermanentError,
     RetryPolicy,
     TransientError,
@@ -79,14 +81,17 @@ class EmailChannel(Channel):
         """Up to `concurrency` requests at once, each for up to 1,000 recipients."""
         return max(1, self.concurrency) * MAX_PERSONALIZATIONS
 
-    def send(self, batch: Sequence[Message]) -> list[Outcome]:
-        """One outcome per message, in order; identical messages share a request."""
+    def send(self, batch: Sequence[Message], *, pace: Pace | None = None) -> list[Outcome]:
+        """One outcome per message, in order; identical messages share a request (whose retry
+        takes a token per recipient)."""
         groups = _group(batch)
         if len(groups) <= 1 or self.concurrency <= 1:
-            results = [self._send_group([batch[i] for i in group]) for group in groups]
+            results = [self._send_group([batch[i] for i in group], pace) for group in groups]
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(groups))) as pool:
-                results = list(pool.map(lambda g: self._send_group([batch[i] for i in g]), groups))
+                results = list(
+                    pool.map(lambda g: self._send_group([batch[i] for i in g], pace), groups)
+                )
         outcomes: dict[int, Outcome] = {}
         for group, group_outcomes in zip(groups, results, strict=True):
             outcomes.update(zip(group, group_outcomes, strict=True))
@@ -96,15 +101,17 @@ class EmailChannel(Channel):
         """Send one message alone; the id is SendGrid's X-Message-Id."""
         return self._post([message])
 
-    def _send_group(self, messages: list[Message]) -> list[Outcome]:
+    def _send_group(self, messages: list[Message], pace: Pace | None) -> list[Outcome]:
         """Send messages sharing one content in one request, retrying it as a whole."""
         if len(messages) == 1:
-            return Channel.send(self, messages)
+            return Channel.send(self, messages, pace=pace)
         tries = Tries()
         started = time.monotonic()
         try:
             for attempt in self._retrying():
                 with attempt:
+                    if tries.last_error is not None and pace is not None:
+                        self.take_tokens(pace, len(messages), tries.last_error)
                     tries.start()
                     try:
                         provider_id = self._post(messages)
@@ -116,10 +123,11 @@ class EmailChannel(Channel):
                 took = time.monotonic() - started
                 return [Outcome.failed(m.key, exc, tries, took) for m in messages]
             log.info("email group of %d refused (%s); sending one by one", len(messages), exc)
-            return Channel.send(self, messages)
-        except ChannelError as exc:
+            return Channel.send(self, messages, pace=pace)
+        except (ChannelError, NoToken) as exc:
+            error = exc.error if isinstance(exc, NoToken) else exc
             took = time.monotonic() - started
-            return [Outcome.failed(m.key, exc, tries, took) for m in messages]
+            return [Outcome.failed(m.key, error, tries, took) for m in messages]
         took = time.monotonic() - started
         return [Outcome.sent(m.key, provider_id, tries, took) for m in messages]
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -295,6 +296,31 @@ class Heartbeat(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid of the runner
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(16))  # embedded, celery
+
+
+class RateBucket(Base):
+    """A provider account's token bucket, shared by every process through the database when
+    Redis is not the broker (dispatcher/delivery/ratelimit.py `DatabaseRateLimiter`)."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)  # e.g. "sms:+15005550006"
+    tokens: Mapped[float] = mapped_column(Double)
+    at: Mapped[float] = mapped_column(Double)  # the database's clock (Unix seconds) last taken
+    granted: Mapped[int] = mapped_column(default=0)  # what the last call took: 0, or all it asked
+
+
+class BreakerCircuit(Base):
+    """A provider account's circuit breaker, shared by every process through the database when
+    Redis is not the broker (dispatcher/delivery/breaker.py `DatabaseCircuits`)."""
+
+    __tablename__ = "breaker_circuits"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # a BreakerState's value
+    failures: Mapped[int]
+    until: Mapped[float] = mapped_column(Double)  # wall clock (Unix seconds), as the breaker's
+    version: Mapped[int]  # bumped by every change: updates are optimistic
 
 
 class InstanceSecret(Base):

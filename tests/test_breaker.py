@@ -18,7 +18,7 @@ from dispatcher.delivery.breaker import (
     Breaker,
     BreakerState,
     Circuits,
-    MemoryCircuits,
+    DatabaseCircuits,
     RedisCircuits,
 )
 from dispatcher.delivery.pipeline import Pipeline
@@ -39,10 +39,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
 def circuits(request: pytest.FixtureRequest) -> Iterator[Circuits]:
-    if request.param == "memory":
-        yield MemoryCircuits()
+    if request.param == "database":
+        yield DatabaseCircuits(request.getfixturevalue("store"))
         return
     need_service(REDIS_URL, "Redis")
     client = redis.Redis.from_url(REDIS_URL)
@@ -128,13 +128,24 @@ def test_any_success_resets_the_count(circuits: Circuits, store: Store) -> None:
     assert transitions(store) == []
 
 
-@pytest.mark.redis
-def test_workers_sharing_redis_agree_on_a_single_probe(store: Store) -> None:
-    need_service(REDIS_URL, "Redis")
-    redis.Redis.from_url(REDIS_URL).flushdb()
+@pytest.mark.parametrize("shared", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_workers_sharing_circuits_agree_on_a_single_probe(store: Store, shared: str) -> None:
+    """Eight workers, each with its own connection to where circuits live, as eight processes
+    would be: one probe between them."""
+    if shared == "redis":
+        need_service(REDIS_URL, "Redis")
+        redis.Redis.from_url(REDIS_URL).flushdb()
     clock = Clock()
     workers = [
-        Breaker(RedisCircuits(redis.Redis.from_url(REDIS_URL)), store, 1, 5, clock)
+        Breaker(
+            RedisCircuits(redis.Redis.from_url(REDIS_URL))
+            if shared == "redis"
+            else DatabaseCircuits(Store(store.url)),
+            store,
+            1,
+            5,
+            clock,
+        )
         for _ in range(8)
     ]
     workers[0].report("k", ok=0, failed=1)

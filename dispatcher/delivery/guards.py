@@ -1,9 +1,10 @@
 """What stands between a batch and a provider: the account's rate bucket and its circuit breaker.
 
-Built once per process (the Pipeline) from the settings, shared through Redis when Redis is the
-broker and in-process otherwise, so the embedded default and a scaled deployment run the same
-code. `dispatcher/delivery/send.py` asks `gate()` before each chunk of a batch and
-`report()`s after.
+Built once per process (the Pipeline) from the settings, shared by every process of the
+deployment: through Redis when Redis is the broker, through the database otherwise (RabbitMQ,
+the embedded default), so the limits hold however many workers send. `dispatcher/delivery/send.py`
+asks `gate()` before each chunk of a batch and `report()`s after; the adapter's retries inside
+a send ask `retry_tokens()`, so every request the provider sees took a token.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from channels.base import Outcome
+from channels.base import Outcome, Pace
 from dispatcher.delivery.breaker import (
     Breaker,
     BreakerState,
     Circuits,
-    MemoryCircuits,
+    DatabaseCircuits,
     Permit,
     RedisCircuits,
 )
@@ -84,14 +85,15 @@ class Guards:
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> Guards:
-        """Shared through Redis when it is the broker; in this process otherwise."""
+        """Shared through Redis when it is the broker; through the database otherwise."""
         circuits: Circuits
         if uses_redis(settings.broker_url):
             client = redis_client(settings.broker_url)
-            limiter = limiter_for(settings.broker_url, client)
+            limiter = limiter_for(settings.broker_url, store, client)
             circuits = RedisCircuits(client)
         else:
-            limiter, circuits = limiter_for(settings.broker_url), MemoryCircuits()
+            limiter = limiter_for(settings.broker_url, store)
+            circuits = DatabaseCircuits(store)
         breaker = Breaker(circuits, store, settings.breaker_threshold, settings.breaker_open_s)
         return cls(settings, limiter, breaker)
 
@@ -133,6 +135,24 @@ class Guards:
                 return Gate(0, wait, reason=f"paced at {limit.per_s:g}/s")
             budget.wait_s -= wait
             self.sleep(wait)
+
+    def retry_tokens(self, channel: str) -> Pace | None:
+        """What the adapter's retries inside a send take their tokens with (from the same bucket
+        as the chunks'); None when the channel is not paced. Redis not answering counts as a
+        wait too long to make there: the retry is left to the queue."""
+        limit = self.settings.rate_limits.get(channel)
+        if limit is None:
+            return None
+        key = account_key(self.settings, channel)
+
+        def take(n: int) -> float:
+            try:
+                return self.limiter.acquire(key, min(n, limit.burst), limit)
+            except SharedStateUnavailable as exc:
+                log.warning("%s; a retry of %s is left to the queue", exc, channel)
+                return UNAVAILABLE_HOLD_S
+
+        return take
 
     def report(self, channel: str, outcomes: Iterable[object]) -> None:
         """Tell the breaker how the provider answered a chunk. A permanent refusal is an answer

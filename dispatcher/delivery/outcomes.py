@@ -15,7 +15,9 @@ dispatcher/settings.py) and where its code is::
         send_backoff_s=0.5      the first wait, growing exponentially, with jitter
         send_backoff_max_s=10   the longest wait; no wait is shorter than the provider's
                                 Retry-After, and a longer Retry-After than this ends the
-                                send's tries, leaving the message to (b)
+                                send's tries, leaving the message to (b); each retry first
+                                takes a token from the account's rate bucket, and a longer
+                                wait for one ends the tries the same way
     (b) across sends, through the queue: `record` and `_backoff` here
         delivery_attempts=5     sends (claims) of a row; when the last fails, the next channel
                                 (`fall_back`), or FAILED when there is none

@@ -124,7 +124,8 @@ def _send_chunks(
         pending = [i for i in window if i.delivery.id not in decided] + pending[len(window) :]
         if sending:
             mark_in_flight(context.store, [message.key for message in sending])
-            outcomes.update((answer.key, answer) for answer in channel.send(sending))
+            answers = channel.send(sending, pace=context.guards.retry_tokens(channel_name))
+            outcomes.update((answer.key, answer) for answer in answers)
         context.guards.report(channel_name, outcomes.values())
         circuit_open = any(
             isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
