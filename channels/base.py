@@ -8,6 +8,13 @@ sending loop (channels/aio.py) with at most `concurrency` requests in flight, re
 failures inside one send (tenacity), and turning every failure into an `Outcome` instead of an
 exception, so one bad address never sinks a batch.
 
+A timeout is not retried inside the send: the request held a slot for the whole timeout, and
+another try would hold it as long again while the rest of the batch waits; the message goes
+back to the queue (transient) and is tried later. Where each recipient is a server of its own
+(webhooks), a send also does not wait for its slowest answers beyond `patience_s`
+(`send_within`): they are handed to the core as they come, so one receiver that hangs costs
+only its own delivery.
+
 Exceptions an adapter raises from `send_one`::
 
     ChannelError                 anything that stopped one message; carries channel, status, excerpt
@@ -42,7 +49,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -101,6 +108,11 @@ class ChannelError(Exception):
         self.response_excerpt = (response_excerpt or "")[:EXCERPT_CHARS] or None
         self.retry_after_s = retry_after_s
         super().__init__(str(self))
+
+    @property
+    def timed_out(self) -> bool:
+        """No answer came in time (our client's timeout, not a provider's 408)."""
+        return self.failure_reason is FailureReason.TIMEOUT and self.status_code is None
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
@@ -297,6 +309,10 @@ class Channel:
     # Whether the provider fills per-recipient placeholders in (SendGrid's `substitutions`):
     # then the core hands over one rendering and `Message.substitutions`; else finished texts.
     substitutes: ClassVar[bool] = False
+    # How long a send waits for its slowest answers before leaving them to come on their own
+    # (`send_within`); None: it waits for all. Set where every recipient is a server of its own
+    # (webhooks): one provider that is slow is slow for everyone, one receiver is not.
+    patience_s: float | None = None
 
     def __init__(self, retry: RetryPolicy, concurrency: int = 8) -> None:
         self.retry = retry
@@ -340,6 +356,36 @@ class Channel:
 
     async def _send_all(self, batch: Sequence[Message], pace: Pace | None) -> list[Outcome]:
         return list(await asyncio.gather(*(self._send_with_retries(m, pace) for m in batch)))
+
+    def send_within(
+        self,
+        batch: Sequence[Message],
+        late: Callable[[Outcome], None],
+        *,
+        pace: Pace | None = None,
+    ) -> list[Outcome | None]:
+        """`send`, waiting at most `patience_s` for the answers: None for a message still
+        unanswered then, whose outcome is given to `late` when it comes (on the sending loop's
+        thread: `late` must not block)."""
+        if not batch:
+            return []
+        return aio.run(self._send_within(batch, late, pace))
+
+    async def _send_within(
+        self, batch: Sequence[Message], late: Callable[[Outcome], None], pace: Pace | None
+    ) -> list[Outcome | None]:
+        sends = [asyncio.ensure_future(self._send_with_retries(m, pace)) for m in batch]
+        done, _ = await asyncio.wait(sends, timeout=self.patience_s)
+        answers: list[Outcome | None] = []
+        for sending in sends:
+            if sending in done:
+                answers.append(sending.result())
+                continue
+            answers.append(None)
+            sending.add_done_callback(
+                lambda finished: None if finished.cancelled() else late(finished.result())
+            )
+        return answers
 
     def threads(self) -> ThreadPoolExecutor:
         """The blocking adapter's senders, started once: starting 16 threads for every batch
@@ -425,7 +471,7 @@ class Channel:
     def _retry_arguments(self) -> dict[str, Any]:
         """The one tenacity policy, for `Retrying` and `AsyncRetrying` alike."""
         return {
-            "retry": retry_if_exception_type(TransientError),
+            "retry": retry_if_exception(_worth_retrying_here),
             "stop": stop_after_attempt(self.retry.attempts)
             | _RetryAfterBeyond(self.retry.backoff_max_s),
             "wait": self._wait,
@@ -452,6 +498,11 @@ class _RetryAfterBeyond(stop_base):
     def __call__(self, retry_state: RetryCallState) -> bool:
         retry_after = _retry_after(retry_state)
         return retry_after is not None and retry_after > self.max_wait_s
+
+
+def _worth_retrying_here(error: BaseException) -> bool:
+    """Transient, and not a timeout: that one is retried through the queue (see above)."""
+    return isinstance(error, TransientError) and not error.timed_out
 
 
 def _retry_after(state: RetryCallState) -> float | None:

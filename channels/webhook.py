@@ -74,8 +74,16 @@ def verify(
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
 
 
+PATIENCE_S = 1.0  # a send waits this long for its slowest receivers, then goes on without them
+
+
 class WebhookChannel(Channel):
-    """POSTs a message's payload (or {"text": ...}) as compact JSON to its URL."""
+    """POSTs a message's payload (or {"text": ...}) as compact JSON to its URL.
+
+    Every receiver is a server of its own, and one of them hanging must cost only its own
+    delivery: requests time out after `webhook_timeout_s` (5 s; retried through the queue, not
+    inside the send), many are in flight at once (`webhook_concurrency`, 64), and a batch does
+    not wait for its slowest answers beyond `patience_s` (the core records them as they come)."""
 
     name = "webhook"
     address_field = "webhook"
@@ -88,19 +96,22 @@ class WebhookChannel(Channel):
         retry: RetryPolicy,
         concurrency: int = 8,
         sandbox_url: str | None = None,
+        patience_s: float | None = PATIENCE_S,
     ) -> None:
         super().__init__(retry, concurrency)
         self._session = session
         self._sandbox_url = sandbox_url
+        self.patience_s = patience_s
 
     @classmethod
     def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
         """One pooled session per adapter (redirects are refused per request: a redirect could
         leak the payload)."""
         session = aio.LoopSession(
-            settings.send_concurrency, settings.provider_timeout_s, {"User-Agent": USER_AGENT}
+            settings.webhook_concurrency, settings.webhook_timeout_s, {"User-Agent": USER_AGENT}
         )
-        return cls(session, retry, settings.send_concurrency, sandbox_base(settings))
+        patience = min(PATIENCE_S, settings.webhook_timeout_s / 2)
+        return cls(session, retry, settings.webhook_concurrency, sandbox_base(settings), patience)
 
     async def send_one_async(self, message: Message) -> str:
         """Deliver one signed POST; the id is the receiver's X-Request-Id, if it gives one."""

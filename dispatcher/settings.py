@@ -65,6 +65,17 @@ class Settings(BaseSettings):
         " worker's deliveries are sent again after this long",
     )
     provider_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a subscriber's webhook endpoint answers within this, or is tried again later",
+    )
+    webhook_concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="webhook requests in flight per process: each to a server of its own, so"
+        " that a few hanging receivers do not take every slot",
+    )
     sms_max_segments: int = Field(default=2, ge=1)
     batch_size: int = Field(default=200, ge=1, description="deliveries per send task")
     send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")

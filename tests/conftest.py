@@ -114,6 +114,7 @@ def settings(database_url: str, sandbox: Sandbox) -> Settings:
         delivery_backoff_max_s=0,
         coalesce_window_s=0,
         provider_timeout_s=2,
+        webhook_timeout_s=2,
     )
 
 

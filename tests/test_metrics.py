@@ -247,7 +247,9 @@ def test_status_codes_map_to_one_reason(status: int, reason: FailureReason) -> N
 def test_adapters_report_why_a_send_failed(
     settings: Settings, sandbox: Sandbox, channel: str, to: str, fault: str | None, reason: str
 ) -> None:
-    quick = settings.model_copy(update={"send_attempts": 1, "provider_timeout_s": 0.3})
+    quick = settings.model_copy(
+        update={"send_attempts": 1, "provider_timeout_s": 0.3, "webhook_timeout_s": 0.3}
+    )
     registry = ChannelRegistry(quick)
     if fault is None:
         sandbox.inject_recipient_failure(to)

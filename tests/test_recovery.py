@@ -86,12 +86,12 @@ def test_a_batch_holds_its_leases_while_it_sends_and_lets_go_after(pipeline: Pip
 
     def watch(delivery_ids: object) -> None:
         original(delivery_ids)  # type: ignore[arg-type]
-        seen.append(set(keeper._held))
+        seen.append(keeper.held)
 
     keeper.hold = watch  # type: ignore[method-assign]
     pipeline.send(ids)
     assert seen == [set(ids)]
-    assert not keeper._held
+    assert not keeper.held
 
 
 def test_a_sweep_that_fails_is_logged_once_and_the_sweeper_goes_on(

@@ -9,14 +9,19 @@ the steps never import the module that runs them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dispatcher.delivery.guards import Guards
+from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.links import Links
 from dispatcher.render.shared import Shared
 from dispatcher.render.templates import RenderError
 from dispatcher.settings import Settings
 from dispatcher.store import Store
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.late import LateAnswers
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,10 @@ class Context:
     settings: Settings
     links: Links
     guards: Guards
+    leases: Leases
+    # Where answers that come after their chunk was recorded go (None: every send waits for
+    # all its answers).
+    late: LateAnswers | None = None
     # One rendering per (channel, update, language, zone, links) for the whole batch, shared by
     # its recipients (dispatcher/render/shared.py `render_shared`); None: render each on its own.
     renders: dict[tuple[object, ...], Shared | RenderError | None] = field(default_factory=dict)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -37,7 +38,9 @@ class Leases:
         self.store = store
         self.lease_s = lease_s
         self._lock = threading.Lock()
-        self._held: set[int] = set()
+        # Row id -> holds on it: a batch holds its rows, and a request still out after its
+        # batch ended holds its row until its answer is recorded (dispatcher/delivery/late.py).
+        self._held: Counter[int] = Counter()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = RepeatedFailures(
@@ -61,15 +64,25 @@ class Leases:
 
     def hold(self, delivery_ids: Iterable[int]) -> None:
         with self._lock:
-            self._held.update(delivery_ids)
+            self._held.update(delivery_ids)  # one more hold each
             if self._thread is None or not self._thread.is_alive():
                 self._stopping.clear()
                 self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
                 self._thread.start()
 
     def release(self, delivery_ids: Iterable[int]) -> None:
+        ids = list(delivery_ids)
         with self._lock:
-            self._held.difference_update(delivery_ids)
+            self._held.subtract(ids)
+            for delivery_id in ids:
+                if self._held[delivery_id] <= 0:
+                    del self._held[delivery_id]
+
+    @property
+    def held(self) -> set[int]:
+        """The rows whose leases are being renewed now."""
+        with self._lock:
+            return set(self._held)
 
     def renew(self) -> int:
         """Push the lease of every held row still being sent one `lease_s` ahead; how many

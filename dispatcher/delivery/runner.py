@@ -48,7 +48,7 @@ class Runner:
         """One sweep and drain; False when it failed (logged once per distinct error)."""
         try:
             self.pipeline.sweep(stale_s=0)
-            self.pipeline.drain()
+            self.pipeline.drain(settle=False)  # late answers wake the next pass themselves
             self._beat()
         except Exception as exc:  # the loop must outlive one bad pass; the rows stay queued
             self._failures.failed(exc, self.poll_s)

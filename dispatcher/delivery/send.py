@@ -23,8 +23,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from channels.base import Message, Outcome
+from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context, SendResult
 from dispatcher.delivery.guards import Budget, Guards
 from dispatcher.delivery.leases import Leases
@@ -48,7 +49,11 @@ from dispatcher.policy.audience import address_of
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 
-__all__ = ["SendResult", "send_batch"]  # what a batch's caller needs: the call and its result
+if TYPE_CHECKING:
+    from dispatcher.delivery.late import LateAnswers
+
+# What a batch's caller needs (the call and its result), and what records a late answer.
+__all__ = ["SendResult", "record_answers", "send_batch"]
 
 
 def send_batch(
@@ -60,17 +65,20 @@ def send_batch(
     *,
     guards: Guards,
     leases: Leases,
+    late: LateAnswers | None = None,
 ) -> SendResult:
     """Send those of `delivery_ids` that are due and held by no other worker, one channel at a
     time, highest priority first; what is left for the queue to do comes back. The claimed
-    rows' leases are kept alive while the batch works on them (dispatcher/delivery/leases.py)."""
+    rows' leases are kept alive while the batch works on them (dispatcher/delivery/leases.py);
+    answers that come after their chunk was recorded go to `late` (a webhook receiver taking
+    its time), which records them."""
     claimed = claim(store, delivery_ids, settings.lease_s)
     result = SendResult()
     if not claimed:
         return result
     with leases.holding(claimed):
         budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
-        context = Context(store, registry, settings, links, guards)
+        context = Context(store, registry, settings, links, guards, leases, late)
         by_channel: dict[str, list[Loaded]] = defaultdict(list)
         for item in load(store, claimed):
             by_channel[item.delivery.channel].append(item)
@@ -124,13 +132,47 @@ def _send_chunks(
         pending = [i for i in window if i.delivery.id not in decided] + pending[len(window) :]
         if sending:
             mark_in_flight(context.store, [message.key for message in sending])
-            answers = channel.send(sending, pace=context.guards.retry_tokens(channel_name))
-            outcomes.update((answer.key, answer) for answer in answers)
-        context.guards.report(channel_name, outcomes.values())
-        circuit_open = any(
-            isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
-        ) and not context.guards.usable(channel_name)
-        _record_chunk(context, chunk, outcomes, circuit_open=circuit_open, result=result)
+            outcomes.update(_hand_over(context, channel, channel_name, sending, chunk))
+            chunk = [item for item in chunk if item.delivery.id in outcomes]  # the rest: late
+        record_answers(context, channel_name, chunk, outcomes, result)
+
+
+def _hand_over(
+    context: Context,
+    channel: Channel,
+    channel_name: str,
+    sending: list[Message],
+    chunk: list[Loaded],
+) -> dict[int, Outcome]:
+    """The adapter's answers to `sending`. A channel with patience (webhooks) answers what came
+    within it; the rest are recorded by `context.late` as they come, their rows' leases held
+    until then."""
+    pace = context.guards.retry_tokens(channel_name)
+    if channel.patience_s is None or context.late is None:
+        return {answer.key: answer for answer in channel.send(sending, pace=pace)}
+    keys = [message.key for message in sending]
+    context.leases.hold(keys)  # before any answer can come, so a late one always has its hold
+    awaited = context.late.awaiter(context, channel_name, chunk)
+    answered = {a.key: a for a in channel.send_within(sending, awaited, pace=pace) if a}
+    context.leases.release(answered)
+    context.late.expect(len(keys) - len(answered))
+    return answered
+
+
+def record_answers(
+    context: Context,
+    channel_name: str,
+    chunk: list[Loaded],
+    outcomes: dict[int, Outcome | Skipped],
+    result: SendResult,
+) -> None:
+    """Tell the provider's breaker how it answered, then record the chunk (its messages that
+    never left included: opted out, unrenderable)."""
+    context.guards.report(channel_name, outcomes.values())
+    circuit_open = any(
+        isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
+    ) and not context.guards.usable(channel_name)
+    _record_chunk(context, chunk, outcomes, circuit_open=circuit_open, result=result)
 
 
 def _record_chunk(

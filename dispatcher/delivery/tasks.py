@@ -94,6 +94,13 @@ def _warm(**_: Any) -> None:
     pipeline().warm()
 
 
+@signals.worker_process_shutdown.connect
+def _finish(**_: Any) -> None:
+    """A pool process stopping (a warm shutdown) records the answers still out first."""
+    if pipeline.cache_info().currsize:
+        pipeline().close()
+
+
 class _MainProcess:
     """The worker's main process: its own Pipeline (never shared with the pool, whose
     processes build theirs after the fork) and the sweeper thread that uses it."""

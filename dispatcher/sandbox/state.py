@@ -36,6 +36,18 @@ class _Fault:
     until: float | None = None  # an outage: every request fails until then (time.monotonic)
 
 
+def _recipient_key(to: str) -> str:
+    """How a recipient is known to the fake providers: a webhook by the path it is received
+    at, `/hooks/…` (a customer's URL is received at `/hooks/<host><path>`, as the webhook
+    channel sends it in sandbox mode)."""
+    if to.startswith(("http://", "https://")):
+        parts = urlsplit(to)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        to = path if path.startswith("/hooks/") else f"/hooks/{host}{path or '/'}"
+    return to.lower()
+
+
 def check_channel(channel: object) -> None:
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
@@ -85,6 +97,7 @@ class SandboxState:
         self._messages: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._failing: set[str] = set()
+        self._delays: dict[str, float] = {}  # recipient -> seconds it takes to answer
         self._posted_texts: set[str] = set()
         self._requests = dict.fromkeys(CHANNELS, 0)
         self._injected = dict.fromkeys(FAULT_KINDS, 0)
@@ -116,11 +129,16 @@ class SandboxState:
 
     def inject_recipient_failure(self, to: str) -> None:
         """From now on, `to` (a phone, an email, or a webhook URL or path) fails permanently."""
-        if to.startswith(("http://", "https://")):
-            parts = urlsplit(to)
-            to = parts.path + (f"?{parts.query}" if parts.query else "")
         with self._lock:
-            self._failing.add(to.lower())
+            self._failing.add(_recipient_key(to))
+
+    def inject_recipient_delay(self, to: str, seconds: float) -> None:
+        """From now on, a webhook receiver (its URL or path) takes `seconds` to answer: a slow
+        one, or with a long delay one that hangs. 0 makes it answer at once again."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError("delay_s must be a number of seconds, not negative")
+        with self._lock:
+            self._delays[_recipient_key(to)] = float(seconds)
 
     def inject_failures(
         self,
@@ -147,10 +165,11 @@ class SandboxState:
             self._faults.append(_Fault(kind, count, channel, retry_after_s))
 
     def clear_faults(self) -> None:
-        """Forget pending injected failures and failing recipients."""
+        """Forget pending injected failures, failing and slow recipients."""
         with self._lock:
             self._faults.clear()
             self._failing.clear()
+            self._delays.clear()
 
     def inject_outage(
         self,
@@ -244,6 +263,11 @@ class SandboxState:
         """Whether `recipient` was made to fail for good (`inject_recipient_failure`)."""
         with self._lock:
             return recipient.lower() in self._failing
+
+    def delay_of(self, recipient: str) -> float:
+        """How long `recipient` was made to take to answer (`inject_recipient_delay`)."""
+        with self._lock:
+            return self._delays.get(recipient.lower(), 0.0)
 
     def record(self, records: list[dict[str, Any]]) -> None:
         with self._lock:
