@@ -7,12 +7,14 @@ that makes a duplicated task harmless.
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -32,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from dispatcher.models import (
@@ -45,6 +47,9 @@ from dispatcher.models import (
     SuppressionReason,
     WaitReason,
 )
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_ID = 2**63 - 1  # ids are 64-bit: anything larger names no row (and would overflow a bind)
 PUBLIC_RECIPIENT = "public"  # the recipient key of a broadcast delivery (the company's account)
@@ -331,6 +336,27 @@ class InstanceSecret(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
+
+
+# The database went away (restarted, the network dropped a connection): worth trying again
+# once it is back, unlike an error in the statement itself.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+
+
+def retrying(work: Callable[[], _T], *, tries: int = 5, wait_s: float = 1.0) -> _T:
+    """`work()`, tried again a few times while the database is away: for writes whose data
+    exists only in memory until they succeed (a provider's answers), so that a restart of a
+    few seconds loses none of them. A pooled connection that died is replaced on the next try
+    (`pool_pre_ping`)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return work()
+        except DATABASE_AWAY:
+            if attempt == tries:
+                raise
+            log.warning("database away; trying again in %g s (%d of %d)", wait_s, attempt, tries)
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def insert_ignoring_duplicates(session: Session, table: type[Base]) -> Any:

@@ -56,3 +56,12 @@ class SendResult:
     def later(self, delivery_id: int, delay_s: float) -> None:
         self.retries.append(delivery_id)
         self.retry_in_s = max(delay_s, self.retry_in_s or 0.0)
+
+    def add(self, other: SendResult) -> None:
+        """Take in what another part of the batch left to do."""
+        self.sent += other.sent
+        self.held += other.held
+        self.fallbacks.extend(other.fallbacks)
+        self.retries.extend(other.retries)
+        if other.retry_in_s is not None:
+            self.retry_in_s = max(other.retry_in_s, self.retry_in_s or 0.0)

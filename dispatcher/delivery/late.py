@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +24,6 @@ from dispatcher.delivery.send import record_answers
 
 log = logging.getLogger(__name__)
 
-RECORD_TRIES = 5  # a database away for a moment: try again, a second apart
 IDLE_POLL_S = 0.5  # how often the recorder looks whether it is asked to stop
 
 
@@ -95,31 +93,23 @@ class LateAnswers:
             for answer in answers:
                 try:
                     self._record(answer)
-                except Exception:  # e.g. the broker refusing the retry: the sweep sends it
-                    log.exception("a late answer's follow-up failed")
+                except Exception:  # the database still away, the broker refusing a retry
+                    log.exception(
+                        "delivery %s: its late answer could not be recorded or followed up; "
+                        "the sweep sends it again",
+                        answer.item.delivery.id,
+                    )
             with self._lock:
                 self._pending -= len(answers)
                 self._lock.notify_all()
 
     def _record(self, answer: _Answer) -> None:
+        """Record one answer (tried again while the database is away, as every chunk's); if it
+        still cannot be, its row's lease is let go, and the sweep sends it again."""
         context, key = answer.context, answer.item.delivery.id
         result = SendResult()
         try:
-            for attempt in range(RECORD_TRIES):
-                try:
-                    record_answers(
-                        context, answer.channel, [answer.item], {key: answer.outcome}, result
-                    )
-                    break
-                except Exception:  # the database, most likely; the answer is only in memory
-                    if attempt == RECORD_TRIES - 1:
-                        log.exception(
-                            "delivery %s: its late answer could not be recorded; it will be "
-                            "sent again after its lease",
-                            key,
-                        )
-                        return
-                    time.sleep(1)
+            record_answers(context, answer.channel, [answer.item], {key: answer.outcome}, result)
             self.follow_up(result)
         finally:
             context.leases.release([key])

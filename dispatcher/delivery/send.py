@@ -47,7 +47,7 @@ from dispatcher.logs import log_attempt
 from dispatcher.models import FailureKind
 from dispatcher.policy.audience import address_of
 from dispatcher.settings import Settings
-from dispatcher.store import Store
+from dispatcher.store import Store, retrying
 
 if TYPE_CHECKING:
     from dispatcher.delivery.late import LateAnswers
@@ -183,15 +183,26 @@ def _record_chunk(
     circuit_open: bool,
     result: SendResult,
 ) -> None:
-    """Record a chunk's answers in one transaction (one SELECT, one UPDATE per shape)."""
-    with context.store.session() as session:
-        rows = recorded_rows(session, chunk)
-        for item in chunk:
-            outcome = outcomes[item.delivery.id]
-            row = rows[item.delivery.id]
-            record(session, context, row, item, outcome, circuit_open, result)
-            _log(context, item, row, outcome)
-        write(session, rows.values())
+    """Record a chunk's answers in one transaction (one SELECT, one UPDATE per shape), tried
+    again while the database is away: the answers exist nowhere else, and lost they would be
+    sent again after the lease."""
+
+    def attempt() -> list[tuple[Loaded, Row, Outcome | Skipped]]:
+        attempted = SendResult()
+        logged = []
+        with context.store.session() as session:
+            rows = recorded_rows(session, chunk)
+            for item in chunk:
+                outcome = outcomes[item.delivery.id]
+                row = rows[item.delivery.id]
+                record(session, context, row, item, outcome, circuit_open, attempted)
+                logged.append((item, row, outcome))
+            write(session, rows.values())
+        result.add(attempted)  # only once the transaction committed
+        return logged
+
+    for item, row, outcome in retrying(attempt):
+        _log(context, item, row, outcome)
 
 
 def _log(context: Context, item: Loaded, recorded: Row, outcome: Outcome | Skipped) -> None:

@@ -21,6 +21,7 @@ from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.sweeper import Sweeper
 from dispatcher.settings import Settings, get_settings
+from dispatcher.store import DATABASE_AWAY
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,25 @@ def pipeline() -> Pipeline:
     return connect(get_settings(), CeleryQueue(app))
 
 
-@app.task(name="outage.fan_out")
+# A task that failed because the database went away (restarted, a connection dropped) is
+# published again by the broker after 1, 2, 4 … 10 s, for about five minutes, instead of being
+# acknowledged and forgotten; the pool hands it a fresh connection (pool_pre_ping). Later than
+# that, the sweep finds its rows.
+DATABASE_RETRIES: dict[str, Any] = {
+    "autoretry_for": DATABASE_AWAY,
+    "retry_backoff": 1,
+    "retry_backoff_max": 10,
+    "retry_jitter": True,
+    "max_retries": 30,
+}
+
+
+@app.task(name="outage.fan_out", **DATABASE_RETRIES)
 def fan_out_task(update_id: int) -> None:
     pipeline().fan_out(update_id, send_first=True)
 
 
-@app.task(name="outage.send")
+@app.task(name="outage.send", **DATABASE_RETRIES)
 def send_task(delivery_ids: list[int]) -> None:
     pipeline().send(delivery_ids)
 
