@@ -20,6 +20,7 @@ from celery import Celery, signals
 from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.sweeper import Sweeper
+from dispatcher.logs import setup_logging
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import DATABASE_AWAY
 
@@ -41,7 +42,11 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Our logging, not Celery's (see `_our_logging`); and stderr left alone: Celery's
+        # redirection made it a logger whose records came back to our handler, which wrote
+        # them to that logger again, and its recursion guard dropped every line.
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         beat_schedule={
             "sweep": {"task": "outage.sweep", "schedule": settings.sweep_every_s},
         },
@@ -99,6 +104,14 @@ def send_task(delivery_ids: list[int]) -> None:
 @app.task(name="outage.sweep")
 def sweep_task() -> None:
     pipeline().sweep(stale_s=get_settings().sweep_stale_s)
+
+
+@signals.setup_logging.connect
+def _our_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery configures no logging when this signal has a receiver: the worker and each pool
+    process log as every `outage` command does, one redacted JSON line per record (delivery
+    attempts, errors, Celery's own lines) when stderr is not a terminal."""
+    setup_logging(loglevel or logging.INFO)
 
 
 @signals.worker_process_init.connect
