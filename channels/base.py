@@ -244,9 +244,25 @@ class Outcome:
         return self.failure is None
 
 
-# What the core lends a send for its retries: take `n` tokens from the provider account's rate
-# bucket (0.0), or take none and say how many seconds until they are there. Blocking.
-Pace = Callable[[int], float]
+# A chunk's tokens are good for requests that leave within this of their being taken: a request
+# that leaves later (a cold process, a stalled thread) takes one of its own, or it would go out
+# together with the next chunk's and the provider would see more than the account's rate.
+GRANT_FRESH_S = 0.025
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The provider account's rate bucket as the core lends it to one send: the chunk's own
+    tokens, taken at `taken_at` (time.monotonic, just before they were asked for), and `take(n)`
+    for any other request (a retry, one that leaves late): 0.0 once taken, else the seconds
+    until there are `n` (blocking)."""
+
+    take: Callable[[int], float]
+    taken_at: float | None = None
+
+    @property
+    def fresh_until(self) -> float | None:
+        return None if self.taken_at is None else self.taken_at + GRANT_FRESH_S
 
 
 @dataclass
@@ -346,35 +362,35 @@ class Channel:
             self.threads(), self.send_one, message
         )
 
-    def send(self, batch: Sequence[Message], *, pace: Pace | None = None) -> list[Outcome]:
+    def send(self, batch: Sequence[Message], *, tokens: Tokens | None = None) -> list[Outcome]:
         """Send a batch concurrently; one outcome per message, in order, never an exception.
-        `pace`: what each retry inside the send takes its token with (the provider account's
-        bucket, shared with every worker), so that retries never go beyond the account's rate."""
+        `tokens`: the provider account's bucket (shared with every worker), so that no request,
+        retries included, goes beyond the account's rate (None: not paced)."""
         if not batch:
             return []
-        return aio.run(self._send_all(batch, pace))
+        return aio.run(self._send_all(batch, tokens))
 
-    async def _send_all(self, batch: Sequence[Message], pace: Pace | None) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._send_with_retries(m, pace) for m in batch)))
+    async def _send_all(self, batch: Sequence[Message], tokens: Tokens | None) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._send_with_retries(m, tokens) for m in batch)))
 
     def send_within(
         self,
         batch: Sequence[Message],
         late: Callable[[Outcome], None],
         *,
-        pace: Pace | None = None,
+        tokens: Tokens | None = None,
     ) -> list[Outcome | None]:
         """`send`, waiting at most `patience_s` for the answers: None for a message still
         unanswered then, whose outcome is given to `late` when it comes (on the sending loop's
         thread: `late` must not block)."""
         if not batch:
             return []
-        return aio.run(self._send_within(batch, late, pace))
+        return aio.run(self._send_within(batch, late, tokens))
 
     async def _send_within(
-        self, batch: Sequence[Message], late: Callable[[Outcome], None], pace: Pace | None
+        self, batch: Sequence[Message], late: Callable[[Outcome], None], tokens: Tokens | None
     ) -> list[Outcome | None]:
-        sends = [asyncio.ensure_future(self._send_with_retries(m, pace)) for m in batch]
+        sends = [asyncio.ensure_future(self._send_with_retries(m, tokens)) for m in batch]
         done, _ = await asyncio.wait(sends, timeout=self.patience_s)
         answers: list[Outcome | None] = []
         for sending in sends:
@@ -414,17 +430,19 @@ class Channel:
     def close(self) -> None:
         """Release pooled connections; adapters with a client override this."""
 
-    async def _send_with_retries(self, message: Message, pace: Pace | None) -> Outcome:
+    async def _send_with_retries(self, message: Message, tokens: Tokens | None) -> Outcome:
         tries = Tries()
         started = time.monotonic()
 
         async def send() -> str:
-            if tries.last_error is not None and pace is not None:  # a retry: its token first
-                await asyncio.get_running_loop().run_in_executor(
-                    self.threads(), self.take_tokens, pace, 1, tries.last_error
-                )
-            tries.start()
             async with self._slots():  # a slot per request, not held while waiting to retry
+                if tokens is not None:  # the chunk's token if still fresh, else one of its own
+                    fresh = tokens.fresh_until if tries.last_error is None else None
+                    while fresh is None or time.monotonic() > fresh:
+                        fresh = await asyncio.get_running_loop().run_in_executor(
+                            self.threads(), self.take_tokens, tokens, 1, tries.last_error
+                        )
+                tries.start()
                 try:
                     return await self.send_one_async(message)
                 except ChannelError as exc:
@@ -442,13 +460,26 @@ class Channel:
             return Outcome.failed(message.key, error, tries, time.monotonic() - started)
         return Outcome.sent(message.key, provider_id, tries, time.monotonic() - started)
 
-    def take_tokens(self, pace: Pace, n: int, error: ChannelError) -> None:
-        """Wait for `n` tokens for a retry (blocking); waiting longer than the longest backoff
-        raises `NoToken` instead: the queue's retry takes over, as for a long Retry-After."""
+    def take_tokens(self, tokens: Tokens, n: int, error: ChannelError | None) -> float:
+        """Wait for `n` tokens for one request (blocking); until when they are fresh. Waiting
+        longer than the longest backoff raises `NoToken` instead: the queue's retry takes over,
+        as for a long Retry-After (`error`: the last failure, for the outcome)."""
         waited = 0.0
-        while (wait := pace(n)) > 0:
+        while True:
+            asked = time.monotonic()
+            wait = tokens.take(n)
+            if wait <= 0:
+                return asked + GRANT_FRESH_S
             if waited + wait > self.retry.backoff_max_s:
-                raise NoToken(error)
+                raise NoToken(
+                    error
+                    or TransientError(
+                        self.name,
+                        "no token from the account's rate limit in time",
+                        failure_reason=FailureReason.RATE_LIMITED,
+                        ambiguous=False,
+                    )
+                )
             time.sleep(wait)
             waited += wait
 

@@ -33,9 +33,9 @@ from channels.base import (
     Message,
     NoToken,
     Outcome,
-    Pace,
     PermanentError,
     RetryPolicy,
+    Tokens,
     TransientError,
     Tries,
     error_for_status,
@@ -81,16 +81,16 @@ class EmailChannel(Channel):
         """Up to `concurrency` requests at once, each for up to 1,000 recipients."""
         return max(1, self.concurrency) * MAX_PERSONALIZATIONS
 
-    def send(self, batch: Sequence[Message], *, pace: Pace | None = None) -> list[Outcome]:
+    def send(self, batch: Sequence[Message], *, tokens: Tokens | None = None) -> list[Outcome]:
         """One outcome per message, in order; identical messages share a request (whose retry
         takes a token per recipient)."""
         groups = _group(batch)
         if len(groups) <= 1 or self.concurrency <= 1:
-            results = [self._send_group([batch[i] for i in group], pace) for group in groups]
+            results = [self._send_group([batch[i] for i in group], tokens) for group in groups]
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(groups))) as pool:
                 results = list(
-                    pool.map(lambda g: self._send_group([batch[i] for i in g], pace), groups)
+                    pool.map(lambda g: self._send_group([batch[i] for i in g], tokens), groups)
                 )
         outcomes: dict[int, Outcome] = {}
         for group, group_outcomes in zip(groups, results, strict=True):
@@ -101,17 +101,19 @@ class EmailChannel(Channel):
         """Send one message alone; the id is SendGrid's X-Message-Id."""
         return self._post([message])
 
-    def _send_group(self, messages: list[Message], pace: Pace | None) -> list[Outcome]:
+    def _send_group(self, messages: list[Message], tokens: Tokens | None) -> list[Outcome]:
         """Send messages sharing one content in one request, retrying it as a whole."""
         if len(messages) == 1:
-            return Channel.send(self, messages, pace=pace)
+            return Channel.send(self, messages, tokens=tokens)
         tries = Tries()
         started = time.monotonic()
         try:
             for attempt in self._retrying():
                 with attempt:
-                    if tries.last_error is not None and pace is not None:
-                        self.take_tokens(pace, len(messages), tries.last_error)
+                    if tokens is not None:  # the chunk's tokens if still fresh, else its own
+                        fresh = tokens.fresh_until if tries.last_error is None else None
+                        while fresh is None or time.monotonic() > fresh:
+                            fresh = self.take_tokens(tokens, len(messages), tries.last_error)
                     tries.start()
                     try:
                         provider_id = self._post(messages)
@@ -123,7 +125,7 @@ class EmailChannel(Channel):
                 took = time.monotonic() - started
                 return [Outcome.failed(m.key, exc, tries, took) for m in messages]
             log.info("email group of %d refused (%s); sending one by one", len(messages), exc)
-            return Channel.send(self, messages, pace=pace)
+            return Channel.send(self, messages, tokens=tokens)
         except (ChannelError, NoToken) as exc:
             error = exc.error if isinstance(exc, NoToken) else exc
             took = time.monotonic() - started

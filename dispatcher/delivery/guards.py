@@ -3,8 +3,9 @@
 Built once per process (the Pipeline) from the settings, shared by every process of the
 deployment: through Redis when Redis is the broker, through the database otherwise (RabbitMQ,
 the embedded default), so the limits hold however many workers send. `dispatcher/delivery/send.py`
-asks `gate()` before each chunk of a batch and `report()`s after; the adapter's retries inside
-a send ask `retry_tokens()`, so every request the provider sees took a token.
+asks `gate()` before each chunk of a batch and `report()`s after; the adapter gets the bucket
+from `tokens()` for the requests the chunk's grant does not cover (retries inside a send, a
+request leaving late), so every request the provider sees took a token as it left.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from channels.base import Outcome, Pace
+from channels.base import Outcome, Tokens
 from dispatcher.delivery.breaker import (
     Breaker,
     BreakerState,
@@ -66,6 +67,7 @@ class Gate:
     wait_s: float = 0.0
     circuit_open: bool = False  # the provider is failing: send elsewhere where possible
     reason: str = ""
+    taken_at: float | None = None  # time.monotonic() just before the tokens were asked for
 
 
 class Guards:
@@ -128,18 +130,20 @@ class Guards:
         if limit is None:
             return Gate(take)
         while True:
+            asked = time.monotonic()
             wait = self.limiter.acquire(key, take, limit)
             if wait <= 0:
-                return Gate(take)
+                return Gate(take, taken_at=asked)
             if wait > budget.wait_s or time.monotonic() + wait >= budget.deadline:
                 return Gate(0, wait, reason=f"paced at {limit.per_s:g}/s")
             budget.wait_s -= wait
             self.sleep(wait)
 
-    def retry_tokens(self, channel: str) -> Pace | None:
-        """What the adapter's retries inside a send take their tokens with (from the same bucket
-        as the chunks'); None when the channel is not paced. Redis not answering counts as a
-        wait too long to make there: the retry is left to the queue."""
+    def tokens(self, channel: str, gate: Gate) -> Tokens | None:
+        """The account's bucket for the adapter: the chunk's tokens as `gate` took them, and
+        the same bucket for every other request (retries inside the send, a request leaving
+        late); None when the channel is not paced. Redis not answering counts as a wait too
+        long to make there: the request is left to the queue."""
         limit = self.settings.rate_limits.get(channel)
         if limit is None:
             return None
@@ -149,10 +153,10 @@ class Guards:
             try:
                 return self.limiter.acquire(key, min(n, limit.burst), limit)
             except SharedStateUnavailable as exc:
-                log.warning("%s; a retry of %s is left to the queue", exc, channel)
+                log.warning("%s; a request of %s is left to the queue", exc, channel)
                 return UNAVAILABLE_HOLD_S
 
-        return take
+        return Tokens(take, gate.taken_at)
 
     def report(self, channel: str, outcomes: Iterable[object]) -> None:
         """Tell the breaker how the provider answered a chunk. A permanent refusal is an answer

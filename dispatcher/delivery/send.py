@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context, SendResult
-from dispatcher.delivery.guards import Budget, Guards
+from dispatcher.delivery.guards import Budget, Gate, Guards
 from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.messages import Skipped, prepare, unbuildable
 from dispatcher.delivery.outcomes import hold, record
@@ -121,6 +121,7 @@ def _send_chunks(
         window = pending[:most]
         outcomes, messages = prepare(context, channel, window)
         sending: list[Message] = []
+        gate = Gate(0)
         if messages:
             gate = context.guards.gate(channel_name, len(messages), budget)
             if not gate.take:
@@ -132,7 +133,7 @@ def _send_chunks(
         pending = [i for i in window if i.delivery.id not in decided] + pending[len(window) :]
         if sending:
             mark_in_flight(context.store, [message.key for message in sending])
-            outcomes.update(_hand_over(context, channel, channel_name, sending, chunk))
+            outcomes.update(_hand_over(context, channel, channel_name, gate, sending, chunk))
             chunk = [item for item in chunk if item.delivery.id in outcomes]  # the rest: late
         record_answers(context, channel_name, chunk, outcomes, result)
 
@@ -141,19 +142,20 @@ def _hand_over(
     context: Context,
     channel: Channel,
     channel_name: str,
+    gate: Gate,
     sending: list[Message],
     chunk: list[Loaded],
 ) -> dict[int, Outcome]:
-    """The adapter's answers to `sending`. A channel with patience (webhooks) answers what came
-    within it; the rest are recorded by `context.late` as they come, their rows' leases held
-    until then."""
-    pace = context.guards.retry_tokens(channel_name)
+    """The adapter's answers to `sending`, on the tokens `gate` took. A channel with patience
+    (webhooks) answers what came within it; the rest are recorded by `context.late` as they
+    come, their rows' leases held until then."""
+    tokens = context.guards.tokens(channel_name, gate)
     if channel.patience_s is None or context.late is None:
-        return {answer.key: answer for answer in channel.send(sending, pace=pace)}
+        return {answer.key: answer for answer in channel.send(sending, tokens=tokens)}
     keys = [message.key for message in sending]
     context.leases.hold(keys)  # before any answer can come, so a late one always has its hold
     awaited = context.late.awaiter(context, channel_name, chunk)
-    answered = {a.key: a for a in channel.send_within(sending, awaited, pace=pace) if a}
+    answered = {a.key: a for a in channel.send_within(sending, awaited, tokens=tokens) if a}
     context.leases.release(answered)
     context.late.expect(len(keys) - len(answered))
     return answered

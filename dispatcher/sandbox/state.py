@@ -101,7 +101,8 @@ class SandboxState:
         self._posted_texts: set[str] = set()
         self._requests = dict.fromkeys(CHANNELS, 0)
         self._injected = dict.fromkeys(FAULT_KINDS, 0)
-        self._request_log: list[tuple[float, str, int]] = []  # (monotonic time, channel, status)
+        # (monotonic time on arrival, channel, status, the sender's time of departure if said)
+        self._request_log: list[tuple[float, str, int, float | None]] = []
         self._in_flight = 0  # provider requests being answered now, and the most at once
         self._max_in_flight = 0
         self._twilio_tokens: dict[str, str] = {}  # account SID -> the token it sent with
@@ -193,7 +194,17 @@ class SandboxState:
     def request_log(self, channel: str | None = None) -> list[tuple[float, int]]:
         """(time.monotonic() on arrival, HTTP status answered) of every provider request."""
         with self._lock:
-            return [(at, status) for at, ch, status in self._request_log if channel in (None, ch)]
+            log = self._request_log
+            return [(at, status) for at, ch, status, _ in log if channel in (None, ch)]
+
+    def departures(self, channel: str | None = None) -> list[float]:
+        """When each provider request left its sender (Unix time, as the sender stamped it in
+        sandbox mode: the SMS adapter does), oldest first: the rate as the sender sent it."""
+        with self._lock:
+            stamps = [
+                sent for _, ch, _, sent in self._request_log if sent and channel in (None, ch)
+            ]
+        return sorted(stamps)
 
     def twilio_auth_token(self, account_sid: str) -> str | None:
         """The token an account last sent with: Twilio signs status callbacks with it."""
@@ -301,6 +312,8 @@ class SandboxState:
         with self._lock:
             self._in_flight -= 1
 
-    def _log_request(self, arrived: float, channel: str, status: int) -> None:
+    def _log_request(
+        self, arrived: float, channel: str, status: int, sent_at: float | None = None
+    ) -> None:
         with self._lock:
-            self._request_log.append((arrived, channel, status))
+            self._request_log.append((arrived, channel, status, sent_at))
