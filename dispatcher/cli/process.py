@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +57,14 @@ def worker(
     from dispatcher.delivery.tasks import app as celery_app
 
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # --log-level's
-    argv = ["worker", f"--loglevel={level}", f"--concurrency={concurrency}"]
+    # A node name of its own: two workers on one host named alike answer a ping as one, and on
+    # RabbitMQ the second cannot take its control queue (RESOURCE_LOCKED).
+    argv = [
+        "worker",
+        f"--loglevel={level}",
+        f"--concurrency={concurrency}",
+        f"--hostname=outage-{os.getpid()}@%h",
+    ]
     celery_app.worker_main([*argv, "--beat"] if beat else argv)
 
 
