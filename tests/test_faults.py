@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ import pytest
 import redis
 from sqlalchemy import func, insert, select
 
+from bench.services import free_port
 from dispatcher.delivery import operations
 from dispatcher.delivery.bootstrap import connect
 from dispatcher.delivery.pipeline import Pipeline
@@ -56,12 +56,6 @@ pytestmark = pytest.mark.redis
 LEASE_S = 3.0
 BATCH = 200
 SETTLE_LIMIT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:

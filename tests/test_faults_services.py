@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +27,8 @@ import pytest
 import redis
 from sqlalchemy.exc import OperationalError
 
+from bench.services import PostgresServer, rabbitmq_available
+from bench.services import rabbitmq_vhost as rabbitmq_vhost_of
 from dispatcher.delivery import operations
 from dispatcher.delivery.bootstrap import connect
 from dispatcher.sandbox.server import Sandbox
@@ -41,7 +40,6 @@ from tests.test_faults import (
     RedisServer,
     add_subscribers,
     deployment_env,
-    free_port,
     open_incident,
     settled,
     statuses,
@@ -122,51 +120,9 @@ def test_a_celery_worker_logs_every_attempt_as_one_json_line(
 # -- 2. PostgreSQL restarted ----------------------------------------------------------------------
 
 
-class PostgresServer:
-    """A PostgreSQL cluster of this module's own (trust authentication, no fsync), so that it can
-    be stopped and started without disturbing anyone else's databases. initdb refuses to run as
-    root: then every command runs as the `postgres` user."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.directory = Path(tempfile.mkdtemp(prefix="outage-pg-"))
-        self.data = self.directory / "data"
-        self.ready = False
-
-    def _run(self, *command: str) -> None:
-        as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*as_owner, *command], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-            return  # need_service below skips (or, in CI, fails) with the reason
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        self.start()
-        self.ready = True
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        log = str(self.directory / "server.log")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
-
-    def stop(self) -> None:
-        """A fast shutdown: every session is ended at once, as a restart does."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        if self.ready:
-            self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @pytest.fixture
 def postgres_server() -> Iterator[PostgresServer]:
+    """A cluster of the test's own, to be stopped and started (initdb and pg_ctl)."""
     server = PostgresServer()
     server.init()
     yield server
@@ -185,7 +141,8 @@ def settled_or_away(deploy: Deployment, total: int) -> bool:
 def test_postgres_restarted_mid_fan_out_loses_nothing_and_recovers_by_itself(
     sandbox: Sandbox, redis_server: RedisServer, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    need_service(postgres_server.url, "PostgreSQL (a cluster started by this test; initdb)")
+    if not postgres_server.available:
+        need_service("postgresql://127.0.0.1:1/", "initdb and pg_ctl (a cluster of the test's own)")
     need_service(redis_server.url, "Redis (a redis-server started by this test)")
     redis.Redis.from_url(redis_server.url).flushall()
     settings = quick_settings(postgres_server.url, redis_server.url, sandbox)
@@ -227,21 +184,14 @@ def test_postgres_restarted_mid_fan_out_loses_nothing_and_recovers_by_itself(
 # -- 3. RabbitMQ ----------------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*arguments: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *arguments], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture
 def rabbitmq_vhost() -> Iterator[str]:
     """A virtual host of this test's own (its queues seen by no other run), as a broker URL."""
     need_service(RABBITMQ_URL + "//", "RabbitMQ")
-    if shutil.which("rabbitmqctl") is None:
+    if not rabbitmq_available():
         need_service("amqp://127.0.0.1:1//", "rabbitmqctl (to make a virtual host of our own)")
-    name = f"outage_test_{os.getpid()}_{free_port()}"
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield f"{RABBITMQ_URL}/{name}"
-    _rabbitmqctl("delete_vhost", name)
+    with rabbitmq_vhost_of(RABBITMQ_URL) as url:
+        yield url
 
 
 def busiest_second(departures: list[float]) -> int:
