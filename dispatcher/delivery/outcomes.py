@@ -10,7 +10,8 @@ is also what a provider's "undelivered" receipt uses (dispatcher/delivery/receip
 The retry policy, all of it: five layers, each with the settings that govern it (defaults from
 dispatcher/settings.py) and where its code is::
 
-    (a) inside one send: channels/base.py `Channel._retry` and `_wait` (tenacity), transient only
+    (a) inside one send: channels/base.py `Channel._retry` and `_wait` (tenacity), transient
+        only and not a timeout (that message goes straight to (b): its slot was held long enough)
         send_attempts=3         tries of a message within one send
         send_backoff_s=0.5      the first wait, growing exponentially, with jitter
         send_backoff_max_s=10   the longest wait; no wait is shorter than the provider's
