@@ -173,8 +173,8 @@ def test_requests_a_dead_worker_made_are_counted_and_what_it_held_back_is_not(
     counts in provider_requests, the reclaim counts it possibly sent twice; the message it had
     not handed over yet counts neither."""
     handed, waiting = queued_sms(pipeline, 2)
-    claim(pipeline.store, [handed, waiting], lease_s=15)
-    mark_in_flight(pipeline.store, [handed])  # and the worker dies
+    claims = claim(pipeline.store, [handed, waiting], lease_s=15)
+    assert mark_in_flight(pipeline.store, {handed: claims[handed]}) == {handed}  # and it dies
     with pipeline.store.session() as session:
         session.execute(
             update(Delivery)
@@ -215,3 +215,20 @@ def test_no_more_is_marked_in_flight_than_the_adapter_has_on_its_way(
         assert {sms_row(narrow, i).status for i in ids} == {DeliveryStatus.SENT}
     finally:
         narrow.close()
+
+
+def test_a_worker_whose_lease_ran_out_sends_nothing_another_has_taken_back(
+    pipeline: Pipeline, sandbox: Sandbox
+) -> None:
+    """The database was away, the holder could not renew its lease, another worker took the
+    rows back: when the first goes on, it may not send them (sent by both, they would be
+    duplicates nobody counted)."""
+    (delivery_id,) = queued_sms(pipeline, 1)
+    first = claim(pipeline.store, [delivery_id], lease_s=15)
+    with pipeline.store.session() as session:  # its lease ran out unrenewed
+        session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+    second = claim(pipeline.store, [delivery_id], lease_s=15)
+    assert second and second != first, "taken back: a new fencing token"
+
+    assert mark_in_flight(pipeline.store, first) == set(), "the first holder may not send it"
+    assert mark_in_flight(pipeline.store, second) == {delivery_id}

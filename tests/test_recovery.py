@@ -49,14 +49,14 @@ def test_the_default_lease_is_seconds_not_minutes() -> None:
 
 def test_a_living_workers_lease_is_renewed_and_a_dead_ones_runs_out(pipeline: Pipeline) -> None:
     alive, dead = queued_sms(pipeline, 2)
-    assert claim(pipeline.store, [alive, dead], lease_s=15) == [alive, dead]
+    assert list(claim(pipeline.store, [alive, dead], lease_s=15)) == [alive, dead]
     keeper = Leases(pipeline.store, lease_s=15)
     keeper.hold([alive])  # the worker holding `dead` was killed: nothing renews it
     try:
         with time_machine.travel(utcnow() + timedelta(seconds=10)):
             assert keeper.renew() == 1
         with time_machine.travel(utcnow() + timedelta(seconds=20)):
-            assert claim(pipeline.store, [alive, dead], lease_s=15) == [dead]
+            assert list(claim(pipeline.store, [alive, dead], lease_s=15)) == [dead]
     finally:
         keeper.close()
 

@@ -34,6 +34,9 @@ class Context:
     links: Links
     guards: Guards
     leases: Leases
+    # The batch's rows as its claim left them (id -> sends): a row whose `sends` differs now was
+    # taken back by another worker (this one's lease ran out), and is that worker's to record.
+    claims: dict[int, int]
     # Where answers that come after their chunk was recorded go (None: every send waits for
     # all its answers).
     late: LateAnswers | None = None

@@ -227,9 +227,10 @@ def hold(context: Context, items: list[Loaded], gate: Gate, result: SendResult) 
     now = utcnow()
     with context.store.session() as session:
         # One SELECT and one bulk UPDATE, as when recording: paced, most of a batch comes back.
-        rows = recorded_rows(session, items)
+        rows = recorded_rows(session, items, context.claims)
         for item in items:
-            delivery = rows[item.delivery.id]
+            if (delivery := rows.get(item.delivery.id)) is None:
+                continue  # taken back by another worker: that one puts it back or sends it
             delivery.sends -= 1  # this round sent nothing
             delivery.lease_until = None
             if gate.circuit_open and _divert(session, context, delivery, item, result, gate.reason):

@@ -78,9 +78,9 @@ def send_batch(
         return result
     with leases.holding(claimed):
         budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
-        context = Context(store, registry, settings, links, guards, leases, late)
+        context = Context(store, registry, settings, links, guards, leases, claimed, late)
         by_channel: dict[str, list[Loaded]] = defaultdict(list)
-        for item in load(store, claimed):
+        for item in load(store, list(claimed)):
             by_channel[item.delivery.channel].append(item)
         for channel_name, items in by_channel.items():
             _send_chunks(context, channel_name, items, budget, result)
@@ -132,9 +132,12 @@ def _send_chunks(
         chunk = [item for item in window if item.delivery.id in decided]
         pending = [i for i in window if i.delivery.id not in decided] + pending[len(window) :]
         if sending:
-            mark_in_flight(context.store, [message.key for message in sending])
-            outcomes.update(_hand_over(context, channel, channel_name, gate, sending, chunk))
-            chunk = [item for item in chunk if item.delivery.id in outcomes]  # the rest: late
+            ours = mark_in_flight(context.store, {m.key: context.claims[m.key] for m in sending})
+            sending = [message for message in sending if message.key in ours]  # else taken back
+            if sending:
+                outcomes.update(_hand_over(context, channel, channel_name, gate, sending, chunk))
+            # What is left: answers still to come (late), rows another worker took back.
+            chunk = [item for item in chunk if item.delivery.id in outcomes]
         record_answers(context, channel_name, chunk, outcomes, result)
 
 
@@ -193,10 +196,11 @@ def _record_chunk(
         attempted = SendResult()
         logged = []
         with context.store.session() as session:
-            rows = recorded_rows(session, chunk)
+            rows = recorded_rows(session, chunk, context.claims)  # those still ours
             for item in chunk:
+                if (row := rows.get(item.delivery.id)) is None:
+                    continue
                 outcome = outcomes[item.delivery.id]
-                row = rows[item.delivery.id]
                 record(session, context, row, item, outcome, circuit_open, attempted)
                 logged.append((item, row, outcome))
             write(session, rows.values())
