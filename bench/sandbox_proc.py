@@ -6,7 +6,8 @@ messages would count in that process's peak memory. Here it has its own interpre
 benchmark asks it (one line in, one JSON line out) for what it needs: statistics, and the
 acceptance time of every recorded message, written to a file rather than sent over HTTP.
 
-Commands: ``clear``, ``stats``, ``times PATH``, ``quit``.
+Commands: ``clear``, ``stats``, ``times PATH``, ``departures PATH``, ``latency MS``,
+``outage KIND SECONDS CHANNEL [RETRY_AFTER]``, ``delay SECONDS URL``, ``faults-clear``, ``quit``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ def serve(latency_ms: float) -> None:
             ]
             Path(argument).write_text(json.dumps(rows))
             answer = {"count": len(rows)}
+        elif command == "departures":  # when each SMS request left its sender
+            stamps = sandbox.departures("sms")
+            Path(argument).write_text(json.dumps(stamps))
+            answer = {"count": len(stamps)}
+        elif command == "latency":
+            sandbox.set_latency(float(argument))
+        elif command == "faults-clear":
+            sandbox.clear_faults()
+        elif command == "outage":
+            kind, seconds, channel, *retry_after = argument.split()
+            later = float(retry_after[0]) if retry_after else None
+            sandbox.inject_outage(kind, float(seconds), channel, later)  # type: ignore[arg-type]
+        elif command == "delay":
+            seconds, url = argument.split(maxsplit=1)
+            sandbox.inject_recipient_delay(url, float(seconds))
         elif command == "quit":
             break
         print(json.dumps(answer), flush=True)
@@ -84,6 +100,13 @@ class SandboxProcess:
 
     def recorded(self) -> int:
         return sum(self.ask("stats")["recorded"].values())
+
+    def departures(self, path: Path) -> list[float]:
+        """When each SMS request left its sender (Unix time), oldest first."""
+        self.ask(f"departures {path}")
+        stamps: list[float] = json.loads(path.read_text())
+        path.unlink()
+        return stamps
 
     def times(self, path: Path) -> list[tuple[str, float, str | None]]:
         """Every recorded message as (channel, accepted at as a Unix time, recipient)."""

@@ -7,6 +7,7 @@ Started as subprocesses with their settings in the environment, exactly as a dep
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,8 +20,8 @@ READY_TIMEOUT_S = 60
 
 
 class Workers:
-    """One or more worker commands; ready once each answers a broadcast ping (`ping()` returns
-    how many answered: our worker does not configure logging, so there is no "ready" line)."""
+    """One or more worker commands; ready once `ping()` says each is (how many answered a
+    broadcast ping, or logged that they are ready)."""
 
     def __init__(
         self,
@@ -34,16 +35,30 @@ class Workers:
         self._files = [path.open("wb") for path in self.logs]
         self.processes = [
             subprocess.Popen(
-                command, cwd=root, env={**os.environ, **env}, stdout=file, stderr=subprocess.STDOUT
+                command,
+                cwd=root,
+                env={**os.environ, **env},
+                stdout=file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a group of its own: `kill` takes the pool with it
             )
             for command, file in zip(commands, self._files, strict=True)
         ]
+        self.wait_ready(ping)
+
+    def wait_ready(self, ping: Callable[[], int]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while ping() < len(commands):
+        while ping() < len(self.processes):
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
                 tail = "\n".join(path.read_text(errors="replace")[-2000:] for path in self.logs)
                 self.stop()
                 raise RuntimeError(f"workers did not start:\n{tail}")
+
+    def kill(self, number: int) -> None:
+        """SIGKILL worker `number` and its pool processes, as a crashed host would leave them."""
+        process = self.processes[number]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
     def peak_rss_mb(self) -> dict[str, float]:
         """Peak memory of every process: each worker's main process and its pool children."""

@@ -68,6 +68,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def may_have_arrived(error: aiohttp.ClientError) -> bool:
+    """Whether a request that failed this way may have reached the server all the same: only a
+    connection never made (refused, no route, DNS) is a clear no; a connection dropped while
+    waiting for the answer is not."""
+    return not isinstance(error, aiohttp.ClientConnectorError)
+
+
 class LoopSession:
     """One pooled aiohttp session per adapter, bound to the loop it was made in.
 

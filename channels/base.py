@@ -8,6 +8,13 @@ sending loop (channels/aio.py) with at most `concurrency` requests in flight, re
 failures inside one send (tenacity), and turning every failure into an `Outcome` instead of an
 exception, so one bad address never sinks a batch.
 
+A timeout is not retried inside the send: the request held a slot for the whole timeout, and
+another try would hold it as long again while the rest of the batch waits; the message goes
+back to the queue (transient) and is tried later. Where each recipient is a server of its own
+(webhooks), a send also does not wait for its slowest answers beyond `patience_s`
+(`send_within`): they are handed to the core as they come, so one receiver that hangs costs
+only its own delivery.
+
 Exceptions an adapter raises from `send_one`::
 
     ChannelError                 anything that stopped one message; carries channel, status, excerpt
@@ -18,6 +25,12 @@ Each also says why, for the operator (`failure_reason`, a FailureReason), derive
 (`ChannelError.__init__`): an explicit reason, else from the status code (`reason_for_status`),
 else the class default (transient: unreachable, permanent: rejected). Adapters only name the
 reason where no status code tells it: their client's timeouts.
+
+And whether the provider may have taken the message all the same (`ambiguous`): after a timeout
+or a 5xx, nobody knows, and sending again may deliver it twice (Twilio has no idempotency key).
+Every request made after such an answer is counted in the outcome (`ambiguous_retries`), and
+the core counts the same across sends through the queue, so that "possibly sent twice" is every
+message that may have reached the provider twice, not only those of a worker that died.
 
 Errors never carry credentials: adapters build them from status codes and response bodies only.
 """
@@ -38,7 +51,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -80,11 +93,25 @@ class ChannelError(Exception):
         retry_after_s: float | None = None,
         suppress: SuppressionReason | None = None,
         failure_reason: FailureReason | None = None,
+        ambiguous: bool | None = None,
     ) -> None:
         self.channel = channel
         # `reason` is the human sentence; `failure_reason` the closed set metrics count.
         self.failure_reason = failure_reason or (
             reason_for_status(status_code) if status_code is not None else self.default_reason
+        )
+        # May the provider have accepted it? By default: after a 5xx, or when no status came
+        # back because the answer timed out or could not be read. A refusal (4xx, 429) or a
+        # connection never made is a clear no.
+        self.ambiguous = (
+            ambiguous
+            if ambiguous is not None
+            else self.kind is FailureKind.TRANSIENT
+            and (
+                status_code >= 500
+                if status_code is not None
+                else self.failure_reason in (FailureReason.TIMEOUT, FailureReason.SERVER_ERROR)
+            )
         )
         self.suppress = suppress
         self.reason = reason
@@ -92,6 +119,11 @@ class ChannelError(Exception):
         self.response_excerpt = printable(response_excerpt or "")[:EXCERPT_CHARS] or None
         self.retry_after_s = retry_after_s
         super().__init__(str(self))
+
+    @property
+    def timed_out(self) -> bool:
+        """No answer came in time (our client's timeout, not a provider's 408)."""
+        return self.failure_reason is FailureReason.TIMEOUT and self.status_code is None
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
@@ -183,10 +215,15 @@ class Outcome:
     suppress: SuppressionReason | None = None  # the provider says never to send there again
     reason: FailureReason | None = None  # why it failed, for metrics (None when it did not)
     duration_s: float | None = None  # the provider's time, retries inside the send included
+    # Requests made after one whose answer left it unknown whether the provider took the
+    # message (a timeout, a 5xx): each may have delivered it once more.
+    ambiguous_retries: int = 0
+    # Failed, but some request of this send may have reached the provider all the same.
+    ambiguous: bool = False
 
     @classmethod
     def failed(
-        cls, key: int, error: ChannelError, attempts: int, duration_s: float | None = None
+        cls, key: int, error: ChannelError, tries: Tries, duration_s: float | None = None
     ) -> Outcome:
         return cls(
             key=key,
@@ -195,13 +232,79 @@ class Outcome:
             duration_s=duration_s,
             error=str(error),
             retry_after_s=error.retry_after_s,
-            attempts=attempts,
+            attempts=tries.attempts,
             suppress=error.suppress,
+            ambiguous_retries=tries.ambiguous_retries,
+            ambiguous=tries.unknown,
+        )
+
+    @classmethod
+    def sent(
+        cls, key: int, provider_id: str, tries: Tries, duration_s: float | None = None
+    ) -> Outcome:
+        return cls(
+            key=key,
+            provider_id=provider_id,
+            attempts=tries.attempts,
+            duration_s=duration_s,
+            ambiguous_retries=tries.ambiguous_retries,
         )
 
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+
+# A chunk's tokens are good for requests that leave within this of their being taken: a request
+# that leaves later (a cold process's first chunk left 0.7 s after its grant) takes one of its
+# own, or it would go out together with the next chunk's and the provider would see more than
+# the account's rate. Shorter, a loaded machine wastes tokens: at 25 ms, two workers on two busy
+# cores sent a third below the rate; at 100 ms, 96 % of it, and never above.
+GRANT_FRESH_S = 0.1
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The provider account's rate bucket as the core lends it to one send: the chunk's own
+    tokens, taken at `taken_at` (time.monotonic, just before they were asked for), and `take(n)`
+    for any other request (a retry, one that leaves late): 0.0 once taken, else the seconds
+    until there are `n` (blocking)."""
+
+    take: Callable[[int], float]
+    taken_at: float | None = None
+
+    @property
+    def fresh_until(self) -> float | None:
+        return None if self.taken_at is None else self.taken_at + GRANT_FRESH_S
+
+
+@dataclass
+class Tries:
+    """The requests of one message (or of one request several messages share) within a send."""
+
+    attempts: int = 0
+    ambiguous_retries: int = 0  # requests made after one whose fate is unknown
+    unknown: bool = False  # some request may have reached the provider without our knowing
+    last_error: ChannelError | None = None
+
+    def start(self) -> None:
+        """A request is about to leave."""
+        if self.unknown:
+            self.ambiguous_retries += 1
+        self.attempts += 1
+
+    def failed(self, error: ChannelError) -> None:
+        self.unknown = self.unknown or error.ambiguous
+        self.last_error = error
+
+
+class NoToken(Exception):
+    """A retry inside the send found the rate bucket empty for longer than it would wait: the
+    message goes back to the queue with the error it had."""
+
+    def __init__(self, error: ChannelError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -236,12 +339,24 @@ class Channel:
     # Whether the provider fills per-recipient placeholders in (SendGrid's `substitutions`):
     # then the core hands over one rendering and `Message.substitutions`; else finished texts.
     substitutes: ClassVar[bool] = False
+    # How long a send waits for its slowest answers before leaving them to come on their own
+    # (`send_within`); None: it waits for all. Set where every recipient is a server of its own
+    # (webhooks): one provider that is slow is slow for everyone, one receiver is not.
+    patience_s: float | None = None
 
     def __init__(self, retry: RetryPolicy, concurrency: int = 8) -> None:
         self.retry = retry
         self.concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    @property
+    def in_flight_limit(self) -> int:
+        """The most messages one send can have at the provider at once (one request each, at
+        most `concurrency` of them). The core hands over no more than this at a time, so that
+        every message it marks in flight is really on its way: a crash then counts as
+        "possibly sent twice" what may have been, not what was still waiting its turn."""
+        return max(1, self.concurrency)
 
     @property
     def broadcast(self) -> bool:
@@ -261,14 +376,46 @@ class Channel:
             self.threads(), self.send_one, message
         )
 
-    def send(self, batch: Sequence[Message]) -> list[Outcome]:
-        """Send a batch concurrently; one outcome per message, in order, never an exception."""
+    def send(self, batch: Sequence[Message], *, tokens: Tokens | None = None) -> list[Outcome]:
+        """Send a batch concurrently; one outcome per message, in order, never an exception.
+        `tokens`: the provider account's bucket (shared with every worker), so that no request,
+        retries included, goes beyond the account's rate (None: not paced)."""
         if not batch:
             return []
-        return aio.run(self._send_all(batch))
+        return aio.run(self._send_all(batch, tokens))
 
-    async def _send_all(self, batch: Sequence[Message]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._send_with_retries(m) for m in batch)))
+    async def _send_all(self, batch: Sequence[Message], tokens: Tokens | None) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._send_with_retries(m, tokens) for m in batch)))
+
+    def send_within(
+        self,
+        batch: Sequence[Message],
+        late: Callable[[Outcome], None],
+        *,
+        tokens: Tokens | None = None,
+    ) -> list[Outcome | None]:
+        """`send`, waiting at most `patience_s` for the answers: None for a message still
+        unanswered then, whose outcome is given to `late` when it comes (on the sending loop's
+        thread: `late` must not block)."""
+        if not batch:
+            return []
+        return aio.run(self._send_within(batch, late, tokens))
+
+    async def _send_within(
+        self, batch: Sequence[Message], late: Callable[[Outcome], None], tokens: Tokens | None
+    ) -> list[Outcome | None]:
+        sends = [asyncio.ensure_future(self._send_with_retries(m, tokens)) for m in batch]
+        done, _ = await asyncio.wait(sends, timeout=self.patience_s)
+        answers: list[Outcome | None] = []
+        for sending in sends:
+            if sending in done:
+                answers.append(sending.result())
+                continue
+            answers.append(None)
+            sending.add_done_callback(
+                lambda finished: None if finished.cancelled() else late(finished.result())
+            )
+        return answers
 
     def threads(self) -> ThreadPoolExecutor:
         """The blocking adapter's senders, started once: starting 16 threads for every batch
@@ -297,30 +444,58 @@ class Channel:
     def close(self) -> None:
         """Release pooled connections; adapters with a client override this."""
 
-    async def _send_with_retries(self, message: Message) -> Outcome:
-        attempts = 0
+    async def _send_with_retries(self, message: Message, tokens: Tokens | None) -> Outcome:
+        tries = Tries()
         started = time.monotonic()
 
         async def send() -> str:
-            nonlocal attempts
-            attempts += 1
             async with self._slots():  # a slot per request, not held while waiting to retry
-                return await self.send_one_async(message)
+                if tokens is not None:  # the chunk's token if still fresh, else one of its own
+                    fresh = tokens.fresh_until if tries.last_error is None else None
+                    while fresh is None or time.monotonic() > fresh:
+                        fresh = await asyncio.get_running_loop().run_in_executor(
+                            self.threads(), self.take_tokens, tokens, 1, tries.last_error
+                        )
+                tries.start()
+                try:
+                    return await self.send_one_async(message)
+                except ChannelError as exc:
+                    tries.failed(exc)
+                    raise
 
         try:
             try:
                 provider_id = await send()  # most sends succeed: no retry machinery for them
             except TransientError as first:
                 provider_id = await self._retry(send, first)
-        except ChannelError as exc:
-            log.info("%s send failed for delivery %s: %s", self.name, message.key, exc)
-            return Outcome.failed(message.key, exc, attempts, time.monotonic() - started)
-        return Outcome(
-            key=message.key,
-            provider_id=provider_id,
-            attempts=attempts,
-            duration_s=time.monotonic() - started,
-        )
+        except (ChannelError, NoToken) as exc:
+            error = exc.error if isinstance(exc, NoToken) else exc
+            log.info("%s send failed for delivery %s: %s", self.name, message.key, error)
+            return Outcome.failed(message.key, error, tries, time.monotonic() - started)
+        return Outcome.sent(message.key, provider_id, tries, time.monotonic() - started)
+
+    def take_tokens(self, tokens: Tokens, n: int, error: ChannelError | None) -> float:
+        """Wait for `n` tokens for one request (blocking); until when they are fresh. Waiting
+        longer than the longest backoff raises `NoToken` instead: the queue's retry takes over,
+        as for a long Retry-After (`error`: the last failure, for the outcome)."""
+        waited = 0.0
+        while True:
+            asked = time.monotonic()
+            wait = tokens.take(n)
+            if wait <= 0:
+                return asked + GRANT_FRESH_S
+            if waited + wait > self.retry.backoff_max_s:
+                raise NoToken(
+                    error
+                    or TransientError(
+                        self.name,
+                        "no token from the account's rate limit in time",
+                        failure_reason=FailureReason.RATE_LIMITED,
+                        ambiguous=False,
+                    )
+                )
+            time.sleep(wait)
+            waited += wait
 
     async def _retry(self, send: Callable[[], Awaitable[str]], first: TransientError) -> str:
         """Go on after a first transient failure, under the policy: tenacity is shown that
@@ -341,7 +516,7 @@ class Channel:
     def _retry_arguments(self) -> dict[str, Any]:
         """The one tenacity policy, for `Retrying` and `AsyncRetrying` alike."""
         return {
-            "retry": retry_if_exception_type(TransientError),
+            "retry": retry_if_exception(_worth_retrying_here),
             "stop": stop_after_attempt(self.retry.attempts)
             | _RetryAfterBeyond(self.retry.backoff_max_s),
             "wait": self._wait,
@@ -371,6 +546,11 @@ class _RetryAfterBeyond(stop_base):
     def __call__(self, retry_state: RetryCallState) -> bool:
         retry_after = _retry_after(retry_state)
         return retry_after is not None and retry_after > self.max_wait_s
+
+
+def _worth_retrying_here(error: BaseException) -> bool:
+    """Transient, and not a timeout: that one is retried through the queue (see above)."""
+    return isinstance(error, TransientError) and not error.timed_out
 
 
 def _retry_after(state: RetryCallState) -> float | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +31,13 @@ from channels.base import (
     ChannelError,
     Limits,
     Message,
+    NoToken,
     Outcome,
     PermanentError,
     RetryPolicy,
+    Tokens,
     TransientError,
+    Tries,
     error_for_status,
     parse_retry_after,
 )
@@ -72,14 +76,22 @@ class EmailChannel(Channel):
         sender = {"email": settings.email_from, "name": settings.company_name}
         return cls(client, sender, retry, settings.send_concurrency)
 
-    def send(self, batch: Sequence[Message]) -> list[Outcome]:
-        """One outcome per message, in order; identical messages share a request."""
+    @property
+    def in_flight_limit(self) -> int:
+        """Up to `concurrency` requests at once, each for up to 1,000 recipients."""
+        return max(1, self.concurrency) * MAX_PERSONALIZATIONS
+
+    def send(self, batch: Sequence[Message], *, tokens: Tokens | None = None) -> list[Outcome]:
+        """One outcome per message, in order; identical messages share a request (whose retry
+        takes a token per recipient)."""
         groups = _group(batch)
         if len(groups) <= 1 or self.concurrency <= 1:
-            results = [self._send_group([batch[i] for i in group]) for group in groups]
+            results = [self._send_group([batch[i] for i in group], tokens) for group in groups]
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(groups))) as pool:
-                results = list(pool.map(lambda g: self._send_group([batch[i] for i in g]), groups))
+                results = list(
+                    pool.map(lambda g: self._send_group([batch[i] for i in g], tokens), groups)
+                )
         outcomes: dict[int, Outcome] = {}
         for group, group_outcomes in zip(groups, results, strict=True):
             outcomes.update(zip(group, group_outcomes, strict=True))
@@ -89,31 +101,37 @@ class EmailChannel(Channel):
         """Send one message alone; the id is SendGrid's X-Message-Id."""
         return self._post([message])
 
-    def _send_group(self, messages: list[Message]) -> list[Outcome]:
+    def _send_group(self, messages: list[Message], tokens: Tokens | None) -> list[Outcome]:
         """Send messages sharing one content in one request, retrying it as a whole."""
         if len(messages) == 1:
-            return Channel.send(self, messages)
-        attempts = 0
+            return Channel.send(self, messages, tokens=tokens)
+        tries = Tries()
         started = time.monotonic()
         try:
             for attempt in self._retrying():
                 with attempt:
-                    attempts += 1
-                    provider_id = self._post(messages)
+                    if tokens is not None:  # the chunk's tokens if still fresh, else its own
+                        fresh = tokens.fresh_until if tries.last_error is None else None
+                        while fresh is None or time.monotonic() > fresh:
+                            fresh = self.take_tokens(tokens, len(messages), tries.last_error)
+                    tries.start()
+                    try:
+                        provider_id = self._post(messages)
+                    except ChannelError as exc:
+                        tries.failed(exc)
+                        raise
         except PermanentError as exc:
             if exc.status_code != 400:  # auth, sender or account problem: the same for everyone
                 took = time.monotonic() - started
-                return [Outcome.failed(m.key, exc, attempts, took) for m in messages]
+                return [Outcome.failed(m.key, exc, tries, took) for m in messages]
             log.info("email group of %d refused (%s); sending one by one", len(messages), exc)
-            return Channel.send(self, messages)
-        except ChannelError as exc:
+            return Channel.send(self, messages, tokens=tokens)
+        except (ChannelError, NoToken) as exc:
+            error = exc.error if isinstance(exc, NoToken) else exc
             took = time.monotonic() - started
-            return [Outcome.failed(m.key, exc, attempts, took) for m in messages]
+            return [Outcome.failed(m.key, error, tries, took) for m in messages]
         took = time.monotonic() - started
-        return [
-            Outcome(key=m.key, provider_id=provider_id, attempts=attempts, duration_s=took)
-            for m in messages
-        ]
+        return [Outcome.sent(m.key, provider_id, tries, took) for m in messages]
 
     def _post(self, messages: Sequence[Message]) -> str:
         try:
@@ -126,7 +144,7 @@ class EmailChannel(Channel):
             ) from exc
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, URLError
             reason = f"could not reach SendGrid ({type(exc).__name__})"
-            raise TransientError(self.name, reason) from exc
+            raise TransientError(self.name, reason, ambiguous=_may_have_arrived(exc)) from exc
         message_id = response.headers.get("X-Message-Id")
         return str(message_id) if message_id else f"sendgrid-{response.status_code}"
 
@@ -195,6 +213,13 @@ class EmailChannel(Channel):
             response_excerpt=body,
             retry_after_s=retry_after,
         )
+
+
+def _may_have_arrived(error: BaseException) -> bool:
+    """Whether a request that failed this way may have reached SendGrid all the same: only a
+    connection never made is a clear no (urllib wraps the socket's error in a URLError)."""
+    cause = getattr(error, "reason", error)
+    return not isinstance(cause, ConnectionRefusedError | socket.gaierror)
 
 
 def _group(batch: Sequence[Message]) -> list[list[int]]:

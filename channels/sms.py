@@ -38,7 +38,13 @@ from channels.base import (
     error_for_status,
     parse_retry_after,
 )
-from channels.transport import SANDBOX_CREDENTIAL, credential, rebase, sandbox_base
+from channels.transport import (
+    SANDBOX_CREDENTIAL,
+    credential,
+    rebase,
+    sandbox_base,
+    sandbox_stamp,
+)
 from dispatcher.models import FailureReason, SuppressionReason
 from dispatcher.settings import Settings
 
@@ -132,7 +138,7 @@ class SmsChannel(Channel):
             ) from exc
         except aiohttp.ClientError as exc:
             reason = f"could not reach Twilio ({type(exc).__name__})"
-            raise TransientError(self.name, reason) from exc
+            raise TransientError(self.name, reason, ambiguous=aio.may_have_arrived(exc)) from exc
         except ValueError as exc:  # a 2xx whose body is not JSON
             raise TransientError(
                 self.name,
@@ -187,7 +193,7 @@ class TwilioSeamClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships n
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         _last_headers.set(None)
-        sent = dict(headers or {})
+        sent = dict(headers or {}) | sandbox_stamp(self._base_url)
         if data is not None:  # the form encoded here: aiohttp's FormData costs more than the rest
             sent["Content-Type"] = "application/x-www-form-urlencoded"
         if auth is not None:

@@ -16,6 +16,7 @@ credential is a `ValueError` that names the variable and never shows a value.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,6 +60,16 @@ def credential(settings: Settings, attribute: str, env_name: str, dummy: str) ->
             "(set the environment variable, or use OUTAGE_PROVIDERS=sandbox)"
         )
     return str(text)
+
+
+SENT_AT_HEADER = "X-Sandbox-Sent-At"
+
+
+def sandbox_stamp(base_url: str | None) -> dict[str, str]:
+    """In sandbox mode, a header saying when the request left this process (Unix time): the
+    sandbox logs it, so a test or benchmark measures the rate where it is enforced, at the
+    sender, not when the sandbox's thread got round to the request. Nothing in live mode."""
+    return {} if base_url is None else {SENT_AT_HEADER: repr(time.time())}
 
 
 def rebase(url: str, base: str | None) -> str:

@@ -92,6 +92,9 @@ def verify(
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
 
 
+PATIENCE_S = 1.0  # a send waits this long for its slowest receivers, then goes on without them
+
+
 def answer_excerpt(answer: str) -> str:
     """What is kept of a receiver's answer: its text without markup or control characters,
     with secrets and addresses masked (dispatcher/logs.py `redact`), cut short."""
@@ -130,7 +133,12 @@ class GuardedResolver(AbstractResolver):
 
 
 class WebhookChannel(Channel):
-    """POSTs a message's payload (or {"text": ...}) as compact JSON to its URL."""
+    """POSTs a message's payload (or {"text": ...}) as compact JSON to its URL.
+
+    Every receiver is a server of its own, and one of them hanging must cost only its own
+    delivery: requests time out after `webhook_timeout_s` (5 s; retried through the queue, not
+    inside the send), many are in flight at once (`webhook_concurrency`, 64), and a batch does
+    not wait for its slowest answers beyond `patience_s` (the core records them as they come)."""
 
     name = "webhook"
     address_field = "webhook"
@@ -144,12 +152,14 @@ class WebhookChannel(Channel):
         concurrency: int = 8,
         sandbox_url: str | None = None,
         policy: EgressPolicy | None = None,
+        patience_s: float | None = PATIENCE_S,
     ) -> None:
         super().__init__(retry, concurrency)
         self._session = session
         self._sandbox_url = sandbox_url
         self._policy = policy or EgressPolicy()
         self._literal_refusal = lru_cache(maxsize=4096)(self._refusal_of_literal)
+        self.patience_s = patience_s
 
     @classmethod
     def from_settings(cls, settings: Settings, retry: RetryPolicy) -> Self:
@@ -161,12 +171,13 @@ class WebhookChannel(Channel):
         if sandbox is not None:
             policy = policy.with_host(urlsplit(sandbox).hostname)
         session = aio.LoopSession(
-            settings.send_concurrency,
-            settings.provider_timeout_s,
+            settings.webhook_concurrency,
+            settings.webhook_timeout_s,
             {"User-Agent": USER_AGENT},
             resolver=lambda: GuardedResolver(policy),
         )
-        return cls(session, retry, settings.send_concurrency, sandbox, policy)
+        patience = min(PATIENCE_S, settings.webhook_timeout_s / 2)
+        return cls(session, retry, settings.webhook_concurrency, sandbox, policy, patience)
 
     async def send_one_async(self, message: Message) -> str:
         """Deliver one signed POST; the id is the receiver's X-Request-Id, if it gives one."""
@@ -203,7 +214,9 @@ class WebhookChannel(Channel):
                 raise PermanentError(self.name, f"not sent: {exc.os_error}") from exc
             raise TransientError(self.name, _unreachable(exc)) from exc
         except aiohttp.ClientError as exc:
-            raise TransientError(self.name, _unreachable(exc)) from exc
+            raise TransientError(
+                self.name, _unreachable(exc), ambiguous=aio.may_have_arrived(exc)
+            ) from exc
         if 200 <= status < 300:
             return answer_headers.get("X-Request-Id") or f"http-{status}"
         excerpt = answer_excerpt(answer.decode("utf-8", errors="replace"))

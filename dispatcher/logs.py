@@ -247,3 +247,32 @@ def log_attempt(
         f"{f', provider id {provider_id}' if provider_id else ''}){why}"
     )
     _attempts.log(level, message, extra={FIELDS_ATTRIBUTE: fields})
+
+
+class RepeatedFailures:
+    """A loop's failures, logged once per distinct error (with its traceback) and once when the
+    loop succeeds again: a loop retrying every second against a database that is down must not
+    write a traceback per second, yet a new kind of failure is worth its own line."""
+
+    def __init__(self, logger: logging.Logger, failing: str, recovered: str) -> None:
+        self.logger = logger
+        self.failing = failing  # "embedded runner: a pass failed"
+        self.recovered = recovered  # "embedded runner: passes succeed again"
+        self.count = 0  # failures in a row
+        self._last: tuple[str, str] | None = None
+
+    def failed(self, exc: BaseException, retry_s: float) -> None:
+        """Count the failure; log it if it differs from the one before (call from `except`)."""
+        self.count += 1
+        # A database error's text carries the statement's parameters (times change every pass):
+        # the driver's own error says what went wrong.
+        error = (type(exc).__name__, str(getattr(exc, "orig", None) or exc))
+        if error != self._last:
+            self.logger.exception("%s; retrying every %.0f s", self.failing, retry_s)
+            self._last = error
+
+    def succeeded(self) -> None:
+        if self.count:
+            self.logger.warning("%s after %d failed", self.recovered, self.count)
+        self.count = 0
+        self._last = None

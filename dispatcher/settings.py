@@ -87,8 +87,24 @@ class Settings(BaseSettings):
     delivery_attempts: int = Field(default=5, ge=1, description="sends before a delivery fails")
     delivery_backoff_s: float = Field(default=5.0, ge=0, description="first delay between sends")
     delivery_backoff_max_s: float = Field(default=300.0, ge=0)
-    lease_s: float = Field(default=120.0, gt=0, description="how long a claimed delivery is held")
+    lease_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a claimed delivery's lease, renewed while its worker works on it: a dead"
+        " worker's deliveries are sent again after this long",
+    )
     provider_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="a subscriber's webhook endpoint answers within this, or is tried again later",
+    )
+    webhook_concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="webhook requests in flight per process: each to a server of its own, so"
+        " that a few hanging receivers do not take every slot",
+    )
     sms_max_segments: int = Field(default=2, ge=1)
     batch_size: int = Field(default=200, ge=1, description="deliveries per send task")
     send_concurrency: int = Field(default=16, ge=1, description="parallel requests per batch")
@@ -142,7 +158,9 @@ class Settings(BaseSettings):
     sendgrid_event_tolerance_s: float = Field(
         default=300, gt=0, description="a signed SendGrid event stamped further from now: refused"
     )
-    sweep_every_s: float = Field(default=15.0, gt=0, description="beat runs the sweep this often")
+    sweep_every_s: float = Field(
+        default=5.0, gt=0, description="every worker runs the sweep this often (beat too, if run)"
+    )
     sweep_stale_s: float = Field(
         default=30.0, ge=0, description="a queued delivery untouched this long has lost its task"
     )

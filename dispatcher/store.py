@@ -7,17 +7,20 @@ that makes a duplicated task harmless.
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -31,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from dispatcher import migrations
@@ -46,6 +49,9 @@ from dispatcher.models import (
     SuppressionReason,
     WaitReason,
 )
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_ID = 2**63 - 1  # ids are 64-bit: anything larger names no row (and would overflow a bind)
 PUBLIC_RECIPIENT = "public"  # the recipient key of a broadcast delivery (the company's account)
@@ -266,7 +272,9 @@ class Delivery(Base):
     recipient: Mapped[str] = mapped_column(String(32))  # subscriber id, or PUBLIC_RECIPIENT
     status: Mapped[DeliveryStatus] = mapped_column(default=DeliveryStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher goes first
-    attempts: Mapped[int] = mapped_column(default=0)  # provider requests made, retries included
+    # Provider requests made, retries included: counted as each chunk leaves (a worker killed
+    # before recording its answers has still made them).
+    attempts: Mapped[int] = mapped_column(default=0)
     sends: Mapped[int] = mapped_column(default=0)  # rounds through the queue (the retry limit)
     last_error: Mapped[str | None] = mapped_column(Text)
     # The latest failed attempt's reason, kept after a later success (metrics count it).
@@ -278,8 +286,14 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     # Claimed again after a lease expired: the provider may have accepted it the first time.
     lease_expiries: Mapped[int] = mapped_column(default=0)
-    # Handed to the provider at this time and no outcome recorded yet: if the lease expires
-    # while it is set, whether the provider accepted it is unknown (what lease_expiries counts).
+    # Requests made after one whose answer left it unknown whether the provider took it (a
+    # timeout, a 5xx), inside a send or through the queue: each may have delivered it again.
+    # With lease_expiries, what "possibly sent twice" counts.
+    ambiguous_retries: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Handed to the provider at this time and no outcome known yet: set while its chunk is with
+    # the provider, and kept after an answer that leaves it unknown (a timeout, a 5xx). If the
+    # lease expires while it is set, the reclaim counts a lease expiry; if the row is sent again
+    # while it is set, the send counts an ambiguous retry.
     in_flight_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -316,6 +330,31 @@ class Heartbeat(Base):
     kind: Mapped[str] = mapped_column(String(16))  # embedded, celery
 
 
+class RateBucket(Base):
+    """A provider account's token bucket, shared by every process through the database when
+    Redis is not the broker (dispatcher/delivery/ratelimit.py `DatabaseRateLimiter`)."""
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)  # e.g. "sms:+15005550006"
+    tokens: Mapped[float] = mapped_column(Double)
+    at: Mapped[float] = mapped_column(Double)  # the database's clock (Unix seconds) last taken
+    granted: Mapped[int] = mapped_column(default=0)  # what the last call took: 0, or all it asked
+
+
+class BreakerCircuit(Base):
+    """A provider account's circuit breaker, shared by every process through the database when
+    Redis is not the broker (dispatcher/delivery/breaker.py `DatabaseCircuits`)."""
+
+    __tablename__ = "breaker_circuits"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # a BreakerState's value
+    failures: Mapped[int]
+    until: Mapped[float] = mapped_column(Double)  # wall clock (Unix seconds), as the breaker's
+    version: Mapped[int]  # bumped by every change: updates are optimistic
+
+
 class InstanceSecret(Base):
     """The signing key of links when OUTAGE_SECRET_KEY is not set: made once, kept with the
     data, so links keep working across restarts without a secret in code or config."""
@@ -324,6 +363,27 @@ class InstanceSecret(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
+
+
+# The database went away (restarted, the network dropped a connection): worth trying again
+# once it is back, unlike an error in the statement itself.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+
+
+def retrying(work: Callable[[], _T], *, tries: int = 5, wait_s: float = 1.0) -> _T:
+    """`work()`, tried again a few times while the database is away: for writes whose data
+    exists only in memory until they succeed (a provider's answers), so that a restart of a
+    few seconds loses none of them. A pooled connection that died is replaced on the next try
+    (`pool_pre_ping`)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return work()
+        except DATABASE_AWAY:
+            if attempt == tries:
+                raise
+            log.warning("database away; trying again in %g s (%d of %d)", wait_s, attempt, tries)
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def insert_ignoring_duplicates(session: Session, table: type[Base]) -> Any:

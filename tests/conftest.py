@@ -144,6 +144,7 @@ def settings(database_url: str, sandbox: Sandbox) -> Settings:
         redis_prefix=REDIS_PREFIX,
         # The sandbox, and the receivers tests start, listen on loopback.
         webhook_allow_networks=["127.0.0.0/8"],
+        webhook_timeout_s=2,
     )
 
 

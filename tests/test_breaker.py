@@ -19,7 +19,7 @@ from dispatcher.delivery.breaker import (
     Breaker,
     BreakerState,
     Circuits,
-    MemoryCircuits,
+    DatabaseCircuits,
     RedisCircuits,
 )
 from dispatcher.delivery.guards import Guards, account_key
@@ -30,7 +30,7 @@ from dispatcher.sandbox.server import Sandbox
 from dispatcher.settings import Settings
 from dispatcher.store import AuditEvent, Store
 from dispatcher.subscribers import records
-from tests.conftest import REDIS_PREFIX, REDIS_URL
+from tests.conftest import REDIS_PREFIX, REDIS_URL, need_service
 
 
 class Clock:
@@ -41,10 +41,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
 def circuits(request: pytest.FixtureRequest) -> Iterator[Circuits]:
-    if request.param == "memory":
-        yield MemoryCircuits()
+    if request.param == "database":
+        yield DatabaseCircuits(request.getfixturevalue("store"))
         return
     request.getfixturevalue("redis_db")
     shared = RedisCircuits(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX)
@@ -128,11 +128,23 @@ def test_any_success_resets_the_count(circuits: Circuits, store: Store) -> None:
     assert transitions(store) == []
 
 
-@pytest.mark.redis
-def test_workers_sharing_redis_agree_on_a_single_probe(store: Store, redis_db: redis.Redis) -> None:
+@pytest.mark.parametrize("shared", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_workers_sharing_circuits_agree_on_a_single_probe(store: Store, shared: str) -> None:
+    """Eight workers, each with its own connection to where circuits live, as eight processes
+    would be: one probe between them."""
+    if shared == "redis":
+        need_service(REDIS_URL, "Redis")
     clock = Clock()
     workers = [
-        Breaker(RedisCircuits(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX), store, 1, 5, clock)
+        Breaker(
+            RedisCircuits(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX)
+            if shared == "redis"
+            else DatabaseCircuits(Store(store.url)),
+            store,
+            1,
+            5,
+            clock,
+        )
         for _ in range(8)
     ]
     workers[0].report("k", ok=0, failed=1)

@@ -217,7 +217,7 @@ def test_a_running_runner_and_a_row_stuck_past_its_lease(healthy: Settings) -> N
     assert findings["workers"].detail.startswith("embedded runner running: ")
     assert findings["queue"].status is Status.FAIL
     assert "2 left in sending past their lease" in findings["queue"].detail
-    assert "outage worker --beat" in str(findings["queue"].fix)
+    assert "every worker sweeps" in str(findings["queue"].fix)
 
 
 @pytest.mark.redis

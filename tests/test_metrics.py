@@ -20,7 +20,7 @@ from sqlalchemy import update
 
 from channels.base import Message, reason_for_status
 from dispatcher.cli.progress import follow_progress
-from dispatcher.delivery.breaker import BreakerState, Circuit, MemoryCircuits
+from dispatcher.delivery.breaker import BreakerState, Circuit, DatabaseCircuits
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents import lifecycle, reports
@@ -175,7 +175,7 @@ def test_queue_depth_and_oldest_age_while_no_worker_sends(pipeline: Pipeline) ->
 
 
 def test_breaker_state_is_exposed_per_channel(pipeline: Pipeline) -> None:
-    circuits = MemoryCircuits()
+    circuits = DatabaseCircuits(pipeline.store)
     circuits.update("sms:+15005550006", lambda _: Circuit(BreakerState.OPEN, 5, time.time() + 30))
     states = metrics.circuit_reader(
         circuits, {"sms": "sms:+15005550006", "email": "email:status@example.com"}
@@ -247,7 +247,9 @@ def test_status_codes_map_to_one_reason(status: int, reason: FailureReason) -> N
 def test_adapters_report_why_a_send_failed(
     settings: Settings, sandbox: Sandbox, channel: str, to: str, fault: str | None, reason: str
 ) -> None:
-    quick = settings.model_copy(update={"send_attempts": 1, "provider_timeout_s": 0.3})
+    quick = settings.model_copy(
+        update={"send_attempts": 1, "provider_timeout_s": 0.3, "webhook_timeout_s": 0.3}
+    )
     registry = ChannelRegistry(quick)
     if fault is None:
         sandbox.inject_recipient_failure(to)
@@ -308,7 +310,7 @@ def test_dashboard_and_alert_rules_use_only_metrics_we_expose(
     pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     """A renamed metric must not leave a silent alert or an empty panel behind."""
-    circuits = metrics.circuit_reader(MemoryCircuits(), {"sms": "sms:x"})
+    circuits = metrics.circuit_reader(DatabaseCircuits(pipeline.store), {"sms": "sms:x"})
     registry = registry_of(pipeline, breaker_states=circuits)
     metrics.WEBHOOKS_RECEIVED.labels("generic", "accepted")  # a child, so the family has samples
     exposed = {sample.name for family in registry.collect() for sample in family.samples}

@@ -1,5 +1,6 @@
-"""The token bucket: one behaviour, two backends (in-process and Redis), and the pacing it gives
-`send_batch` (a short wait inside the task, a longer one puts the rest back with a due time)."""
+"""The token bucket: one behaviour, two backends (the database and Redis), both shared by every
+process, and the pacing it gives `send_batch` (a short wait inside the task, a longer one puts
+the rest back with a due time) and the retries inside a send."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import redis
 from dispatcher.delivery.guards import Guards
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.ratelimit import (
-    MemoryRateLimiter,
+    DatabaseRateLimiter,
     RateLimiter,
     RedisRateLimiter,
     SharedStateUnavailable,
     limiter_for,
+    redis_client,
 )
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.models import DeliveryStatus, IncidentIn, Severity, SubscriberIn
@@ -29,10 +31,17 @@ from dispatcher.subscribers import records
 from tests.conftest import REDIS_PREFIX, REDIS_URL
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    running = Store(f"sqlite:///{tmp_path / 'buckets.sqlite3'}")
+    yield running
+    running.close()
+
+
+@pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
 def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
-    if request.param == "memory":
-        yield MemoryRateLimiter()
+    if request.param == "database":
+        yield DatabaseRateLimiter(request.getfixturevalue("store"))
         return
     request.getfixturevalue("redis_db")
     running = RedisRateLimiter(redis.Redis.from_url(REDIS_URL), REDIS_PREFIX)
@@ -60,8 +69,8 @@ def test_more_than_the_burst_at_once_is_a_programming_error(limiter: RateLimiter
         limiter.acquire("k", 6, RateLimit(per_s=1, burst=5))
 
 
-def test_the_bucket_refills_at_its_rate() -> None:
-    limiter = MemoryRateLimiter()
+def test_the_bucket_refills_at_its_rate(store: Store) -> None:
+    limiter = DatabaseRateLimiter(store)
     limit = RateLimit(per_s=1000, burst=1)
     assert limiter.acquire("k", 1, limit) == 0.0
     deadline = time.monotonic() + 1
@@ -78,7 +87,7 @@ def test_workers_sharing_redis_share_one_bucket(redis_db: redis.Redis) -> None:
     started = time.monotonic()
 
     def worker() -> None:
-        limiter = limiter_for(REDIS_URL, REDIS_PREFIX)
+        limiter = RedisRateLimiter(redis_client(REDIS_URL), REDIS_PREFIX)
         mine = 0
         while time.monotonic() - started < 0.5:
             if limiter.acquire("shared", 1, limit) == 0.0:
@@ -97,14 +106,50 @@ def test_workers_sharing_redis_share_one_bucket(redis_db: redis.Redis) -> None:
 
 
 def test_an_unreachable_redis_says_so_instead_of_hanging() -> None:
-    limiter = limiter_for("redis://127.0.0.1:1/0", REDIS_PREFIX)  # nothing listens on port 1
+    limiter = RedisRateLimiter(redis_client("redis://127.0.0.1:1/0"), REDIS_PREFIX)  # nothing there
     with pytest.raises(SharedStateUnavailable, match="Redis did not answer"):
         limiter.acquire("k", 1, RateLimit(per_s=1, burst=1))
     limiter.close()
 
 
-def test_the_embedded_default_paces_in_process() -> None:
-    assert isinstance(limiter_for("embedded", REDIS_PREFIX), MemoryRateLimiter)
+def test_without_redis_every_process_shares_the_databases_bucket(database_url: str) -> None:
+    """RabbitMQ and the embedded default: two workers, each with its own limiter and database
+    connections (as each process has), take from one bucket, not one each."""
+    stores = [Store(database_url), Store(database_url)]
+    brokers = ("amqp://h//", "embedded")
+    workers = [limiter_for(b, REDIS_PREFIX, s) for b, s in zip(brokers, stores, strict=True)]
+    assert all(isinstance(worker, DatabaseRateLimiter) for worker in workers)
+    limit = RateLimit(per_s=0.001, burst=3)
+    granted = [worker.acquire("sms:+1", 1, limit) == 0.0 for _ in range(3) for worker in workers]
+    for own in stores:
+        own.close()
+    assert granted.count(True) == 3, "the burst once for the deployment, not once per worker"
+
+
+def test_workers_sharing_the_database_never_take_more_than_the_rate(database_url: str) -> None:
+    """Four threads, each with a Store of its own (as four workers would have)."""
+    limit = RateLimit(per_s=100, burst=10)
+    granted: list[int] = []
+    stores = [Store(database_url) for _ in range(4)]
+    started = time.monotonic()
+
+    def worker(own: Store) -> None:
+        limiter = DatabaseRateLimiter(own)
+        mine = 0
+        while time.monotonic() - started < 0.5:
+            if limiter.acquire("shared", 1, limit) == 0.0:
+                mine += 1
+        granted.append(mine)
+        own.close()
+
+    threads = [threading.Thread(target=worker, args=(own,)) for own in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert sum(granted) <= limit.burst + limit.per_s * elapsed + 1
+    assert sum(granted) >= limit.burst
 
 
 @pytest.mark.redis
@@ -200,3 +245,43 @@ def max_in_window(log: list[tuple[float, int]], burst: int, per_s: float) -> int
             allowed = 2 * burst + per_s * (times[j] - start)
             excess = max(excess, int(j - i + 1 - allowed))
     return excess
+
+
+# -- retries inside a send ----------------------------------------------------------------------
+
+
+def _one_failing_sms(settings: Settings, sandbox: Sandbox, limit: RateLimit) -> Pipeline:
+    """A pipeline whose SMS account allows `limit`, one subscriber, and the first request
+    answered 500 (retried inside the send)."""
+    pipeline = Pipeline(settings.model_copy(update={"rate_limits": {"sms": limit}}))
+    _subscribers(pipeline, 1)
+    posted = lifecycle.open_incident(
+        pipeline.store, IncidentIn(title="x", severity=Severity.MAJOR, components=["api"])
+    )
+    pipeline.fan_out(posted.update_id)
+    sandbox.inject_failures(1, "500", channel="sms")
+    return pipeline
+
+
+def test_a_retry_inside_a_send_waits_for_its_token(settings: Settings, sandbox: Sandbox) -> None:
+    pipeline = _one_failing_sms(settings, sandbox, RateLimit(per_s=10, burst=1))
+    try:
+        pipeline.drain(wait_s=0)
+        log = sorted(at for at, _ in sandbox.request_log("sms"))
+        assert len(log) == 2 and len(sandbox.messages("sms")) == 1
+        assert log[1] - log[0] >= 0.08, "the retry took the next token (1 per 0.1 s)"
+    finally:
+        pipeline.close()
+
+
+def test_a_retry_that_would_wait_long_for_a_token_is_left_to_the_queue(
+    settings: Settings, sandbox: Sandbox
+) -> None:
+    pipeline = _one_failing_sms(settings, sandbox, RateLimit(per_s=0.001, burst=1))
+    try:
+        pipeline.drain(wait_s=0)
+        assert len(sandbox.request_log("sms")) == 1, "no request without a token"
+        (line,) = [x for x in reports.deliveries(pipeline.store, None) if x.channel == "sms"]
+        assert (line.status, line.attempts) == (DeliveryStatus.QUEUED, 1)
+    finally:
+        pipeline.close()

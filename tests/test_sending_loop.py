@@ -21,7 +21,12 @@ CAP = 4
 
 @pytest.fixture
 def registry(sandbox: Sandbox) -> Iterator[ChannelRegistry]:
-    settings = Settings(sandbox_url=sandbox.url, database_url="sqlite://", send_concurrency=CAP)
+    settings = Settings(
+        sandbox_url=sandbox.url,
+        database_url="sqlite://",
+        send_concurrency=CAP,
+        webhook_concurrency=CAP,
+    )
     built = ChannelRegistry(settings)
     yield built
     built.close()

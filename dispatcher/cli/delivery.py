@@ -110,12 +110,17 @@ def delivery_stats(incident: IncidentOption = None, as_json: JsonOption = False)
     console.print(
         f"deliveries {figures.total}; retried {figures.retried} ({figures.retries} extra sends); "
         f"provider requests {figures.provider_requests}; fallbacks {figures.fallbacks}\n"
-        f"taken back from a lost worker (possibly sent twice): {figures.lease_expiries}\n"
+        f"possibly sent twice: {figures.possibly_sent_twice} (taken back from a lost worker "
+        f"{figures.lease_expiries}, sent again after a timeout or a provider error "
+        f"{figures.ambiguous_retries})\n"
         f"queued {figures.queued}"
         + (f", the oldest for {oldest:.0f} s" if oldest is not None else "")
-        + "\nleft in sending past their lease (a worker stopped mid-send; a running sweep takes "
-        f"them back): {figures.sending_past_lease}",
-        soft_wrap=True,
+        + f"; sending {figures.sending}"
+        + (
+            f", {figures.sending_past_lease} of them left by a worker that is gone"
+            if figures.sending_past_lease
+            else ""
+        )
     )
     if figures.receipts:
         receipts = ", ".join(f"{status} {count}" for status, count in figures.receipts.items())
@@ -135,6 +140,8 @@ def _print_deliveries(lines: list[reports.DeliveryLine]) -> None:
             detail = f"fallback for {line.fallback_of}; {detail}"
         if line.lease_expiries:
             detail = f"taken back from a lost worker (maybe sent twice); {detail}"
+        if line.ambiguous_retries:
+            detail = f"sent again after an unclear answer (maybe sent twice); {detail}"
         table.add_row(
             str(line.id),
             line.update_state,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,9 +44,13 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Worker processes (Celery).")] = 2,
-    beat: Annotated[bool, typer.Option(help="Also run the periodic sweep (Celery beat).")] = False,
+    beat: Annotated[
+        bool,
+        typer.Option(help="Also run Celery beat (not needed: every worker sweeps on its own)."),
+    ] = False,
 ) -> None:
-    """Run a worker: a Celery worker when a broker is set, else an embedded polling loop."""
+    """Run a worker: a Celery worker when a broker is set, else an embedded polling loop. Either
+    way it sweeps by itself: what a dead worker held is sent again within its lease."""
     config = settings()
     prepare_schema(config)
     if config.embedded:
@@ -52,7 +58,15 @@ def worker(
         return
     from dispatcher.delivery.tasks import app as celery_app
 
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # --log-level's
+    # A node name of its own: two workers on one host named alike answer a ping as one, and on
+    # RabbitMQ the second cannot take its control queue (RESOURCE_LOCKED).
+    argv = [
+        "worker",
+        f"--loglevel={level}",
+        f"--concurrency={concurrency}",
+        f"--hostname=outage-{os.getpid()}@%h",
+    ]
     celery_app.worker_main([*argv, "--beat"] if beat else argv)
 
 

@@ -9,14 +9,19 @@ the steps never import the module that runs them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dispatcher.delivery.guards import Guards
+from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.links import Links
 from dispatcher.render.shared import Shared
 from dispatcher.render.templates import RenderError
 from dispatcher.settings import Settings
 from dispatcher.store import Store
+
+if TYPE_CHECKING:
+    from dispatcher.delivery.late import LateAnswers
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,13 @@ class Context:
     settings: Settings
     links: Links
     guards: Guards
+    leases: Leases
+    # The batch's rows as its claim left them (id -> sends): a row whose `sends` differs now was
+    # taken back by another worker (this one's lease ran out), and is that worker's to record.
+    claims: dict[int, int]
+    # Where answers that come after their chunk was recorded go (None: every send waits for
+    # all its answers).
+    late: LateAnswers | None = None
     # One rendering per (channel, update, language, zone, links) for the whole batch, shared by
     # its recipients (dispatcher/render/shared.py `render_shared`); None: render each on its own.
     renders: dict[tuple[object, ...], Shared | RenderError | None] = field(default_factory=dict)
@@ -47,3 +59,12 @@ class SendResult:
     def later(self, delivery_id: int, delay_s: float) -> None:
         self.retries.append(delivery_id)
         self.retry_in_s = max(delay_s, self.retry_in_s or 0.0)
+
+    def add(self, other: SendResult) -> None:
+        """Take in what another part of the batch left to do."""
+        self.sent += other.sent
+        self.held += other.held
+        self.fallbacks.extend(other.fallbacks)
+        self.retries.extend(other.retries)
+        if other.retry_in_s is not None:
+            self.retry_in_s = max(other.retry_in_s, self.retry_in_s or 0.0)

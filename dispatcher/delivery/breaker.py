@@ -11,17 +11,17 @@ its answer closes the circuit or opens it again::
       +----------------- the probe was answered --------+------ the probe failed ----------+
 
 The state machine is written once (`_permit`, `_report`: pure functions of the state and the
-clock); where the state lives is a backend: a dict in this process (the embedded default), or a
-Redis hash per circuit shared by every worker ("<redis_prefix>:breaker:<account>"), updated under
-WATCH so two workers cannot both take the probe. Each transition is written once, by the process
-that made it, to the audit trail (actor "system", action "breaker:<state>"), which is also where
-`outage delivery stats` counts them.
+clock); where the state lives is a backend, shared by every process of the deployment: a Redis
+hash per circuit ("<redis_prefix>:breaker:<account>") when Redis is the broker, updated under
+WATCH, else a row per circuit in the database (`breaker_circuits`), updated only where its
+version is still the one read; either way two workers cannot both take the probe. Each
+transition is written once, by the process that made it, to the audit trail (actor "system",
+action "breaker:<state>"), which is also where `outage delivery stats` counts them.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -29,10 +29,11 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import redis
+from sqlalchemy import select, update
 
 from dispatcher import audit
 from dispatcher.delivery.ratelimit import SharedStateUnavailable
-from dispatcher.store import Store
+from dispatcher.store import BreakerCircuit, Store, insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -113,25 +114,68 @@ class Circuits(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryCircuits:
-    """Circuits of this process (the embedded default)."""
+class DatabaseCircuits:
+    """Circuits in the database, one row each, shared by every process; updates are optimistic
+    (the row is written only if its version is still the one read), retried when another
+    process changed the same circuit in between. Reading a circuit that does not change (the
+    usual case: closed, and answering) writes nothing."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._circuits: dict[str, Circuit] = {}
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def get(self, key: str) -> Circuit:
-        with self._lock:
-            return self._circuits.get(key, Circuit())
+        return self._read(key)[0]
 
     def update(self, key: str, change: Change) -> tuple[Circuit, Circuit]:
-        with self._lock:
-            before = self._circuits.get(key, Circuit())
-            self._circuits[key] = after = change(before)
-            return before, after
+        while True:
+            before, version = self._read(key)
+            after = change(before)
+            if after == before or self._write(key, after, version):
+                return before, after
+
+    def _read(self, key: str) -> tuple[Circuit, int | None]:
+        """The circuit and the version it was read at (None: no row yet)."""
+        with self._store.session() as session:
+            row = (
+                session.connection()
+                .execute(
+                    select(
+                        BreakerCircuit.state,
+                        BreakerCircuit.failures,
+                        BreakerCircuit.until,
+                        BreakerCircuit.version,
+                    ).where(BreakerCircuit.key == key)
+                )
+                .first()
+            )
+        if row is None:
+            return Circuit(), None
+        return Circuit(BreakerState(row.state), row.failures, row.until), row.version
+
+    def _write(self, key: str, circuit: Circuit, version: int | None) -> bool:
+        """Whether `circuit` was written over the version read (else: read it again)."""
+        values = {
+            "state": circuit.state.value,
+            "failures": circuit.failures,
+            "until": circuit.until,
+        }
+        with self._store.session() as session:
+            if version is None:
+                made = session.connection().execute(
+                    insert_ignoring_duplicates(session, BreakerCircuit)
+                    .values(key=key, version=1, **values)
+                    .returning(BreakerCircuit.key)
+                )
+                return made.first() is not None
+            written = session.connection().execute(
+                update(BreakerCircuit)
+                .where(BreakerCircuit.key == key, BreakerCircuit.version == version)
+                .values(version=version + 1, **values)
+            )
+            return bool(written.rowcount)
 
     def close(self) -> None:
-        """Nothing to release."""
+        """The store is the Pipeline's, closed with it."""
 
 
 class RedisCircuits:

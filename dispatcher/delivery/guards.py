@@ -1,9 +1,11 @@
 """What stands between a batch and a provider: the account's rate bucket and its circuit breaker.
 
-Built once per process (the Pipeline) from the settings, shared through Redis when Redis is the
-broker and in-process otherwise, so the embedded default and a scaled deployment run the same
-code. `dispatcher/delivery/send.py` asks `gate()` before each chunk of a batch and
-`report()`s after.
+Built once per process (the Pipeline) from the settings, shared by every process of the
+deployment: through Redis when Redis is the broker, through the database otherwise (RabbitMQ,
+the embedded default), so the limits hold however many workers send. `dispatcher/delivery/send.py`
+asks `gate()` before each chunk of a batch and `report()`s after; the adapter gets the bucket
+from `tokens()` for the requests the chunk's grant does not cover (retries inside a send, a
+request leaving late), so every request the provider sees took a token as it left.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from channels.base import Outcome
+from channels.base import Outcome, Tokens
 from dispatcher.delivery.breaker import (
     Breaker,
     BreakerState,
     Circuits,
-    MemoryCircuits,
+    DatabaseCircuits,
     Permit,
     RedisCircuits,
 )
@@ -51,7 +53,7 @@ def account_key(settings: Settings, channel: str) -> str:
 @dataclass
 class Budget:
     """What one batch may spend: no chunk starts after `deadline` (time.monotonic; half the
-    lease, so no other worker reclaims a row in flight), and pacing sleeps `wait_s` in all."""
+    lease, so one task does not sit on a paced batch), and pacing sleeps `wait_s` in all."""
 
     deadline: float
     wait_s: float
@@ -65,6 +67,7 @@ class Gate:
     wait_s: float = 0.0
     circuit_open: bool = False  # the provider is failing: send elsewhere where possible
     reason: str = ""
+    taken_at: float | None = None  # time.monotonic() just before the tokens were asked for
 
 
 class Guards:
@@ -84,15 +87,15 @@ class Guards:
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store) -> Guards:
-        """Shared through Redis when it is the broker; in this process otherwise."""
+        """Shared through Redis when it is the broker; through the database otherwise."""
         circuits: Circuits
         if uses_redis(settings.broker_url):
             client = redis_client(settings.broker_url)
-            limiter = limiter_for(settings.broker_url, settings.redis_prefix, client)
+            limiter = limiter_for(settings.broker_url, settings.redis_prefix, store, client)
             circuits = RedisCircuits(client, settings.redis_prefix)
         else:
-            limiter = limiter_for(settings.broker_url, settings.redis_prefix)
-            circuits = MemoryCircuits()
+            limiter = limiter_for(settings.broker_url, settings.redis_prefix, store)
+            circuits = DatabaseCircuits(store)
         breaker = Breaker(circuits, store, settings.breaker_threshold, settings.breaker_open_s)
         return cls(settings, limiter, breaker)
 
@@ -127,13 +130,33 @@ class Guards:
         if limit is None:
             return Gate(take)
         while True:
+            asked = time.monotonic()
             wait = self.limiter.acquire(key, take, limit)
             if wait <= 0:
-                return Gate(take)
+                return Gate(take, taken_at=asked)
             if wait > budget.wait_s or time.monotonic() + wait >= budget.deadline:
                 return Gate(0, wait, reason=f"paced at {limit.per_s:g}/s")
             budget.wait_s -= wait
             self.sleep(wait)
+
+    def tokens(self, channel: str, gate: Gate) -> Tokens | None:
+        """The account's bucket for the adapter: the chunk's tokens as `gate` took them, and
+        the same bucket for every other request (retries inside the send, a request leaving
+        late); None when the channel is not paced. Redis not answering counts as a wait too
+        long to make there: the request is left to the queue."""
+        limit = self.settings.rate_limits.get(channel)
+        if limit is None:
+            return None
+        key = account_key(self.settings, channel)
+
+        def take(n: int) -> float:
+            try:
+                return self.limiter.acquire(key, min(n, limit.burst), limit)
+            except SharedStateUnavailable as exc:
+                log.warning("%s; a request of %s is left to the queue", exc, channel)
+                return UNAVAILABLE_HOLD_S
+
+        return Tokens(take, gate.taken_at)
 
     def report(self, channel: str, outcomes: Iterable[object]) -> None:
         """Tell the breaker how the provider answered a chunk. A permanent refusal is an answer

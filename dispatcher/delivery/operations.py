@@ -47,16 +47,23 @@ class DeliveryStats:
     provider_requests: int  # requests made to providers, retries inside a send included
     fallbacks: int  # deliveries made because another channel failed (or its circuit was open)
     lease_expiries: int  # deliveries taken back from a vanished worker: possibly sent twice
+    # Requests made after a timeout or a 5xx left it unknown whether the provider had the
+    # message (inside a send or through the queue): each possibly sent it twice.
+    ambiguous_retries: int
     queued: int
     oldest_queued_s: float | None  # how long the oldest delivery not yet sent has waited
-    # Claimed and not finished when their lease ran out: a worker vanished mid-send, and they
-    # wait for the sweep (or a runner) to take them back.
-    sending_past_lease: int = 0
+    sending: int = 0  # claimed by a worker now
+    sending_past_lease: int = 0  # of those, left by a worker that is gone (the sweep takes them)
     receipts: dict[str, int] = field(default_factory=dict)  # our receipt status -> events
     circuits: dict[str, Circuit] = field(default_factory=dict)  # provider account -> breaker
 
+    @property
+    def possibly_sent_twice(self) -> int:
+        """Every message that may have reached its provider more than once."""
+        return self.lease_expiries + self.ambiguous_retries
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "possibly_sent_twice": self.possibly_sent_twice}
 
 
 def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
@@ -82,6 +89,16 @@ def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
                     func.coalesce(func.sum(Delivery.attempts), 0),
                     func.count(Delivery.fallback_of),
                     func.coalesce(func.sum(Delivery.lease_expiries), 0),
+                    func.coalesce(func.sum(Delivery.ambiguous_retries), 0),
+                ),
+                incident_id,
+            )
+        ).one()
+        now = utcnow()
+        sending, past_lease = session.execute(
+            _of(
+                select(func.count(), func.count().filter(Delivery.lease_until < now)).where(
+                    Delivery.status == DeliveryStatus.SENDING
                 ),
                 incident_id,
             )
@@ -94,14 +111,6 @@ def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
                 incident_id,
             )
         ).one()
-        stuck = session.scalar(
-            _of(
-                select(func.count(Delivery.id)).where(
-                    Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < utcnow()
-                ),
-                incident_id,
-            )
-        )
         return DeliveryStats(
             by_channel=by_channel,
             total=totals[0],
@@ -110,9 +119,11 @@ def stats(store: Store, incident_id: int | None = None) -> DeliveryStats:
             provider_requests=int(totals[3]),
             fallbacks=totals[4],
             lease_expiries=int(totals[5]),
+            ambiguous_retries=int(totals[6]),
             queued=queued,
             oldest_queued_s=_age_s(oldest),
-            sending_past_lease=stuck or 0,
+            sending=sending,
+            sending_past_lease=past_lease,
             receipts=_receipts(session, incident_id),
             circuits=circuits(session),
         )

@@ -10,12 +10,15 @@ is also what a provider's "undelivered" receipt uses (dispatcher/delivery/receip
 The retry policy, all of it: five layers, each with the settings that govern it (defaults from
 dispatcher/settings.py) and where its code is::
 
-    (a) inside one send: channels/base.py `Channel._retry` and `_wait` (tenacity), transient only
+    (a) inside one send: channels/base.py `Channel._retry` and `_wait` (tenacity), transient
+        only and not a timeout (that message goes straight to (b): its slot was held long enough)
         send_attempts=3         tries of a message within one send
         send_backoff_s=0.5      the first wait, growing exponentially, with jitter
         send_backoff_max_s=10   the longest wait; no wait is shorter than the provider's
                                 Retry-After, and a longer Retry-After than this ends the
-                                send's tries, leaving the message to (b)
+                                send's tries, leaving the message to (b); each retry first
+                                takes a token from the account's rate bucket, and a longer
+                                wait for one ends the tries the same way
     (b) across sends, through the queue: `record` and `_backoff` here
         delivery_attempts=5     sends (claims) of a row; when the last fails, the next channel
                                 (`fall_back`), or FAILED when there is none
@@ -33,12 +36,15 @@ dispatcher/settings.py) and where its code is::
                                 due_at and the sweep carry it. The embedded queue leaves every
                                 delay to them.
     (d) the sweep: `Pipeline.sweep` (dispatcher/delivery/pipeline.py)
-        sweep_every_s=15        how often Celery beat runs it (the embedded runners sweep on
-                                every pass, with no staleness allowance)
+        sweep_every_s=5         how often every worker runs it (dispatcher/delivery/sweeper.py;
+                                the embedded runners sweep on every pass, with no staleness
+                                allowance)
         sweep_stale_s=30        a queued row due this long ago has lost its task: enqueued again
-        lease_s=120             a claimed row whose lease ran out is enqueued again, and the
+        lease_s=15              a claimed row whose lease ran out is enqueued again, and the
                                 claim takes it back (dispatcher/delivery/rows.py `claim`;
-                                counted in `lease_expiries` if it had been handed over)
+                                counted in `lease_expiries` if it had been handed over); the
+                                lease of a row being sent is renewed every lease_s/3
+                                (dispatcher/delivery/leases.py), so only a dead worker's run out
     (e) the receipt timeout: `_record_sent` here sets the deadline, `receipts.expire` (run by
         the sweep) acts on it
         receipt_timeout_s=None  no receipt this long after "sent": the next channel (unset:
@@ -105,7 +111,12 @@ def record(
     circuit_open: bool,
     result: SendResult,
 ) -> None:
-    """Write one outcome onto `delivery` (the row as read, written by `write`)."""
+    """Write one outcome onto `delivery` (the row as read, written by `write`).
+
+    Its first request was counted as it left (`mark_in_flight`): the retries inside the send
+    are added here, and those made after an answer that left it unknown whether the provider
+    took the message. Such a message that goes back to the queue keeps its in-flight mark, so
+    its next send counts as an ambiguous retry too; any other answer clears it."""
     delivery.lease_until = None
     delivery.in_flight_since = None
     if isinstance(outcome, Skipped) and outcome.until is not None:
@@ -115,7 +126,8 @@ def record(
         delivery.status = outcome.status
         delivery.last_error = outcome.why
         return
-    delivery.attempts += outcome.attempts
+    delivery.attempts += max(0, outcome.attempts - 1)
+    delivery.ambiguous_retries += outcome.ambiguous_retries
     if item.delivery.kind is not MessageKind.UPDATE:  # confirmation_sent, link_failed, …
         audit.record(
             session,
@@ -145,6 +157,8 @@ def record(
         delivery.status = DeliveryStatus.QUEUED
         delivery.due_at = utcnow() + timedelta(seconds=delay)
         delivery.wait_reason = WaitReason.BREAKER if circuit_open else WaitReason.RETRY
+        if outcome.ambiguous:  # the provider may have it: the next send may deliver it again
+            delivery.in_flight_since = utcnow()
         result.later(delivery.id, delay)
         return
     if not _divert(session, context, delivery, item, result):
@@ -227,9 +241,10 @@ def hold(context: Context, items: list[Loaded], gate: Gate, result: SendResult) 
     now = utcnow()
     with context.store.session() as session:
         # One SELECT and one bulk UPDATE, as when recording: paced, most of a batch comes back.
-        rows = recorded_rows(session, items)
+        rows = recorded_rows(session, items, context.claims)
         for item in items:
-            delivery = rows[item.delivery.id]
+            if (delivery := rows.get(item.delivery.id)) is None:
+                continue  # taken back by another worker: that one puts it back or sends it
             delivery.sends -= 1  # this round sent nothing
             delivery.lease_until = None
             if gate.circuit_open and _divert(session, context, delivery, item, result, gate.reason):

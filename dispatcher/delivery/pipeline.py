@@ -18,7 +18,11 @@ from pydantic import SecretStr
 from sqlalchemy import and_, func, or_, select
 
 from dispatcher.delivery import fanout, receipts, send
+from dispatcher.delivery.batch import SendResult
+from dispatcher.delivery.exclusive import exclusive
 from dispatcher.delivery.guards import Guards
+from dispatcher.delivery.late import LateAnswers
+from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.queue import EmbeddedQueue, Queue
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.incidents import correlate
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 # the next claims, renders and records in the database (one process, so they take turns on the
 # CPU; what overlaps is the providers' round trip).
 SEND_LANES = 2
+LATE_MARGIN_S = 2.0  # an answer left out by its batch comes within the webhook timeout, and this
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,10 @@ class Pipeline:
         # Rate buckets and circuit breakers per provider account (shared in Redis when it is the
         # broker): built once per process, like the adapters.
         self.guards = Guards.from_settings(self.settings, self.store)
+        # Keeps the leases of the rows this process is sending alive (short leases, renewed).
+        self.leases = Leases(self.store, self.settings.lease_s)
+        # Records the answers a batch did not wait for (a slow webhook receiver).
+        self.late = LateAnswers(self._follow_up)
         self.queue: Queue = queue if queue is not None else EmbeddedQueue()
         self._on_close = on_close
 
@@ -113,37 +122,60 @@ class Pipeline:
         """Write the update's deliveries, handing their batches to the queue as they fill.
 
         `send_first` (the worker's fan-out task): the first batch (the public post, else the
-        first key accounts) is sent here and now. Left to the queue, with one worker process it
-        waited for the whole fan-out (5 s for 20,000 subscribers), and with more it waits for a
-        free one."""
+        first key accounts) is sent by this process, on a thread of its own while the fan-out
+        goes on. Left to the queue, with one worker process it waited for the whole fan-out
+        (5 s for 20,000 subscribers), and with more it waits for a free one; sent before going
+        on, a slow receiver in it held every other batch back (35 s for 299 receivers)."""
         batches = fanout.fan_out(self.store, self.registry, update_id, self.settings.batch_size)
-        if send_first and (first := next(batches, None)) is not None:
-            self.send(first)
-        for batch in batches:
-            self.queue.send(batch)
+        first = next(batches, None) if send_first else None
+        if first is None:
+            for batch in batches:
+                self.queue.send(batch)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="first-batch") as one:
+            sending = one.submit(self.send, first)
+            for batch in batches:
+                self.queue.send(batch)
+            sending.result()  # the task ends with its work, as late acknowledgement expects
 
     def send(self, delivery_ids: list[int]) -> send.SendResult:
         result = send.send_batch(
-            self.store, self.registry, self.settings, self.links, delivery_ids, guards=self.guards
+            self.store,
+            self.registry,
+            self.settings,
+            self.links,
+            delivery_ids,
+            guards=self.guards,
+            leases=self.leases,
+            late=self.late,
         )
+        self._follow_up(result)
+        return result
+
+    def _follow_up(self, result: SendResult) -> None:
+        """Queue what a batch (or a late answer) left to do: fallbacks now, retries when due."""
         if result.fallbacks:
             self.queue.send(result.fallbacks)
         if result.retries:
             self.queue.send(result.retries, delay_s=result.retry_in_s or 0.0)
-        return result
 
     def sweep(self, stale_s: float) -> SweepReport:
-        """Announce held resolves that are due, and re-enqueue what the queue should have carried
-        by now: updates never fanned out, deliveries due for longer than `stale_s`, and
-        deliveries whose worker's lease expired. Deliveries whose receipt is overdue go to the
-        subscriber's next channel."""
-        self.announce(
-            *correlate.settle(self.store, self.settings),
-            *promises.due_updates(self.store, self.settings),
-        )
-        overdue = receipts.expire(self.store, self.registry, self.guards.usable)
-        if overdue:  # no delivery receipt in time: the next channel
-            self.queue.send(overdue)
+        """Announce held resolves and promised updates that are due, and re-enqueue what the
+        queue should have carried by now: updates never fanned out, deliveries due for longer
+        than `stale_s`, and deliveries whose worker's lease expired. Deliveries whose receipt
+        is overdue go to the subscriber's next channel.
+
+        Every worker sweeps (dispatcher/delivery/sweeper.py); what posts updates or moves
+        deliveries runs in one process at a time, the re-enqueueing in any (the claim decides)."""
+        with exclusive(self.store, "sweep") as ours:
+            if ours:
+                self.announce(
+                    *correlate.settle(self.store, self.settings),
+                    *promises.due_updates(self.store, self.settings),
+                )
+                overdue = receipts.expire(self.store, self.registry, self.guards.usable)
+                if overdue:  # no delivery receipt in time: the next channel
+                    self.queue.send(overdue)
         now = utcnow()
         cutoff = now - timedelta(seconds=stale_s)
         with self.store.session() as session:
@@ -170,15 +202,21 @@ class Pipeline:
             log.info("sweep re-enqueued %d updates, %d deliveries", len(update_ids), len(rows))
         return SweepReport(updates=len(update_ids), deliveries=len(rows))
 
-    def drain(self, wait_s: float = 0.0) -> None:
+    def drain(self, wait_s: float = 0.0, *, settle: bool = True) -> None:
         """Embedded mode: run queued jobs until none is left, waiting up to `wait_s` seconds for
-        retries that come due. What is still waiting after that stays queued in the database."""
+        retries that come due. What is still waiting after that stays queued in the database.
+
+        `settle`: also wait for the answers the batches did not wait for (a slow receiver's),
+        which may lead to more jobs; the embedded runner does not, they wake it when recorded."""
         if not isinstance(self.queue, EmbeddedQueue):
             return
         deadline = time.monotonic() + wait_s
         with ThreadPoolExecutor(SEND_LANES, thread_name_prefix="send-batch") as lanes:
             while True:
                 self._run_jobs(self.queue, lanes)
+                late_s = self.settings.webhook_timeout_s + LATE_MARGIN_S
+                if settle and self.late.pending and self.late.wait(late_s):
+                    continue  # recorded: their fallbacks may be new jobs
                 next_due = self.next_due_in_s()
                 if next_due is None or time.monotonic() + next_due > deadline:
                     return
@@ -220,6 +258,8 @@ class Pipeline:
         return max(0.0, (due - utcnow()).total_seconds())
 
     def close(self) -> None:
+        self.late.close(self.settings.webhook_timeout_s + LATE_MARGIN_S)
+        self.leases.close()
         self.registry.close()
         self.guards.close()
         self.store.close()

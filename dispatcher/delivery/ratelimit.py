@@ -4,12 +4,16 @@ Why a bucket and not retries: a provider's 429 arrives after the damage (a waste
 Twilio a REST concurrency slot), and every worker retrying on its own makes it worse. A bucket per
 account, shared by all workers, keeps the whole deployment under the account's rate.
 
-One interface, two backends, chosen by the broker (`limiter_for`):
+One interface, two backends, chosen by the broker (`limiter_for`), both shared by every process
+of the deployment, both clocked by the shared store so that workers on different hosts agree:
 
-    RedisRateLimiter   one Lua script per call, atomic in Redis, clocked by Redis's own TIME so
-                       workers on different hosts agree; one key per provider account,
-                       "<redis_prefix>:rate:<account>"
-    MemoryRateLimiter  the embedded default (one process): the same bucket under a lock
+    RedisRateLimiter     when Redis is the broker: one Lua script per call, atomic in Redis,
+                         clocked by Redis's TIME; one key per provider account,
+                         "<redis_prefix>:rate:<account>"
+    DatabaseRateLimiter  otherwise (RabbitMQ, the embedded default): one row per account in
+                         `rate_buckets`, taken from by one atomic UPDATE … RETURNING, clocked by
+                         the database. (A bucket per process, as the embedded default and
+                         RabbitMQ had, let two workers send twice the account's rate.)
 
 `acquire(key, n, limit)` takes `n` tokens and returns 0.0, or takes nothing and returns the seconds
 until `n` would be there. It never sleeps: the caller waits briefly or puts the work back with a
@@ -18,13 +22,13 @@ due time, so no worker sits inside a task for minutes.
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+from sqlalchemy import case, func, update
 
 from dispatcher.settings import RateLimit
+from dispatcher.store import RateBucket, Store, insert_ignoring_duplicates
 
 SOCKET_TIMEOUT_S = 2.0  # a Redis that does not answer must not hang a worker
 
@@ -46,31 +50,63 @@ def _check(n: int, limit: RateLimit) -> None:
         raise ValueError(f"can take 1 to {limit.burst} tokens at once, not {n}")
 
 
-class MemoryRateLimiter:
-    """Buckets in this process: right when one process sends everything (the embedded default)."""
+class DatabaseRateLimiter:
+    """Buckets in the database, one row per provider account: a call is one UPDATE whose SET
+    refills the bucket from the time elapsed and takes `n` if they are there, and whose
+    RETURNING says what is left and whether it took (the row is made on its first use)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def acquire(self, key: str, n: int, limit: RateLimit) -> float:
         _check(n, limit)
-        with self._lock:
-            now = time.monotonic()
-            tokens, at = self._buckets.get(key, (float(limit.burst), now))
-            tokens = min(float(limit.burst), tokens + (now - at) * limit.per_s)
-            wait = 0.0 if tokens >= n else (n - tokens) / limit.per_s
-            self._buckets[key] = (tokens - n if wait == 0.0 else tokens, now)
-            return wait
+        with self._store.session() as session:
+            connection = session.connection()  # as Core: one statement, no objects
+            answer = connection.execute(self._take(key, n, limit)).first()
+            if answer is None:  # the account's first request: a full bucket, then take
+                connection.execute(
+                    insert_ignoring_duplicates(session, RateBucket).values(
+                        key=key, tokens=float(limit.burst), at=self._now(), granted=0
+                    )
+                )
+                answer = connection.execute(self._take(key, n, limit)).one()
+        tokens, granted = answer
+        return 0.0 if granted else max(0.0, (n - tokens) / limit.per_s)
+
+    def _take(self, key: str, n: int, limit: RateLimit) -> Any:
+        now = self._now()
+        later = now > RateBucket.at  # the clock is read again after waiting for the row's lock
+        elapsed = case((later, now - RateBucket.at), else_=0.0)
+        filled = RateBucket.tokens + elapsed * limit.per_s
+        available = case((filled > limit.burst, float(limit.burst)), else_=filled)
+        enough = available >= n
+        return (
+            update(RateBucket)
+            .where(RateBucket.key == key)
+            .values(
+                tokens=case((enough, available - n), else_=available),
+                at=case((later, now), else_=RateBucket.at),  # never back: no time refills twice
+                granted=case((enough, n), else_=0),
+            )
+            .returning(RateBucket.tokens, RateBucket.granted)
+        )
+
+    def _now(self) -> Any:
+        """The database's clock in Unix seconds. PostgreSQL: read when the row is updated,
+        after any wait for another worker's update of it (the statement's start would be
+        earlier than the time that worker wrote); SQLite runs one writer at a time anyway."""
+        if self._store.dialect == "postgresql":
+            return func.extract("epoch", func.clock_timestamp())
+        return (func.julianday("now") - 2440587.5) * 86400.0  # SQLite: milliseconds
 
     def close(self) -> None:
-        """Nothing to release."""
+        """The store is the Pipeline's, closed with it."""
 
 
-# The same bucket as MemoryRateLimiter.acquire, run atomically in Redis. The result is returned
-# as a string because Redis truncates a Lua number reply to an integer; the state is stored with
-# '%.6f' because Lua's tostring keeps 14 significant digits: a Unix time in seconds then loses
-# its tenths of a millisecond, and the bucket was credited tokens it never earned.
+# A bucket as DatabaseRateLimiter's UPDATE computes it, run atomically in Redis. The result is
+# returned as a string because Redis truncates a Lua number reply to an integer; the state is
+# stored with '%.6f' because Lua's tostring keeps 14 significant digits: a Unix time in seconds
+# then loses its tenths of a millisecond, and the bucket was credited tokens it never earned.
 _ACQUIRE = """
 local n, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local clock = redis.call('TIME')
@@ -120,9 +156,11 @@ def uses_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://"))
 
 
-def limiter_for(broker_url: str, prefix: str, client: redis.Redis | None = None) -> RateLimiter:
-    """Redis buckets when Redis is the broker (shared by all workers, their keys starting with
-    `prefix`), in-process otherwise."""
+def limiter_for(
+    broker_url: str, prefix: str, store: Store, client: redis.Redis | None = None
+) -> RateLimiter:
+    """Redis buckets when Redis is the broker (their keys starting with `prefix`), database
+    buckets otherwise: shared by every process either way."""
     if uses_redis(broker_url):
         return RedisRateLimiter(client or redis_client(broker_url), prefix)
-    return MemoryRateLimiter()
+    return DatabaseRateLimiter(store)

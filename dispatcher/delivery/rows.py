@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dispatcher.models import DeliveryStatus, FailureReason, MessageKind, WaitReason
@@ -93,9 +93,15 @@ _LOST_IN_FLIGHT = and_(
 )
 
 
-def claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[int]:
+# A claimed row: its id, and its `sends` as the claim left it (the claim's fencing token: a row
+# taken back from this holder by another claim has a different one).
+Claims = dict[int, int]
+
+
+def claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> Claims:
     """Atomically take the rows that are due, or whose holder's lease ran out; such a row that
-    its holder had handed to the provider is counted (`lease_expiries`): it may have gone."""
+    its holder had handed to the provider is counted (`lease_expiries`): it may have gone. A
+    queued row keeps its mark of an earlier answer left unknown, for its next send to count."""
     now = utcnow()
     statement = (
         update(Delivery)
@@ -111,16 +117,16 @@ def claim(store: Store, delivery_ids: Sequence[int], lease_s: float) -> list[int
             lease_until=now + timedelta(seconds=lease_s),
             sends=Delivery.sends + 1,
             lease_expiries=Delivery.lease_expiries + case((_LOST_IN_FLIGHT, 1), else_=0),
-            in_flight_since=None,
+            in_flight_since=case((_LOST_IN_FLIGHT, None), else_=Delivery.in_flight_since),
             updated_at=now,
         )
-        .returning(Delivery.id)
+        .returning(Delivery.id, Delivery.sends)
     )
     with store.session() as session:
         # On the connection, as Core: through the session, the ORM would also look for the rows
         # among its objects, and a new session holds none.
-        claimed = session.connection().scalars(statement).all()
-    return list(claimed)
+        claimed = session.connection().execute(statement).all()
+    return {delivery_id: sends for delivery_id, sends in claimed}
 
 
 def load(store: Store, delivery_ids: list[int]) -> list[Loaded]:
@@ -170,6 +176,7 @@ class Row:
     status: DeliveryStatus
     sends: int
     attempts: int
+    ambiguous_retries: int
     provider_id: str | None
     last_error: str | None
     # Only ever set here (reading them before would raise AttributeError):
@@ -188,6 +195,7 @@ class Row:
         Delivery.status,
         Delivery.sends,
         Delivery.attempts,
+        Delivery.ambiguous_retries,
         Delivery.provider_id,
         Delivery.last_error,
     )
@@ -205,12 +213,14 @@ class Row:
         super().__setattr__(name, value)
 
 
-def recorded_rows(session: Session, chunk: Sequence[Loaded]) -> dict[int, Row]:
-    """The chunk's rows as they are now (a receipt may have come, another worker may have taken
-    one back), in one SELECT of the columns recording (or putting back) reads."""
+def recorded_rows(session: Session, chunk: Sequence[Loaded], claims: Claims) -> dict[int, Row]:
+    """The chunk's rows as they are now (a receipt may have come), in one SELECT of the columns
+    recording (or putting back) reads; only those `claims` still hold: a row another worker
+    took back meanwhile (its `sends` moved on) is left to that worker."""
     ids = [item.delivery.id for item in chunk]
     query = select(*Row.COLUMNS).where(Delivery.id.in_(ids))
-    return {row[0]: Row(*row) for row in session.connection().execute(query)}
+    rows = (Row(*row) for row in session.connection().execute(query))
+    return {row.id: row for row in rows if claims.get(row.id) == row.sends}
 
 
 def write(session: Session, rows: Iterable[Row]) -> None:
@@ -243,10 +253,30 @@ def _update_statement(names: frozenset[str], *, keep_delivered: bool) -> Any:
     return update(table).where(table.c.id == bindparam("row_id")).values(values)
 
 
-def mark_in_flight(store: Store, delivery_ids: list[int]) -> None:
+def mark_in_flight(store: Store, claims: Claims) -> set[int]:
     """From here until its outcome is recorded, a crash leaves it unknown whether the provider
-    has the message: mark it, so a reclaim after the lease counts exactly those."""
+    has the message: mark it, so a reclaim after the lease counts exactly those. Its request is
+    counted now (`attempts`), made whether or not this worker lives to record the answer; and
+    if an earlier request's fate is still unknown (its mark was kept), this one may deliver it
+    a second time: counted in `ambiguous_retries`.
+
+    Only rows this claim still holds are marked, and only those may be sent (the ids returned):
+    a holder whose lease ran out while it could not renew it (the database away) finds its rows
+    taken back by another worker, which sends them; sent by both, they would be duplicates
+    nobody counted."""
+    unknown = Delivery.in_flight_since.is_not(None)
     with store.session() as session:
-        session.connection().execute(  # as Core: the session holds no objects to update
-            update(Delivery).where(Delivery.id.in_(delivery_ids)).values(in_flight_since=utcnow())
+        marked = session.connection().scalars(  # as Core: the session holds no objects
+            update(Delivery)
+            .where(
+                tuple_(Delivery.id, Delivery.sends).in_(list(claims.items())),
+                Delivery.status == DeliveryStatus.SENDING,
+            )
+            .values(
+                in_flight_since=utcnow(),
+                attempts=Delivery.attempts + 1,
+                ambiguous_retries=Delivery.ambiguous_retries + case((unknown, 1), else_=0),
+            )
+            .returning(Delivery.id)
         )
+        return set(marked)

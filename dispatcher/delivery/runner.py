@@ -20,6 +20,7 @@ from sqlalchemy import delete
 
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.delivery.queue import EmbeddedQueue
+from dispatcher.logs import RepeatedFailures
 from dispatcher.store import Heartbeat, utcnow
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ class Runner:
         self.queue: EmbeddedQueue = pipeline.queue
         self.poll_s = poll_s
         self.stopping = threading.Event()
-        self.failures = 0  # passes failed in a row
-        self._last_error: tuple[str, str] | None = None
+        self._failures = RepeatedFailures(
+            log, "embedded runner: a pass failed", "embedded runner: passes succeed again"
+        )
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.thread: threading.Thread | None = None
 
@@ -46,22 +48,18 @@ class Runner:
         """One sweep and drain; False when it failed (logged once per distinct error)."""
         try:
             self.pipeline.sweep(stale_s=0)
-            self.pipeline.drain()
+            self.pipeline.drain(settle=False)  # late answers wake the next pass themselves
             self._beat()
         except Exception as exc:  # the loop must outlive one bad pass; the rows stay queued
-            self.failures += 1
-            # A database error's text carries the statement's parameters (times change every
-            # pass): the driver's own error says what went wrong.
-            error = (type(exc).__name__, str(getattr(exc, "orig", None) or exc))
-            if error != self._last_error:
-                log.exception("embedded runner: a pass failed; retrying every %.0f s", self.poll_s)
-                self._last_error = error
+            self._failures.failed(exc, self.poll_s)
             return False
-        if self.failures:
-            log.warning("embedded runner: passes succeed again after %d failed", self.failures)
-        self.failures = 0
-        self._last_error = None
+        self._failures.succeeded()
         return True
+
+    @property
+    def failures(self) -> int:
+        """Passes failed in a row."""
+        return self._failures.count
 
     def _beat(self) -> None:
         """Say this runner is alive (`outage doctor`, and commands that leave messages waiting,

@@ -23,10 +23,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from channels.base import Message, Outcome
+from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context, SendResult
-from dispatcher.delivery.guards import Budget, Guards
+from dispatcher.delivery.guards import Budget, Gate, Guards
+from dispatcher.delivery.leases import Leases
 from dispatcher.delivery.messages import Skipped, prepare, unbuildable
 from dispatcher.delivery.outcomes import hold, record
 from dispatcher.delivery.registry import ChannelRegistry
@@ -45,9 +47,13 @@ from dispatcher.logs import log_attempt
 from dispatcher.models import FailureKind
 from dispatcher.policy.audience import address_of
 from dispatcher.settings import Settings
-from dispatcher.store import Store
+from dispatcher.store import Store, retrying
 
-__all__ = ["SendResult", "send_batch"]  # what a batch's caller needs: the call and its result
+if TYPE_CHECKING:
+    from dispatcher.delivery.late import LateAnswers
+
+# What a batch's caller needs (the call and its result), and what records a late answer.
+__all__ = ["SendResult", "record_answers", "send_batch"]
 
 
 def send_batch(
@@ -58,20 +64,26 @@ def send_batch(
     delivery_ids: Sequence[int],
     *,
     guards: Guards,
+    leases: Leases,
+    late: LateAnswers | None = None,
 ) -> SendResult:
     """Send those of `delivery_ids` that are due and held by no other worker, one channel at a
-    time, highest priority first; what is left for the queue to do comes back."""
+    time, highest priority first; what is left for the queue to do comes back. The claimed
+    rows' leases are kept alive while the batch works on them (dispatcher/delivery/leases.py);
+    answers that come after their chunk was recorded go to `late` (a webhook receiver taking
+    its time), which records them."""
     claimed = claim(store, delivery_ids, settings.lease_s)
     result = SendResult()
     if not claimed:
         return result
-    budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
-    context = Context(store, registry, settings, links, guards)
-    by_channel: dict[str, list[Loaded]] = defaultdict(list)
-    for item in load(store, claimed):
-        by_channel[item.delivery.channel].append(item)
-    for channel_name, items in by_channel.items():
-        _send_chunks(context, channel_name, items, budget, result)
+    with leases.holding(claimed):
+        budget = Budget(time.monotonic() + settings.lease_s / 2, settings.pace_max_wait_s)
+        context = Context(store, registry, settings, links, guards, leases, claimed, late)
+        by_channel: dict[str, list[Loaded]] = defaultdict(list)
+        for item in load(store, list(claimed)):
+            by_channel[item.delivery.channel].append(item)
+        for channel_name, items in by_channel.items():
+            _send_chunks(context, channel_name, items, budget, result)
     return result
 
 
@@ -83,7 +95,9 @@ def _send_chunks(
     result: SendResult,
 ) -> None:
     """Send one channel's share in the chunks its guards allow, recording each chunk as soon as
-    it is answered, so a crash leaves at most one chunk's outcome unknown.
+    it is answered, so a crash leaves at most one chunk's outcome unknown. A chunk is no larger
+    than the adapter has in flight at once (`Channel.in_flight_limit`): what a crash leaves
+    marked in flight was on its way, or answered and not yet recorded.
 
     A chunk is prepared (opt-outs checked again, newer updates looked for, messages rendered)
     before the guards are asked, so its requests leave as soon as the rate bucket grants them:
@@ -104,7 +118,8 @@ def _send_chunks(
     pending = items
     revisited: set[int] = set()
     while pending:
-        window = pending[: context.guards.chunk_size(channel_name, len(pending))]
+        most = min(context.guards.chunk_size(channel_name, len(pending)), channel.in_flight_limit)
+        window = pending[:most]
         outcomes, messages = prepare(context, channel, window)
         # Behind a newer update that may be in this very batch: looked at once more after the
         # rest of the channel's share, when that one has been sent (this one is superseded then).
@@ -117,6 +132,7 @@ def _send_chunks(
             del outcomes[item.delivery.id]
             revisited.add(item.delivery.id)
         sending: list[Message] = []
+        gate = Gate(0)
         if messages:
             gate = context.guards.gate(channel_name, len(messages), budget)
             if not gate.take:
@@ -132,13 +148,52 @@ def _send_chunks(
             *again,
         ]
         if sending:
-            mark_in_flight(context.store, [message.key for message in sending])
-            outcomes.update((answer.key, answer) for answer in channel.send(sending))
-        context.guards.report(channel_name, outcomes.values())
-        circuit_open = any(
-            isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
-        ) and not context.guards.usable(channel_name)
-        _record_chunk(context, chunk, outcomes, circuit_open=circuit_open, result=result)
+            ours = mark_in_flight(context.store, {m.key: context.claims[m.key] for m in sending})
+            sending = [message for message in sending if message.key in ours]  # else taken back
+            if sending:
+                outcomes.update(_hand_over(context, channel, channel_name, gate, sending, chunk))
+            # What is left: answers still to come (late), rows another worker took back.
+            chunk = [item for item in chunk if item.delivery.id in outcomes]
+        record_answers(context, channel_name, chunk, outcomes, result)
+
+
+def _hand_over(
+    context: Context,
+    channel: Channel,
+    channel_name: str,
+    gate: Gate,
+    sending: list[Message],
+    chunk: list[Loaded],
+) -> dict[int, Outcome]:
+    """The adapter's answers to `sending`, on the tokens `gate` took. A channel with patience
+    (webhooks) answers what came within it; the rest are recorded by `context.late` as they
+    come, their rows' leases held until then."""
+    tokens = context.guards.tokens(channel_name, gate)
+    if channel.patience_s is None or context.late is None:
+        return {answer.key: answer for answer in channel.send(sending, tokens=tokens)}
+    keys = [message.key for message in sending]
+    context.leases.hold(keys)  # before any answer can come, so a late one always has its hold
+    awaited = context.late.awaiter(context, channel_name, chunk)
+    answered = {a.key: a for a in channel.send_within(sending, awaited, tokens=tokens) if a}
+    context.leases.release(answered)
+    context.late.expect(len(keys) - len(answered))
+    return answered
+
+
+def record_answers(
+    context: Context,
+    channel_name: str,
+    chunk: list[Loaded],
+    outcomes: dict[int, Outcome | Skipped],
+    result: SendResult,
+) -> None:
+    """Tell the provider's breaker how it answered, then record the chunk (its messages that
+    never left included: opted out, unrenderable)."""
+    context.guards.report(channel_name, outcomes.values())
+    circuit_open = any(
+        isinstance(o, Outcome) and o.failure is FailureKind.TRANSIENT for o in outcomes.values()
+    ) and not context.guards.usable(channel_name)
+    _record_chunk(context, chunk, outcomes, circuit_open=circuit_open, result=result)
 
 
 def _behind_newer(outcome: Outcome | Skipped | None) -> bool:
@@ -154,15 +209,27 @@ def _record_chunk(
     circuit_open: bool,
     result: SendResult,
 ) -> None:
-    """Record a chunk's answers in one transaction (one SELECT, one UPDATE per shape)."""
-    with context.store.session() as session:
-        rows = recorded_rows(session, chunk)
-        for item in chunk:
-            outcome = outcomes[item.delivery.id]
-            row = rows[item.delivery.id]
-            record(session, context, row, item, outcome, circuit_open, result)
-            _log(context, item, row, outcome)
-        write(session, rows.values())
+    """Record a chunk's answers in one transaction (one SELECT, one UPDATE per shape), tried
+    again while the database is away: the answers exist nowhere else, and lost they would be
+    sent again after the lease."""
+
+    def attempt() -> list[tuple[Loaded, Row, Outcome | Skipped]]:
+        attempted = SendResult()
+        logged = []
+        with context.store.session() as session:
+            rows = recorded_rows(session, chunk, context.claims)  # those still ours
+            for item in chunk:
+                if (row := rows.get(item.delivery.id)) is None:
+                    continue
+                outcome = outcomes[item.delivery.id]
+                record(session, context, row, item, outcome, circuit_open, attempted)
+                logged.append((item, row, outcome))
+            write(session, rows.values())
+        result.add(attempted)  # only once the transaction committed
+        return logged
+
+    for item, row, outcome in retrying(attempt):
+        _log(context, item, row, outcome)
 
 
 def _log(context: Context, item: Loaded, recorded: Row, outcome: Outcome | Skipped) -> None:

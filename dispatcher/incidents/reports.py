@@ -43,6 +43,11 @@ class DeliveryLine:
     fallback_of: int | None
     sends: int = 0  # rounds through the queue: more than one is a retry
     lease_expiries: int = 0  # taken back from a vanished worker: maybe sent twice
+    ambiguous_retries: int = 0  # sent again after a timeout or a 5xx: maybe sent twice
+
+    @property
+    def possibly_sent_twice(self) -> int:
+        return self.lease_expiries + self.ambiguous_retries
 
 
 def incident(store: Store, incident_id: int) -> tuple[Incident, list[Update]]:
@@ -113,6 +118,7 @@ def deliveries(
             fallback_of=row.fallback_of,
             sends=row.sends,
             lease_expiries=row.lease_expiries,
+            ambiguous_retries=row.ambiguous_retries,
         )
         for row, state, name in rows
     ]

@@ -148,7 +148,7 @@ def check_workers(ctx: Context) -> list[Finding]:
                 fail(
                     "workers",
                     f"no worker answered a ping within {PROBE_TIMEOUT_S:g} s",
-                    "start `outage worker` (and one `outage worker --beat` for the sweep) "
+                    "start `outage worker` (each one sweeps too: no beat is needed) "
                     "with the same OUTAGE_BROKER_URL and OUTAGE_DATABASE_URL",
                 )
             )
@@ -175,7 +175,8 @@ def check_workers(ctx: Context) -> list[Finding]:
         if stuck:
             parts.append(f"{stuck} left in sending past their lease")
         fix = (
-            "check the workers' logs, and that the sweep runs (`outage worker --beat` on one)"
+            "check the workers' logs: every worker sweeps each OUTAGE_SWEEP_EVERY_S and logs why "
+            "a sweep failed"
             if running
             else "nothing is running to send them: run `outage worker`, or keep `outage serve` "
             "running"

@@ -454,9 +454,9 @@ REDIS_TIMEOUT_S = 0.5  # a scrape must not hang on a Redis that does not answer
 
 def breaker_states_for(pipeline: Pipeline) -> BreakerStates:
     """Where the circuits of `settings.breaker_channels` are read from: the Pipeline's own
-    breaker (dispatcher/delivery/guards.py), which is this process's on the embedded default and the
-    Redis hashes every worker shares otherwise. With Redis, read through a client of our own with
-    a shorter timeout, so a hung Redis cannot stall a scrape."""
+    breaker (dispatcher/delivery/guards.py), whose circuits every worker shares: rows in the
+    database, or Redis hashes when Redis is the broker. With Redis, read through a client of our
+    own with a shorter timeout, so a hung Redis cannot stall a scrape."""
     settings = pipeline.settings
     keys = {channel: account_key(settings, channel) for channel in settings.breaker_channels}
     circuits: Circuits = pipeline.guards.breaker.circuits

@@ -50,7 +50,10 @@ def _post_fault(sandbox: SandboxState, document: dict[str, Any]) -> Reply:
     if recipient is not None:
         if not isinstance(recipient, str) or not recipient:
             raise ValueError("recipient must be a non-empty string")
-        sandbox.inject_recipient_failure(recipient)
+        if "delay_s" in document:  # a slow (or hanging) webhook receiver
+            sandbox.inject_recipient_delay(recipient, document["delay_s"])
+        else:
+            sandbox.inject_recipient_failure(recipient)
         return json_reply(200, {"ok": True})
     if "for_s" in document:
         retry_after = document.get("retry_after_s")
@@ -60,7 +63,10 @@ def _post_fault(sandbox: SandboxState, document: dict[str, Any]) -> Reply:
         sandbox.inject_outage(kind, document["for_s"], document.get("channel"), retry_after)
         return json_reply(200, {"ok": True})
     if "count" not in document or "kind" not in document:
-        raise ValueError('expected {"recipient": ...} or {"count": N, "kind": ...}')
+        raise ValueError(
+            'expected {"recipient": ...}, {"recipient": ..., "delay_s": S} '
+            'or {"count": N, "kind": ...}'
+        )
     retry_after = document.get("retry_after_s")
     if retry_after is not None and not isinstance(retry_after, int | float):
         raise ValueError("retry_after_s must be a number")

@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from channels.transport import SENT_AT_HEADER
 from dispatcher.sandbox import control, sendgrid, twilio, webhooks, x
 from dispatcher.sandbox.replies import ErrorShape, Reply, json_reply
 from dispatcher.sandbox.state import SandboxState
@@ -179,8 +180,16 @@ class Sandbox(SandboxState):
             reply = provider.send(self, full_path, headers, body)
         finally:
             self._depart()
-        self._log_request(arrived, provider.channel, reply.status)
+        self._log_request(arrived, provider.channel, reply.status, _sent_at(headers))
         return reply
+
+
+def _sent_at(headers: HeaderMap) -> float | None:
+    """When the sender says the request left it (channels/transport.py `sandbox_stamp`)."""
+    try:
+        return float(headers.get(SENT_AT_HEADER) or "")
+    except ValueError:
+        return None
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -36,6 +36,18 @@ class _Fault:
     until: float | None = None  # an outage: every request fails until then (time.monotonic)
 
 
+def _recipient_key(to: str) -> str:
+    """How a recipient is known to the fake providers: a webhook by the path it is received
+    at, `/hooks/…` (a customer's URL is received at `/hooks/<host><path>`, as the webhook
+    channel sends it in sandbox mode)."""
+    if to.startswith(("http://", "https://")):
+        parts = urlsplit(to)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        to = path if path.startswith("/hooks/") else f"/hooks/{host}{path or '/'}"
+    return to.lower()
+
+
 def check_channel(channel: object) -> None:
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
@@ -85,10 +97,12 @@ class SandboxState:
         self._messages: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._failing: set[str] = set()
+        self._delays: dict[str, float] = {}  # recipient -> seconds it takes to answer
         self._posted_texts: set[str] = set()
         self._requests = dict.fromkeys(CHANNELS, 0)
         self._injected = dict.fromkeys(FAULT_KINDS, 0)
-        self._request_log: list[tuple[float, str, int]] = []  # (monotonic time, channel, status)
+        # (monotonic time on arrival, channel, status, the sender's time of departure if said)
+        self._request_log: list[tuple[float, str, int, float | None]] = []
         self._in_flight = 0  # provider requests being answered now, and the most at once
         self._max_in_flight = 0
         self._twilio_tokens: dict[str, str] = {}  # account SID -> the token it sent with
@@ -116,11 +130,16 @@ class SandboxState:
 
     def inject_recipient_failure(self, to: str) -> None:
         """From now on, `to` (a phone, an email, or a webhook URL or path) fails permanently."""
-        if to.startswith(("http://", "https://")):
-            parts = urlsplit(to)
-            to = parts.path + (f"?{parts.query}" if parts.query else "")
         with self._lock:
-            self._failing.add(to.lower())
+            self._failing.add(_recipient_key(to))
+
+    def inject_recipient_delay(self, to: str, seconds: float) -> None:
+        """From now on, a webhook receiver (its URL or path) takes `seconds` to answer: a slow
+        one, or with a long delay one that hangs. 0 makes it answer at once again."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError("delay_s must be a number of seconds, not negative")
+        with self._lock:
+            self._delays[_recipient_key(to)] = float(seconds)
 
     def inject_failures(
         self,
@@ -147,10 +166,11 @@ class SandboxState:
             self._faults.append(_Fault(kind, count, channel, retry_after_s))
 
     def clear_faults(self) -> None:
-        """Forget pending injected failures and failing recipients."""
+        """Forget pending injected failures, failing and slow recipients."""
         with self._lock:
             self._faults.clear()
             self._failing.clear()
+            self._delays.clear()
 
     def inject_outage(
         self,
@@ -174,7 +194,17 @@ class SandboxState:
     def request_log(self, channel: str | None = None) -> list[tuple[float, int]]:
         """(time.monotonic() on arrival, HTTP status answered) of every provider request."""
         with self._lock:
-            return [(at, status) for at, ch, status in self._request_log if channel in (None, ch)]
+            log = self._request_log
+            return [(at, status) for at, ch, status, _ in log if channel in (None, ch)]
+
+    def departures(self, channel: str | None = None) -> list[float]:
+        """When each provider request left its sender (Unix time, as the sender stamped it in
+        sandbox mode: the SMS adapter does), oldest first: the rate as the sender sent it."""
+        with self._lock:
+            stamps = [
+                sent for _, ch, _, sent in self._request_log if sent and channel in (None, ch)
+            ]
+        return sorted(stamps)
 
     def twilio_auth_token(self, account_sid: str) -> str | None:
         """The token an account last sent with: Twilio signs status callbacks with it."""
@@ -190,7 +220,8 @@ class SandboxState:
 
     def stats(self) -> dict[str, Any]:
         """Requests per channel, failures injected per kind, messages recorded per channel, and
-        the most provider requests it was answering at once (a sender's concurrency cap)."""
+        the provider requests it is answering now and the most at once (a sender's concurrency
+        cap)."""
         with self._lock:
             recorded = dict.fromkeys(CHANNELS, 0)
             for message in self._messages:
@@ -202,6 +233,7 @@ class SandboxState:
                 "pending_faults": sum(max(f.remaining, 0) for f in self._faults),
                 "failing_recipients": len(self._failing),
                 "latency_ms": self._latency_ms,
+                "in_flight": self._in_flight,
                 "max_in_flight": self._max_in_flight,
             }
 
@@ -243,6 +275,11 @@ class SandboxState:
         with self._lock:
             return recipient.lower() in self._failing
 
+    def delay_of(self, recipient: str) -> float:
+        """How long `recipient` was made to take to answer (`inject_recipient_delay`)."""
+        with self._lock:
+            return self._delays.get(recipient.lower(), 0.0)
+
     def record(self, records: list[dict[str, Any]]) -> None:
         with self._lock:
             self._messages.extend(records)
@@ -275,6 +312,8 @@ class SandboxState:
         with self._lock:
             self._in_flight -= 1
 
-    def _log_request(self, arrived: float, channel: str, status: int) -> None:
+    def _log_request(
+        self, arrived: float, channel: str, status: int, sent_at: float | None = None
+    ) -> None:
         with self._lock:
-            self._request_log.append((arrived, channel, status))
+            self._request_log.append((arrived, channel, status, sent_at))

@@ -1,5 +1,6 @@
 """A subscriber's webhook receiver: `POST /hooks/{name...}` accepts any JSON body and records it
-with its headers, so a test can check the signature the dispatcher sent."""
+with its headers, so a test can check the signature the dispatcher sent; one can be made slow,
+or to hang (`inject_recipient_delay`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def error(status: int, message: str) -> Reply:
 
 
 def send(state: SandboxState, path: str, headers: HeaderMap, body: bytes) -> Reply:
-    """Accept a JSON POST, unless `path` was made to fail for good (then 410 Gone)."""
+    """Accept a JSON POST, unless `path` was made to fail for good (then 410 Gone); after the
+    delay `path` was given, if any (a slow or hanging receiver)."""
+    if delay := state.delay_of(path):
+        state.hold(delay)
     if (fault := state.take_fault(CHANNEL, error)) is not None:
         return fault
     try:
