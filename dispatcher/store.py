@@ -32,7 +32,15 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    attribute_keyed_dict,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 
 from dispatcher.models import (
     Audience,
@@ -123,6 +131,44 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     unsubscribed_at: Mapped[datetime | None]
+    # Loaded with the subscriber (one query per load, not per row), removed with it.
+    attribute_rows: Mapped[dict[str, SubscriberAttribute]] = relationship(
+        collection_class=attribute_keyed_dict("key"),
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        passive_deletes=True,
+    )
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The operator's key/value pairs (region=eu-west), in key order."""
+        return {key: self.attribute_rows[key].value for key in sorted(self.attribute_rows)}
+
+    def set_attributes(self, values: dict[str, str]) -> None:
+        """Make the attributes exactly `values` (validated slugs): rows changed in place, so a
+        key that keeps its name keeps its row."""
+        kept = dict(self.attribute_rows)
+        rows = {}
+        for key, value in values.items():
+            rows[key] = kept.get(key) or SubscriberAttribute(key=key)
+            rows[key].value = value
+        self.attribute_rows = rows  # assigned, so that a new subscriber has its collection too
+
+
+class SubscriberAttribute(Base):
+    """One of a subscriber's attributes. A row per pair rather than JSON on the subscriber, so
+    that choosing the audience of a scoped incident is an index lookup on (key, value) on SQLite
+    and PostgreSQL alike (the index also holds the subscriber, so the lookup reads nothing else),
+    and "has no such attribute" one on the primary key."""
+
+    __tablename__ = "subscriber_attributes"
+    __table_args__ = (Index("ix_subscriber_attributes_key_value", "key", "value", "subscriber_id"),)
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
 
 
 # The subscriber column behind each adapter's declared `address_field`, and the column that says

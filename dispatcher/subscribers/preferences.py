@@ -90,16 +90,26 @@ def update_preferences(
     changes: Mapping[str, Any],
     *,
     actor: str,
+    attributes: Mapping[str, str | None] | None = None,
 ) -> Saved:
     """Apply `changes` (SubscriberIn field names) after validating the merged whole.
 
     Raises pydantic's ValidationError or SubscriberError (both name the field) and changes
     nothing then. `confirmed: true` marks the addresses confirmed; only operators may pass it.
+    `attributes` sets (a value) or removes (None) single attributes, keeping the others; only
+    operators change attributes (the preference centre shows them, and never passes them).
     """
     with store.session() as session:
         subscriber = _row(session, subscriber_id)
         before = as_input(subscriber)
-        data = SubscriberIn.model_validate({**before, **changes})
+        merged = {**before, **changes}
+        if attributes:
+            kept = {
+                **before["attributes"],
+                **{key.strip().lower(): v for key, v in attributes.items()},
+            }
+            merged["attributes"] = {key: value for key, value in kept.items() if value is not None}
+        data = SubscriberIn.model_validate(merged)
         check_channels(data, registry)
         after = data.model_dump(exclude={"confirmed"})
         after["webhook"] = str(data.webhook) if data.webhook else None
@@ -132,6 +142,9 @@ def _apply(subscriber: Subscriber, values: Mapping[str, Any]) -> bool:
     """Copy validated values onto the row; True when a new webhook got a signing secret."""
     for name, value in values.items():
         if name == "webhook":
+            continue
+        if name == "attributes":
+            subscriber.set_attributes(value)
             continue
         setattr(subscriber, name, value)
     webhook = values["webhook"]

@@ -60,7 +60,7 @@ def check_channels(data: SubscriberIn, registry: ChannelRegistry) -> None:
 
 def _row(data: SubscriberIn) -> Subscriber:
     confirmed_at = utcnow() if data.confirmed else None
-    return Subscriber(
+    subscriber = Subscriber(
         name=data.name,
         email=data.email,
         phone=data.phone,
@@ -78,6 +78,8 @@ def _row(data: SubscriberIn) -> Subscriber:
         quiet_end=data.quiet_end,
         timezone=data.timezone,
     )
+    subscriber.set_attributes(data.attributes)
+    return subscriber
 
 
 def sign_up(
@@ -153,6 +155,7 @@ def as_input(subscriber: Subscriber) -> dict[str, Any]:
         "quiet_start": subscriber.quiet_start,
         "quiet_end": subscriber.quiet_end,
         "timezone": subscriber.timezone,
+        "attributes": subscriber.attributes,
     }
 
 
@@ -196,6 +199,7 @@ class ImportReport:
 
 
 CSV_LIST_COLUMNS = ("channels", "components")
+CSV_ATTRIBUTE_PREFIX = "attr:"  # a column `attr:region` holds each subscriber's region
 # Columns an export adds that an import ignores, so an export can be imported elsewhere.
 CSV_EXPORT_ONLY = ("id", "email_confirmed", "phone_confirmed", "unsubscribed", "created_at")
 
@@ -203,7 +207,8 @@ CSV_EXPORT_ONLY = ("id", "email_confirmed", "phone_confirmed", "unsubscribed", "
 def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportReport:
     """Import the good rows and report the bad ones by line; lists are separated by ';' or ','.
 
-    Columns: name,email,phone,webhook,channels,components,min_severity,locale,confirmed.
+    Columns: name,email,phone,webhook,channels,components,min_severity,locale,confirmed, and
+    `attr:<key>` for attributes (an empty cell: no such attribute).
     """
     report = ImportReport()
     good: list[Subscriber] = []
@@ -244,9 +249,17 @@ def import_csv(store: Store, registry: ChannelRegistry, path: Path) -> ImportRep
 
 
 def _csv_fields(fields: dict[str, str]) -> dict[str, object]:
-    cleaned: dict[str, object] = {
-        key: value for key, value in fields.items() if value != "" and key not in CSV_EXPORT_ONLY
+    attributes = {
+        key.removeprefix(CSV_ATTRIBUTE_PREFIX): value
+        for key, value in fields.items()
+        if key.startswith(CSV_ATTRIBUTE_PREFIX) and value != ""
     }
+    cleaned: dict[str, object] = {
+        key: value
+        for key, value in fields.items()
+        if value != "" and key not in CSV_EXPORT_ONLY and not key.startswith(CSV_ATTRIBUTE_PREFIX)
+    }
+    cleaned["attributes"] = attributes
     for key in CSV_LIST_COLUMNS:
         raw = fields.get(key, "")
         cleaned[key] = [item for item in raw.replace(";", ",").split(",") if item.strip()]
