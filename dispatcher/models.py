@@ -339,3 +339,13 @@ class IncidentIn(BaseModel):
     severity: Severity
     components: list[str] = Field(min_length=1)
     message: str | None = Field(default=None, max_length=2000)
+    # Only the subscribers whose attributes match are told (empty: everyone it concerns).
+    affects: Scope = Field(default_factory=dict)
+    public: bool = False  # a scoped incident on the public page, feed and X account all the same
+
+    @field_validator("affects", mode="before")
+    @classmethod
+    def _affects(cls, value: object) -> Scope:
+        if not isinstance(value, Mapping):
+            raise ValueError("affects is an object of key: [values]")
+        return clean_scope(value)

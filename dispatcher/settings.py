@@ -205,6 +205,13 @@ class Settings(BaseSettings):
         default=True, description="accept public sign-ups at POST /api/subscribers"
     )
 
+    # Audiences by impact (dispatcher/policy/scope.py): a subscriber without an attribute that a
+    # scoped incident names is told (include: when in doubt, tell) or left alone (exclude).
+    unscoped: Literal["include", "exclude"] = Field(
+        default="include",
+        description="a scoped incident and a subscriber without that attribute: tell or not",
+    )
+
     @property
     def embedded(self) -> bool:
         return self.broker_url == "embedded"

@@ -27,6 +27,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import postgresql, sqlite
@@ -227,6 +229,12 @@ class Incident(Base):
     resolve_pending_since: Mapped[datetime | None]
     eta: Mapped[datetime | None]  # estimated resolution, shown in every message until changed
     ends_at: Mapped[datetime | None]  # end of a scheduled maintenance window
+    # Who it affects, by subscriber attribute: {"region": ["eu-west"]}; empty: everyone it
+    # concerns. Widened or changed by later updates (each such update keeps the scope it set).
+    scope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # Scoped and never made public: not on the status page, the feed or the company's X account,
+    # only on the private pages of those it concerns. Once public, it stays public.
+    private: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Alert(Base):
@@ -260,6 +268,8 @@ class Update(Base):
     reminded_at: Mapped[datetime | None]  # the team was reminded of that promise
     audience: Mapped[Audience] = mapped_column(default=Audience.EVERYONE)
     milestone: Mapped[str | None] = mapped_column(String(32))
+    # The incident's scope as this update set it; NULL: the update left the scope as it was.
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The outbox marker: NULL until the fan-out has written every delivery row for this update.
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -397,6 +407,16 @@ class Store:
         """A transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[Session]:
+        """A transaction that is always rolled back: what a write would do, without doing it
+        (a dry run writes the incident and reads its audience, then keeps nothing)."""
+        with self._sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def instance_secret(self, name: str) -> str:
         """The named secret, created on first use (concurrent first uses agree on one)."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from dispatcher.cli.common import (
     JsonOption,
@@ -21,17 +23,20 @@ from dispatcher.cli.common import (
     user_errors,
     waiting_report,
 )
+from dispatcher.delivery import reach
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
 from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
+from dispatcher.policy.scope import ScopeError, scope_of
 from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
 
 
 def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) -> None:
+    told = reach.counted(pipeline.store, pipeline.registry, posted)  # before the fan-out
     pipeline.announce(posted.update_id, wait_s=wait)
     if as_json:
         held = reports.waiting(pipeline.store, posted.incident_id)
@@ -39,11 +44,13 @@ def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) ->
             {
                 "incident_id": posted.incident_id,
                 "update_id": posted.update_id,
+                "reach": told.as_dict(),
                 "waiting": [item.as_dict() for item in held],
             }
         )
         return
     console.print(f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted")
+    _print_reach(told)
     if pipeline.settings.embedded:
         _print_summary(pipeline, posted.incident_id)
     else:
@@ -62,6 +69,42 @@ EtaOption = Annotated[
 NoteOption = Annotated[
     str | None, typer.Option(help="A note for the internal audience; customers never see it.")
 ]
+AffectsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--affects",
+        metavar="KEY=VALUE",
+        help="Tell only subscribers with this attribute (region=eu-west); repeat: OR within a "
+        "key, AND across keys. Scoped incidents stay off the public page unless --public.",
+    ),
+]
+PublicOption = Annotated[
+    bool,
+    typer.Option("--public", help="Show a scoped incident on the public page, feed and X too."),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Count who would be told, on which channel, who is held; send nothing."
+    ),
+]
+
+
+def _print_reach(told: reach.Reach, *, dry_run: bool = False) -> None:
+    """The headline ("told 312 of 10,000: region=eu-west"), then channels, scope, held."""
+    console.print(("would be " if dry_run else "") + told.headline, highlight=False)
+    for line in told.lines():
+        console.print(f"  {line}", highlight=False)
+
+
+def _dry_run(pipeline: Pipeline, write: Callable[[Session], Posted], as_json: bool) -> None:
+    """Count what `write` would do, write nothing, send nothing."""
+    told = reach.preview(pipeline.store, pipeline.registry, write)
+    if as_json:
+        print_json({"dry_run": True, **told.as_dict(ids=False)})
+        return
+    console.print("dry run: nothing is stored and nothing is sent")
+    _print_reach(told, dry_run=True)
 
 
 def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extras:
@@ -87,13 +130,28 @@ def incident_open(
     next_update: NextUpdateOption = None,
     eta: EtaOption = None,
     internal_note: NoteOption = None,
+    affects: AffectsOption = None,
+    public: PublicOption = False,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
     """Open an incident (state: investigating) and notify everyone it concerns."""
-    data = IncidentIn(title=title, severity=severity, components=component, message=message)
+    data = IncidentIn(
+        title=title,
+        severity=severity,
+        components=component,
+        message=message,
+        affects=scope_of(affects or [], "--affects"),
+        public=public,
+    )
     extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
+        if dry_run:
+            _dry_run(
+                pipeline, lambda session: lifecycle.create(session, data, extras=extras), as_json
+            )
+            return
         with pipeline.store.session() as session:
             posted = lifecycle.create(session, data, extras=extras)
         _announce(pipeline, posted, wait, as_json)
@@ -108,12 +166,33 @@ def incident_update(
     next_update: NextUpdateOption = None,
     eta: EtaOption = None,
     internal_note: NoteOption = None,
+    affects: AffectsOption = None,
+    everyone: Annotated[
+        bool,
+        typer.Option("--everyone", help="Lift the scope: tell everyone the incident concerns."),
+    ] = False,
+    public: PublicOption = False,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
-    """Post an update on an open incident."""
-    extras = _extras(next_update, eta, internal_note)
+    """Post an update on an open incident. A new --affects replaces the scope: whoever it adds
+    is told the story so far; whoever was told before still hears, however it narrows."""
+    if everyone and affects:
+        raise ScopeError("--everyone: give it or --affects, not both")
+    extras = replace(
+        _extras(next_update, eta, internal_note),
+        scope={} if everyone else (scope_of(affects, "--affects") if affects else None),
+        public=public,
+    )
     with open_pipeline() as pipeline:
+        if dry_run:
+            _dry_run(
+                pipeline,
+                lambda session: lifecycle.update_in(session, incident_id, state, message, extras),
+                as_json,
+            )
+            return
         posted = lifecycle.post_update(pipeline.store, incident_id, state, message, extras)
         _announce(pipeline, posted, wait, as_json)
 

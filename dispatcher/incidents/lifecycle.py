@@ -7,7 +7,7 @@ and the sweep hands it to the queue later: an accepted update is never lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.errors import OutageError
-from dispatcher.models import Audience, IncidentIn, IncidentState
+from dispatcher.models import Audience, IncidentIn, IncidentState, Scope
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -43,12 +43,16 @@ UPDATE_STATES = (IncidentState.INVESTIGATING, IncidentState.IDENTIFIED, Incident
 @dataclass(frozen=True)
 class Extras:
     """What an operator may add to any update: the promise of the next one, an estimated
-    resolution (kept on the incident and shown in every message until changed), and a note for
-    the team that customers never see."""
+    resolution (kept on the incident and shown in every message until changed), a note for
+    the team that customers never see, a new scope (who it affects, by subscriber attribute;
+    `{}` is everyone it concerns, None leaves it as it was), and `public` to show a scoped
+    incident on the public page, feed and X account."""
 
     next_update_at: datetime | None = None
     eta: datetime | None = None
     internal_note: str | None = None
+    scope: Scope | None = None
+    public: bool = False
 
 
 NO_EXTRAS = Extras()
@@ -76,7 +80,8 @@ def create(
     draft: bool = False,
     extras: Extras = NO_EXTRAS,
 ) -> Posted:
-    """A new incident in the caller's transaction (the operator's, or a monitoring event's)."""
+    """A new incident in the caller's transaction (the operator's, or a monitoring event's);
+    its scope and publicity come with `data`."""
     incident = Incident(
         title=data.title,
         severity=data.severity,
@@ -86,11 +91,20 @@ def create(
         source_key=source_key,
         draft=draft,
         started_at=utcnow(),
+        scope={},
+        private=False,
     )
     session.add(incident)
     session.flush()
     record(session, source, "incident_opened", incident_id=incident.id, draft=draft)
-    return add_update(session, incident, IncidentState.INVESTIGATING, data.message, extras)
+    extras = replace(
+        extras,
+        scope=data.affects or None,
+        public=data.public or extras.public,
+    )
+    return add_update(
+        session, incident, IncidentState.INVESTIGATING, data.message, extras, actor=source
+    )
 
 
 def post_update(
@@ -100,24 +114,42 @@ def post_update(
     message: str | None,
     extras: Extras = NO_EXTRAS,
 ) -> Posted:
+    with store.session() as session:
+        return update_in(session, incident_id, state, message, extras)
+
+
+def update_in(
+    session: Session,
+    incident_id: int,
+    state: IncidentState,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+) -> Posted:
+    """`post_update` in the caller's transaction (a dry run rolls it back)."""
     if state not in UPDATE_STATES:
         allowed = ", ".join(s.value for s in UPDATE_STATES)
         raise IncidentError(f"state: an update moves to one of {allowed}; use resolve to close")
-    with store.session() as session:
-        incident = _get_for_update(session, incident_id)
-        if not incident.state.is_open:
-            raise IncidentError(f"incident {incident_id} is resolved; reopen it first")
-        return add_update(session, incident, state, message, extras)
+    incident = _get_for_update(session, incident_id)
+    if not incident.state.is_open:
+        raise IncidentError(f"incident {incident_id} is resolved; reopen it first")
+    return add_update(session, incident, state, message, extras)
 
 
 def resolve(
     store: Store, incident_id: int, message: str | None, extras: Extras = NO_EXTRAS
 ) -> Posted:
     with store.session() as session:
-        incident = _get_for_update(session, incident_id)
-        if not incident.state.is_open:
-            raise IncidentError(f"incident {incident_id} is already resolved")
-        return close(session, incident, message, extras)
+        return resolve_in(session, incident_id, message, extras)
+
+
+def resolve_in(
+    session: Session, incident_id: int, message: str | None, extras: Extras = NO_EXTRAS
+) -> Posted:
+    """`resolve` in the caller's transaction (a dry run rolls it back)."""
+    incident = _get_for_update(session, incident_id)
+    if not incident.state.is_open:
+        raise IncidentError(f"incident {incident_id} is already resolved")
+    return close(session, incident, message, extras)
 
 
 def close(
@@ -252,11 +284,13 @@ def add_update(
     *,
     audience: Audience = Audience.EVERYONE,
     milestone: str | None = None,
+    actor: str = "operator",
 ) -> Posted:
     if audience is not Audience.INTERNAL:
         incident.state = state
     if extras.eta is not None:
         incident.eta = extras.eta
+    scope = _rescope(session, incident, extras, actor)
     update = Update(
         incident_id=incident.id,
         state=state,
@@ -265,8 +299,28 @@ def add_update(
         next_update_at=extras.next_update_at,
         audience=audience,
         milestone=milestone,
+        scope=scope,
         created_at=utcnow(),
     )
     session.add(update)
     session.flush()
     return Posted(incident_id=incident.id, update_id=update.id)
+
+
+def _rescope(session: Session, incident: Incident, extras: Extras, actor: str) -> Scope | None:
+    """Apply the update's scope and publicity to the incident; the scope it set, if it changed.
+
+    A scoped incident is private until made public (`--public`, or a scope of everyone), and
+    once public it stays so: what the public page and the X account have shown stays shown.
+    Narrowing a scope is allowed and never silent: the audience rule keeps telling everyone
+    who was told before (dispatcher/policy/audience.py)."""
+    changed = extras.scope is not None and extras.scope != incident.scope
+    if changed:
+        first = session.scalar(select(Update.id).where(Update.incident_id == incident.id)) is None
+        incident.private = (first or incident.private) and bool(extras.scope)
+        incident.scope = dict(extras.scope or {})
+        record(session, actor, "incident_scoped", incident_id=incident.id, scope=incident.scope)
+    if extras.public and incident.private:
+        incident.private = False
+        record(session, actor, "incident_made_public", incident_id=incident.id)
+    return dict(incident.scope) if changed else None
