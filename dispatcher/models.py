@@ -342,6 +342,7 @@ class IncidentIn(BaseModel):
     # Only the subscribers whose attributes match are told (empty: everyone it concerns).
     affects: Scope = Field(default_factory=dict)
     public: bool = False  # a scoped incident on the public page, feed and X account all the same
+    notes: list[SegmentNote] = Field(default_factory=list, max_length=20)
 
     @field_validator("affects", mode="before")
     @classmethod

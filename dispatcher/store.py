@@ -270,6 +270,8 @@ class Update(Base):
     milestone: Mapped[str | None] = mapped_column(String(32))
     # The incident's scope as this update set it; NULL: the update left the scope as it was.
     scope: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Notes for segments only: [{"segment": {"plan": ["enterprise"]}, "text": "…"}].
+    notes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The outbox marker: NULL until the fan-out has written every delivery row for this update.
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -322,6 +322,8 @@ def test_webhook_payload_is_slack_text_plus_structured_fields() -> None:
         "created_at": "2025-05-14T14:30:00+00:00",
         "next_update_at": "2025-05-14T15:00:00+00:00",
         "eta": "2025-05-14T15:15:00+00:00",
+        "note": None,
+        "story": [],
     }
     assert json.loads(json.dumps(payload)) == payload
     assert len(rendered.text.splitlines()) <= 2

@@ -14,69 +14,17 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
-from typer.testing import CliRunner
 
-from dispatcher.cli import app as cli
 from dispatcher.delivery.pipeline import Pipeline
-from dispatcher.models import SubscriberIn
 from dispatcher.sandbox.server import Sandbox
-from dispatcher.settings import get_settings
 from dispatcher.store import AuditEvent, Delivery, Incident, Update
-from dispatcher.subscribers import records
 from tests.conftest import API_TOKEN
+from tests.scoping import add, cli_env, outage, people, told
+
+__all__ = ["cli_env"]  # the fixture, imported
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(database_url: str, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The CLI on the test database and sandbox, with no waiting between messages."""
-    for name, value in {
-        "OUTAGE_DATABASE_URL": database_url,
-        "OUTAGE_SANDBOX_URL": sandbox.url,
-        "OUTAGE_SEND_BACKOFF_S": "0",
-        "OUTAGE_DELIVERY_BACKOFF_S": "0",
-        "OUTAGE_COALESCE_WINDOW_S": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
-    return database_url
-
-
-def outage(*args: str) -> tuple[int, str, str]:
-    get_settings.cache_clear()
-    result = runner.invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def add(pipeline: Pipeline, name: str, **fields: object) -> int:
-    data = SubscriberIn.model_validate(
-        {"name": name, "email": f"{name}@example.org", "channels": ["email"], "confirmed": True}
-        | fields
-    )
-    return records.add(pipeline.store, pipeline.registry, data).id
-
-
-def people(pipeline: Pipeline) -> None:
-    """Ana and Ben in eu-west (enterprise, free), Cy in us-east (texts only), Dee without
-    attributes, and the team."""
-    add(pipeline, "ana", attributes={"region": "eu-west", "plan": "enterprise"})
-    add(pipeline, "ben", attributes={"region": "eu-west", "plan": "free"})
-    add(pipeline, "cy", email=None, phone="+14155550101", channels=["sms"],
-        attributes={"region": "us-east"})  # fmt: skip
-    add(pipeline, "dee")
-    add(pipeline, "team", internal=True)
-
-
-def told(sandbox: Sandbox) -> list[str]:
-    """Who received anything, by name, sorted (SMS by Cy's number)."""
-    names = {"+14155550101": "cy"}
-    return sorted(
-        names.get(m["to"], m["to"].split("@")[0])
-        for m in sandbox.messages()
-        if m["channel"] in ("email", "sms")
-    )
 
 
 def open_scoped(*args: str) -> dict[str, object]:
@@ -90,7 +38,7 @@ def open_scoped(*args: str) -> dict[str, object]:
 
 
 def test_only_matching_subscribers_the_unscoped_and_the_team_are_told(
-    env: str, pipeline: Pipeline, sandbox: Sandbox
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     people(pipeline)
     code, out, err = outage(
@@ -105,7 +53,7 @@ def test_only_matching_subscribers_the_unscoped_and_the_team_are_told(
 
 
 def test_unscoped_exclude_leaves_subscribers_without_the_attribute_alone(
-    env: str, pipeline: Pipeline, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     people(pipeline)
     monkeypatch.setenv("OUTAGE_UNSCOPED", "exclude")
@@ -114,7 +62,9 @@ def test_unscoped_exclude_leaves_subscribers_without_the_attribute_alone(
     assert told(sandbox) == ["ana", "ben", "team"]
 
 
-def test_or_within_a_key_and_across_keys(env: str, pipeline: Pipeline, sandbox: Sandbox) -> None:
+def test_or_within_a_key_and_across_keys(
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox
+) -> None:
     people(pipeline)
     open_scoped("--affects", "region=eu-west", "--affects", "region=us-east", "--affects",
                 "plan=enterprise")  # fmt: skip
@@ -123,7 +73,7 @@ def test_or_within_a_key_and_across_keys(env: str, pipeline: Pipeline, sandbox: 
 
 
 def test_a_widened_scope_tells_the_newly_affected_once_on_every_channel(
-    env: str, pipeline: Pipeline, sandbox: Sandbox
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     people(pipeline)
     opened = open_scoped("--affects", "region=eu-west")
@@ -148,7 +98,7 @@ def test_a_widened_scope_tells_the_newly_affected_once_on_every_channel(
 
 
 def test_a_narrowed_scope_still_reaches_everyone_told_before(
-    env: str, pipeline: Pipeline, sandbox: Sandbox
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     people(pipeline)
     opened = open_scoped("--affects", "region=eu-west")
@@ -175,7 +125,7 @@ def test_a_narrowed_scope_still_reaches_everyone_told_before(
 
 
 def test_everyone_lifts_the_scope_and_makes_the_incident_public(
-    env: str, pipeline: Pipeline, sandbox: Sandbox
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     people(pipeline)
     opened = open_scoped("--affects", "region=eu-west")
@@ -196,10 +146,12 @@ def test_everyone_lifts_the_scope_and_makes_the_incident_public(
     [
         (("--affects", "region"), "--affects: 'region' is not key=value"),
         (("--affects", "region=eu west"), "--affects: region 'eu west' is not a short slug"),
+        (("--note-for", "plan", "x"), "--note-for: 'plan' is not key=value"),
+        (("--note-for", "plan=pro", " "), "--note-for: text: Value error, must not be blank"),
     ],
 )
 def test_a_bad_scope_is_refused_naming_the_option_and_nothing_is_stored(
-    env: str, pipeline: Pipeline, args: tuple[str, ...], named: str
+    cli_env: str, pipeline: Pipeline, args: tuple[str, ...], named: str
 ) -> None:
     code, _, err = outage(
         "incident", "open", "--title", "x", "--severity", "major", "--component", "api", *args
@@ -210,17 +162,22 @@ def test_a_bad_scope_is_refused_naming_the_option_and_nothing_is_stored(
         assert session.scalar(select(func.count()).select_from(Incident)) == 0
 
 
-def test_update_refuses_everyone_with_affects(env: str) -> None:
+def test_update_refuses_everyone_with_affects_and_a_second_note(cli_env: str) -> None:
     code, _, err = outage(
         "incident", "update", "1", "--state", "identified", "--message", "m", "--everyone",
         "--affects", "region=x",
     )  # fmt: skip
     assert code == 2 and "--everyone: give it or --affects, not both" in err
+    code, _, err = outage(
+        "incident", "update", "1", "--state", "identified", "--message", "m", "--note-for",
+        "plan=a", "one", "--note-for", "plan=b", "two",
+    )  # fmt: skip
+    assert code == 2 and "--note-for" in err and "give it once" in err
 
 
 @pytest.mark.time_machine(NOON, tick=False)
 def test_dry_run_counts_channels_scope_values_and_held_and_keeps_nothing(
-    env: str, pipeline: Pipeline, sandbox: Sandbox
+    cli_env: str, pipeline: Pipeline, sandbox: Sandbox
 ) -> None:
     people(pipeline)
     with pipeline.store.session() as session:  # Ben's quiet hours are now (UTC)
@@ -268,7 +225,9 @@ def test_dry_run_counts_channels_scope_values_and_held_and_keeps_nothing(
     }
 
 
-def test_dry_run_of_an_update_refuses_what_the_update_would(env: str, pipeline: Pipeline) -> None:
+def test_dry_run_of_an_update_refuses_what_the_update_would(
+    cli_env: str, pipeline: Pipeline
+) -> None:
     people(pipeline)
     opened = open_scoped("--affects", "region=eu-west")
     code, out, err = outage(

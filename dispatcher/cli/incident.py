@@ -9,9 +9,11 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlalchemy.orm import Session
+from typer.core import TyperCommand
 
 from dispatcher.cli.common import (
     JsonOption,
@@ -28,9 +30,10 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
-from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
+from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, SegmentNote, Severity
 from dispatcher.policy.scope import ScopeError, scope_of
 from dispatcher.store import Incident, utcnow
+from dispatcher.subscribers import records
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
 
@@ -82,12 +85,47 @@ PublicOption = Annotated[
     bool,
     typer.Option("--public", help="Show a scoped incident on the public page, feed and X too."),
 ]
+NoteForOption = Annotated[
+    tuple[str, str] | None,
+    typer.Option(
+        "--note-for",
+        metavar="KEY=VALUE TEXT",
+        help='A note only subscribers with this attribute see, e.g. plan=enterprise "Your '
+        'account manager will call you." (several keys: plan=x,region=y; once per command).',
+    ),
+]
 DryRunOption = Annotated[
     bool,
     typer.Option(
         "--dry-run", help="Count who would be told, on which channel, who is held; send nothing."
     ),
 ]
+
+
+class _OneNoteCommand(TyperCommand):
+    """`--note-for` takes two values, which Typer cannot repeat: a second one would silently
+    replace the first, so it is refused (notes for several segments: the incidents API)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's own Click context
+        if args.count("--note-for") > 1:
+            raise typer.BadParameter(
+                "give it once (notes for several segments: the incidents API)",
+                ctx=ctx,
+                param_hint="'--note-for'",
+            )
+        return super().parse_args(ctx, args)
+
+
+def _notes(note_for: tuple[str, str] | None) -> list[SegmentNote]:
+    """`--note-for plan=enterprise "text"` as a segment note; a bad one names the option."""
+    if note_for is None:
+        return []
+    selector, text = note_for
+    segment = scope_of(selector.split(","), "--note-for")
+    try:
+        return [SegmentNote(segment=segment, text=text)]
+    except ValidationError as exc:
+        raise ScopeError(f"--note-for: {records.describe(exc)}") from None
 
 
 def _print_reach(told: reach.Reach, *, dry_run: bool = False) -> None:
@@ -120,7 +158,7 @@ def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extra
     return Extras(next_update_at=promise, eta=estimate, internal_note=note)
 
 
-@app.command("open")
+@app.command("open", cls=_OneNoteCommand)
 @user_errors
 def incident_open(
     title: Annotated[str, typer.Option(help="What is broken, in the customers' words.")],
@@ -132,6 +170,7 @@ def incident_open(
     internal_note: NoteOption = None,
     affects: AffectsOption = None,
     public: PublicOption = False,
+    note_for: NoteForOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
@@ -144,6 +183,7 @@ def incident_open(
         message=message,
         affects=scope_of(affects or [], "--affects"),
         public=public,
+        notes=_notes(note_for),
     )
     extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
@@ -157,7 +197,7 @@ def incident_open(
         _announce(pipeline, posted, wait, as_json)
 
 
-@app.command("update")
+@app.command("update", cls=_OneNoteCommand)
 @user_errors
 def incident_update(
     incident_id: Annotated[int, typer.Argument(metavar="ID")],
@@ -172,6 +212,7 @@ def incident_update(
         typer.Option("--everyone", help="Lift the scope: tell everyone the incident concerns."),
     ] = False,
     public: PublicOption = False,
+    note_for: NoteForOption = None,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
@@ -184,6 +225,7 @@ def incident_update(
         _extras(next_update, eta, internal_note),
         scope={} if everyone else (scope_of(affects, "--affects") if affects else None),
         public=public,
+        notes=_notes(note_for),
     )
     with open_pipeline() as pipeline:
         if dry_run:

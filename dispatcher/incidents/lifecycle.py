@@ -7,6 +7,7 @@ and the sweep hands it to the queue later: an accepted update is never lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.errors import OutageError
-from dispatcher.models import Audience, IncidentIn, IncidentState, Scope
+from dispatcher.models import Audience, IncidentIn, IncidentState, Scope, SegmentNote
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -45,14 +46,15 @@ class Extras:
     """What an operator may add to any update: the promise of the next one, an estimated
     resolution (kept on the incident and shown in every message until changed), a note for
     the team that customers never see, a new scope (who it affects, by subscriber attribute;
-    `{}` is everyone it concerns, None leaves it as it was), and `public` to show a scoped
-    incident on the public page, feed and X account."""
+    `{}` is everyone it concerns, None leaves it as it was), `public` to show a scoped incident
+    on the public page, feed and X account, and notes for segments only."""
 
     next_update_at: datetime | None = None
     eta: datetime | None = None
     internal_note: str | None = None
     scope: Scope | None = None
     public: bool = False
+    notes: Sequence[SegmentNote] = ()
 
 
 NO_EXTRAS = Extras()
@@ -81,7 +83,7 @@ def create(
     extras: Extras = NO_EXTRAS,
 ) -> Posted:
     """A new incident in the caller's transaction (the operator's, or a monitoring event's);
-    its scope and publicity come with `data`."""
+    its scope, publicity and segment notes come with `data`."""
     incident = Incident(
         title=data.title,
         severity=data.severity,
@@ -101,6 +103,7 @@ def create(
         extras,
         scope=data.affects or None,
         public=data.public or extras.public,
+        notes=[*data.notes, *extras.notes],
     )
     return add_update(
         session, incident, IncidentState.INVESTIGATING, data.message, extras, actor=source
@@ -300,6 +303,7 @@ def add_update(
         audience=audience,
         milestone=milestone,
         scope=scope,
+        notes=[note.model_dump() for note in extras.notes] or None,
         created_at=utcnow(),
     )
     session.add(update)

@@ -4,8 +4,10 @@ Characters first: SMS gets GSM-7 look-alikes for typographic punctuation (one cu
 turn the whole message into UCS-2), webhook text gets Slack's three escapes; the same change is
 made to a recipient's name when a shared render fills it in later (`shared.py`).
 
-Then length. Each channel's text must fit what the provider carries. When it does not, the
-operator's free text is shortened first, then the title; links are never cut. If nothing fits,
+Then length. Each channel's text must fit what the provider carries. When it does not, what
+is for some recipients only is left out first (the story so far, then the segment note: an SMS
+carries them only when they fit), then the operator's free text is shortened, then the title;
+links are never cut. If nothing fits,
 the message cannot be sent on this channel at all, which the caller treats as a permanent
 failure. The text is measured by rendering it (`TextOf`), so this module needs no templates;
 how each provider counts is `textfit.py`'s.
@@ -74,11 +76,17 @@ def fitted(
     """The incident and update, shortened until the text fits, and whether it took the brief
     form; None if even that does not fit.
 
-    The full form is tried first, shortening the message, then the title. Only if even that fails
-    is the brief form tried (templates then leave out the apology and the support line), because
-    a message without them beats no message at all."""
+    The full form is tried first: with the story and the note, without the story, without
+    either; then shortening the message, then the title. Only if even that fails is the brief
+    form tried (templates then leave out the apology and the support line), because a message
+    without them beats no message at all."""
+    bare = replace(update, story=(), note=None)
+    fuller = [update, replace(update, story=())] if update.story else [update]
     for brief in (False, True):
-        shortened = _shortened(text_of, incident, update, brief, fits)
+        for candidate in (c for c in dict.fromkeys(fuller) if c != bare):
+            if fits(text_of(incident, candidate, brief=brief)):
+                return incident, candidate, brief
+        shortened = _shortened(text_of, incident, bare, brief, fits)
         if shortened is not None:
             return (*shortened, brief)
     return None

@@ -187,7 +187,16 @@ def _prepared(
             title=adapt(incident.title.strip()),
             components=tuple(adapt(component) for component in incident.components),
         ),
-        replace(update, message=adapt(message) if message else None),
+        replace(
+            update,
+            message=adapt(message) if message else None,
+            note=adapt(note) if (note := _normalise_message(update.note)) else None,
+            story=tuple(
+                replace(item, message=adapt(earlier) if earlier else None)
+                for item in update.story
+                for earlier in (_normalise_message(item.message),)
+            ),
+        ),
     )
 
 
@@ -212,6 +221,11 @@ def webhook_payload(text: str, incident: IncidentView, update: UpdateView) -> di
             "created_at": _iso(update.created_at),
             "next_update_at": _iso(update.next_update_at),
             "eta": _iso(update.eta),
+            "note": update.note,  # for the segments this recipient is in
+            "story": [  # the earlier updates, for one told of the incident only now
+                {"state": str(item.state), "message": item.message, "at": _iso(item.created_at)}
+                for item in update.story
+            ],
         },
     }
 

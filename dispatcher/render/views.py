@@ -30,8 +30,21 @@ class IncidentView:
 
 
 @dataclass(frozen=True)
+class EarlierUpdate:
+    """An update sent before this one, for a recipient who hears of the incident only now."""
+
+    state: IncidentState
+    message: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class UpdateView:
-    """The update being announced; `message` is the operator's free text, if any."""
+    """The update being announced; `message` is the operator's free text, if any. Two parts
+    are for some recipients only: `note`, the update's notes for the segments this recipient
+    is in ("Your account manager will call you"), and `story`, the earlier updates, for one
+    told of the incident for the first time (its scope widened to them). Both are left out
+    first when a channel's text does not fit (fitting.py)."""
 
     id: int
     state: IncidentState
@@ -39,6 +52,8 @@ class UpdateView:
     created_at: datetime
     next_update_at: datetime | None = None
     eta: datetime | None = None
+    note: str | None = None
+    story: tuple[EarlierUpdate, ...] = ()
 
 
 @dataclass(frozen=True)

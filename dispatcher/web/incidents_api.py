@@ -21,7 +21,7 @@ from dispatcher.delivery import reach
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, Posted
-from dispatcher.models import IncidentIn, IncidentState, Scope, Severity, clean_scope
+from dispatcher.models import IncidentIn, IncidentState, Scope, SegmentNote, Severity, clean_scope
 from dispatcher.store import MAX_ID
 from dispatcher.web.deps import OperatorDep, PipelineDep
 
@@ -45,6 +45,7 @@ class UpdateIn(BaseModel):
         description="the new scope ({} lifts it: everyone); absent: the scope stays as it was",
     )
     public: bool = Field(default=False, description="show a scoped incident publicly from now")
+    notes: list[SegmentNote] = Field(default_factory=list, max_length=20)
 
     @field_validator("affects", mode="before")
     @classmethod
@@ -56,7 +57,7 @@ class UpdateIn(BaseModel):
         return clean_scope(value)
 
     def extras(self) -> Extras:
-        return Extras(scope=self.affects, public=self.public)
+        return Extras(scope=self.affects, public=self.public, notes=self.notes)
 
 
 class ApproveIn(BaseModel):
