@@ -232,10 +232,14 @@ def _has_milestone(session: Session, incident_id: int, milestone: str) -> bool:
     return found is not None
 
 
-def reopen(session: Session, incident: Incident, message: str | None) -> Posted:
+def reopen(
+    session: Session, incident: Incident, message: str | None, extras: Extras = NO_EXTRAS
+) -> Posted:
     """A resolved incident that broke again: same incident, so nobody is paged twice."""
     incident.resolved_at = None
-    return add_update(session, incident, IncidentState.INVESTIGATING, message)
+    return add_update(
+        session, incident, IncidentState.INVESTIGATING, message, extras, actor=incident.source
+    )
 
 
 def approve(

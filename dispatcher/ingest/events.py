@@ -7,12 +7,16 @@ The correlation step only ever sees these events, so adding a source is adding a
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.models import Severity
+from dispatcher.models import Severity, slug
+
+log = logging.getLogger(__name__)
 
 
 class AlertStatus(StrEnum):
@@ -35,6 +39,9 @@ class AlertEvent(BaseModel):
     message: str | None = None
     started_at: datetime | None = None
     url: str | None = None  # where an operator sees the alert (generatorURL, dashboard)
+    # Whom it hits, by subscriber attribute (`[ingest] audience_labels`): {"region": ["eu-west"]};
+    # empty: everyone its components concern.
+    audience: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class IngestMapping(BaseModel):
@@ -56,6 +63,9 @@ class IngestMapping(BaseModel):
     # Alert names are internal jargon ("HighErrorRate"): customers see a title annotation written
     # for them, else a plain one built from the component.
     title_annotations: list[str] = ["customer_title", "title"]
+    # Labels naming whom an alert hits (region, account, plan): its incident is told only to the
+    # subscribers with those attributes. None listed: every incident reaches everyone it concerns.
+    audience_labels: list[str] = []
 
     def component(self, labels: dict[str, str]) -> str:
         return next(
@@ -69,6 +79,20 @@ class IngestMapping(BaseModel):
 
     def message(self, annotations: dict[str, str]) -> str | None:
         return next((annotations[n] for n in self.message_annotations if annotations.get(n)), None)
+
+    def audience(self, labels: Mapping[str, str]) -> dict[str, list[str]]:
+        """The audience labels an alert carries, as attribute slugs. A value that is no slug is
+        left out (and logged): the alert then reaches everyone, since in doubt we tell."""
+        found: dict[str, list[str]] = {}
+        for name in self.audience_labels:
+            value = labels.get(name)
+            if not value:
+                continue
+            try:
+                found[slug(name, "label")] = [slug(value, name)]
+            except ValueError as exc:
+                log.warning("audience label ignored: %s", exc)
+        return found
 
     def title(self, component: str, annotations: dict[str, str]) -> str:
         for name in self.title_annotations:

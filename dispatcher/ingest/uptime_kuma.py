@@ -54,8 +54,18 @@ class KumaHeartbeat(BaseModel):
     last_down_time: UtcDatetime | None = Field(default=None, alias="lastDownTime")  # on UP, 2.x
 
 
+class KumaTag(BaseModel):
+    """A tag on a monitor (server/model/monitor.js `getTags`): a name, and a value if set."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    value: str | None = None
+
+
 class KumaMonitor(BaseModel):
-    """The monitor a heartbeat belongs to; only its identity and name matter here."""
+    """The monitor a heartbeat belongs to: its identity and name, and its tags (which may say
+    whom it hits: `region: eu-west`)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -64,6 +74,7 @@ class KumaMonitor(BaseModel):
     type: str | None = None
     url: str | None = None
     hostname: str | None = None
+    tags: list[KumaTag] = Field(default_factory=list)
 
 
 class UptimeKumaWebhook(BaseModel):
@@ -110,5 +121,6 @@ def parse(payload: dict[str, object], mapping: IngestMapping) -> list[AlertEvent
             message=None if beat.msg in _NO_MESSAGE else beat.msg,
             # An UP beat's own time is the recovery; the outage began at the last DOWN, if sent.
             started_at=beat.time if status is AlertStatus.FIRING else beat.last_down_time,
+            audience=mapping.audience({tag.name: tag.value or "" for tag in monitor.tags}),
         )
     ]
