@@ -3,6 +3,10 @@ population with attributes (import the `cli_env` fixture where it is used)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 from typer.testing import CliRunner
 
@@ -15,6 +19,7 @@ from dispatcher.subscribers import records
 
 runner = CliRunner()
 CY_PHONE = "+14155550101"
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -72,3 +77,11 @@ def body_for(sandbox: Sandbox, name: str) -> list[str]:
     """The texts `name` received, oldest first."""
     address = CY_PHONE if name == "cy" else f"{name}@example.org"
     return [m["body"] for m in sandbox.messages() if m["to"] == address]
+
+
+def settled(read: Callable[[], list[_T]], timeout_s: float = 10.0) -> list[_T]:
+    """What `read` finds once the app's runner thread has sent something (or the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found

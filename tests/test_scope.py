@@ -7,8 +7,6 @@ CLI and the HTTP app, on SQLite and PostgreSQL; the dry run counts without keepi
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -19,7 +17,7 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.sandbox.server import Sandbox
 from dispatcher.store import AuditEvent, Delivery, Incident, Update
 from tests.conftest import API_TOKEN
-from tests.scoping import add, cli_env, outage, people, told
+from tests.scoping import add, cli_env, outage, people, settled, told
 
 __all__ = ["cli_env"]  # the fixture, imported
 
@@ -243,14 +241,6 @@ def test_dry_run_of_an_update_refuses_what_the_update_would(
     assert code == 2 and "no incident with id 99" in err
     with pipeline.store.session() as session:
         assert session.get_one(Incident, opened["incident_id"]).scope == {"region": ["eu-west"]}
-
-
-def settled(read: Callable[[], list[str]], timeout_s: float = 10.0) -> list[str]:
-    """What `read` finds once the app's runner thread has sent something (or the deadline)."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := read()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
 
 
 def counts(pipeline: Pipeline) -> tuple[int, ...]:

@@ -248,11 +248,21 @@ def subscriber_remove(subscriber_id: Annotated[int, typer.Argument(metavar="ID")
 def subscriber_link(
     subscriber_id: Annotated[int, typer.Argument(metavar="ID")],
     purpose: Annotated[
-        LinkPurpose, typer.Option(help="manage: the preference centre; unsubscribe: one click.")
+        LinkPurpose,
+        typer.Option(
+            help="manage: the preference centre; unsubscribe: one click; page: their private "
+            "status page."
+        ),
     ] = LinkPurpose.MANAGE,
+    page: Annotated[
+        bool, typer.Option("--page", help="Their private status page (the same as --purpose page).")
+    ] = False,
 ) -> None:
     """Print a subscriber's signed link (built on OUTAGE_PUBLIC_URL), e.g. to answer a support
-    request. Anyone holding it can change that subscriber's preferences until it expires."""
+    request. Anyone holding a preference link can change that subscriber's preferences until it
+    expires; a page link shows the incidents that concern them, and their Atom feed."""
+    if page:
+        purpose = LinkPurpose.PAGE
     if purpose is LinkPurpose.CONFIRM:
         raise records.SubscriberError("purpose: confirmation links are sent, not printed")
     with open_pipeline() as pipeline:

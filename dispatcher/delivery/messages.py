@@ -194,6 +194,7 @@ def _message(
             manage_url=links.url(LinkPurpose.MANAGE, subscriber.id),
             unsubscribe_url=unsubscribe_url,
             timezone=subscriber.timezone,
+            page_url=links.url(LinkPurpose.PAGE, subscriber.id),
         )
     substitutions: dict[str, str] = {}
     update = update_view(
@@ -293,6 +294,7 @@ def incident_view(incident: Incident, settings: Settings) -> IncidentView:
         started_at=incident.started_at,
         resolved_at=incident.resolved_at,
         url=f"{settings.public_url.rstrip('/')}/incidents/{incident.id}",
+        private=incident.private,
     )
 
 

@@ -97,6 +97,7 @@ class PublicIncident:
     eta: datetime | None
     ends_at: datetime | None
     updates: tuple[PublicUpdate, ...] = ()
+    private: bool = False  # only on the private pages of those it concerns
 
     @property
     def is_maintenance(self) -> bool:
@@ -314,6 +315,7 @@ def _public_incident(row: Incident, updates: tuple[PublicUpdate, ...]) -> Public
         eta=row.eta,
         ends_at=row.ends_at,
         updates=updates,
+        private=row.private,
     )
 
 

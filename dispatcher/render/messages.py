@@ -102,6 +102,9 @@ def render(
     broadcast)."""
     language = language_of(recipient)
     state = str(update.state)
+    if incident.private and recipient is not None and recipient.page_url:
+        # Not on the public page (its link would be a 404): on the recipient's own.
+        incident = replace(incident, url=f"{recipient.page_url}/incidents/{incident.id}")
     text = template(channel, language, state, "text")
     with formatting(template_language(text, language), recipient.timezone if recipient else "UTC"):
         return _render(

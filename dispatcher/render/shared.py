@@ -1,8 +1,9 @@
 """One rendering shared by many recipients, with each recipient's own values filled in after.
 
 Rendering Jinja for each of 100,000 recipients dominated a large fan-out, yet only a few
-things in a message are the recipient's own: their name and their two signed links (dates
-also follow their language and zone, which stay in the key). So a message is rendered once
+things in a message are the recipient's own: their name and their three signed links (dates
+also follow their language and zone, which stay in the key; a private incident's link is
+under their page link). So a message is rendered once
 per (channel, update, language, zone) with placeholders where those go, and each recipient's
 values are substituted into it: by us for most channels, by the provider itself for email
 (SendGrid's per-personalization `substitutions`, so one request carries 1,000 recipients).
@@ -26,6 +27,7 @@ PLACEHOLDERS: Final[Mapping[str, str]] = {
     "name": "%outage_name%",
     "manage_url": "%outage_manage_url%",
     "unsubscribe_url": "%outage_unsubscribe_url%",
+    "page_url": "%outage_page_url%",
 }
 _HTML_SUFFIX: Final = "html%"  # "%outage_name%" in the html part becomes "%outage_name_html%"
 
@@ -46,6 +48,7 @@ class Shared:
             "name": name,
             "manage_url": recipient.manage_url,
             "unsubscribe_url": recipient.unsubscribe_url,
+            "page_url": recipient.page_url,
         }
         found: dict[str, str] = {}
         for field_name, value in values.items():
@@ -103,6 +106,7 @@ def render_shared(
             name=PLACEHOLDERS["name"],
             manage_url=PLACEHOLDERS["manage_url"] if recipient.manage_url else None,
             unsubscribe_url=PLACEHOLDERS["unsubscribe_url"] if recipient.unsubscribe_url else None,
+            page_url=PLACEHOLDERS["page_url"] if recipient.page_url else None,
         )
     rendered = render(
         channel,
@@ -137,6 +141,7 @@ def shared_key(recipient: RecipientView | None) -> tuple[object, ...]:
         recipient.timezone,
         recipient.manage_url is None,
         recipient.unsubscribe_url is None,
+        recipient.page_url is None,
     )
 
 

@@ -27,6 +27,8 @@ class IncidentView:
     started_at: datetime
     resolved_at: datetime | None
     url: str  # the incident's status page link, in every message
+    # Not on the public page: each recipient's link leads to their own page (RecipientView).
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class RecipientView:
     manage_url: str | None = None
     unsubscribe_url: str | None = None
     timezone: str = "UTC"  # IANA name; times in messages are shown in it (unknown names: UTC)
+    page_url: str | None = None  # their private status page (the incidents that concern them)
 
 
 @dataclass(frozen=True)

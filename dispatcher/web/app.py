@@ -19,6 +19,7 @@ from dispatcher.delivery.runner import Runner
 from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.web import (
+    account,
     confirm,
     health,
     inbound,
@@ -78,5 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(confirm.router)
     app.include_router(inbound.router)
     app.include_router(status_page.router)
+    app.include_router(account.router)
     app.include_router(callbacks_router)
     return app

@@ -15,6 +15,7 @@ the address was new or already known, so the form does not tell strangers who su
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Final
@@ -72,14 +73,33 @@ def pages() -> Environment:
     return env
 
 
-def _page(
+@dataclass(frozen=True)
+class Viewer:
+    """Whose private page this is (web/account.py): links stay under `base`, the signed path,
+    and the page is never cached, indexed or named in a Referer."""
+
+    name: str
+    base: str  # "/account/<token>"
+
+
+# A private page's headers: the token in its path is the whole credential.
+PRIVATE_HEADERS: Final = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex",
+}
+
+
+def page(
     settings: Settings,
     name: str,
     context: dict[str, Any],
     *,
     status_code: int = 200,
     cache_control: str = CACHE_PUBLIC,
+    viewer: Viewer | None = None,
 ) -> HTMLResponse:
+    """A status page from templates/web/status/: the public one, or a subscriber's own."""
     nonce = secrets.token_urlsafe(16)
     body = (
         pages()
@@ -87,8 +107,10 @@ def _page(
         .render(
             company=settings.company_name,
             support_url=settings.support_url,
-            signup_enabled=settings.signup_enabled,
+            signup_enabled=settings.signup_enabled and viewer is None,
             nonce=nonce,
+            viewer=viewer,
+            base=viewer.base if viewer else "",
             **context,
         )
     )
@@ -97,6 +119,7 @@ def _page(
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
         "Cache-Control": cache_control,
+        **(PRIVATE_HEADERS if viewer else {}),
     }
     return HTMLResponse(body, status_code=status_code, headers=headers)
 
@@ -111,51 +134,70 @@ SnapshotDep = Annotated[public.Snapshot, Depends(_snapshot)]
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def status_page(settings: SettingsDep, snap: SnapshotDep) -> HTMLResponse:
     """The status page: components, open incidents, maintenance, 90 days, sign-up."""
-    return _page(settings, "index", {"snap": snap, "form": SignupForm()})
+    return page(settings, "index", {"snap": snap, "form": SignupForm()})
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
 def incident_page(pipeline: PipelineDep, incident_id: str) -> HTMLResponse:
     """One incident's timeline: the page every message links to. Drafts are 404, like unknown
     ids, so a draft's existence is not revealed."""
-    plain = incident_id.isascii() and incident_id.isdigit() and len(incident_id) <= 19
-    found = public.incident(pipeline.store, int(incident_id)) if plain else None
+    number = incident_number(incident_id)
+    found = public.incident(pipeline.store, number) if number is not None else None
     if found is None:
-        return _page(pipeline.settings, "not_found", {}, status_code=404, cache_control="no-store")
-    return _page(pipeline.settings, "incident", {"incident": found, "now": utcnow()})
+        return page(pipeline.settings, "not_found", {}, status_code=404, cache_control="no-store")
+    return page(pipeline.settings, "incident", {"incident": found, "now": utcnow()})
+
+
+def incident_number(text: str) -> int | None:
+    """An incident id from a path, or None for anything else (no int() of a 10,000-digit
+    string, no "١٢" read as 12)."""
+    plain = text.isascii() and text.isdigit() and len(text) <= 19
+    return int(text) if plain else None
 
 
 @router.get("/feed.atom", include_in_schema=False)
 def atom_feed(pipeline: PipelineDep) -> Response:
     """Atom (RFC 4287): one entry per published update, newest first."""
-    body = atom(public.feed(pipeline.store), pipeline.settings)
+    return feed_response(atom(public.feed(pipeline.store), pipeline.settings))
+
+
+def feed_response(body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(
         body,
         media_type="application/atom+xml; charset=utf-8",
-        headers={"Cache-Control": CACHE_PUBLIC, "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": CACHE_PUBLIC, "X-Content-Type-Options": "nosniff"}
+        | (headers or {}),
     )
 
 
 def atom(
-    entries: list[tuple[public.PublicIncident, public.PublicUpdate]], settings: Settings
+    entries: list[tuple[public.PublicIncident, public.PublicUpdate]],
+    settings: Settings,
+    *,
+    page_url: str | None = None,
+    feed_id: str | None = None,
 ) -> bytes:
     """The feed document, built with ElementTree so that every text is escaped by the XML
-    library, not by hand. Entry ids are the update's anchor on its incident's page: unique and
-    stable for as long as the public URL is."""
+    library, not by hand. Entry ids are the update's anchor on its incident's public page:
+    unique and stable for as long as the public URL is, and the same in a subscriber's private
+    feed (`page_url`, whose links lead to their own page; `feed_id` names it), so a reader
+    following both sees an update once."""
     base = settings.public_url.rstrip("/")
+    pages_at = page_url or base
     ET.register_namespace("", ATOM_NS)
     feed = ET.Element(f"{{{ATOM_NS}}}feed")
-    _text(feed, "id", f"{base}/")
+    _text(feed, "id", feed_id or f"{base}/")
     _text(feed, "title", f"{settings.company_name} status")
     _text(feed, "updated", _iso(entries[0][1].created_at) if entries else _iso(utcnow()))
-    ET.SubElement(feed, f"{{{ATOM_NS}}}link", rel="self", href=f"{base}/feed.atom")
-    ET.SubElement(feed, f"{{{ATOM_NS}}}link", rel="alternate", type="text/html", href=f"{base}/")
+    ET.SubElement(feed, f"{{{ATOM_NS}}}link", rel="self", href=f"{pages_at}/feed.atom")
+    home = page_url or f"{base}/"
+    ET.SubElement(feed, f"{{{ATOM_NS}}}link", rel="alternate", type="text/html", href=home)
     author = ET.SubElement(feed, f"{{{ATOM_NS}}}author")
     _text(author, "name", settings.company_name)
     for incident, update in entries:
-        url = f"{base}/incidents/{incident.id}#update-{update.id}"
+        url = f"{pages_at}/incidents/{incident.id}#update-{update.id}"
         entry = ET.SubElement(feed, f"{{{ATOM_NS}}}entry")
-        _text(entry, "id", url)
+        _text(entry, "id", f"{base}/incidents/{incident.id}#update-{update.id}")
         _text(entry, "title", f"[{STATE_LABELS[update.state]}] {incident.title}")
         _text(entry, "updated", _iso(update.created_at))
         _text(entry, "published", _iso(update.created_at))
@@ -281,7 +323,7 @@ def subscribe_page(settings: SettingsDep, snap: SnapshotDep) -> HTMLResponse:
     """The sign-up form on its own page (where the form comes back after a mistake)."""
     if not settings.signup_enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND)
-    return _page(settings, "subscribe", {"snap": snap, "form": SignupForm()})
+    return page(settings, "subscribe", {"snap": snap, "form": SignupForm()})
 
 
 @router.post("/subscribe", response_class=HTMLResponse, include_in_schema=False)
@@ -305,7 +347,7 @@ def _subscribe_answer(
     snap = public.snapshot(pipeline.store, settings)
     outcome = _sign_up(pipeline, form, [c.name for c in snap.components])
     if isinstance(outcome, dict):
-        return _page(
+        return page(
             settings,
             "subscribe",
             {"snap": snap, "form": form.model_copy(update={"errors": outcome})},
@@ -314,7 +356,7 @@ def _subscribe_answer(
         )
     # After the answer, as the JSON sign-up does: a request never waits for a provider.
     background.add_task(confirmations.request, pipeline, outcome)
-    return _page(settings, "subscribed", {"form": form}, cache_control="no-store")
+    return page(settings, "subscribed", {"form": form}, cache_control="no-store")
 
 
 def _read_form(body: bytes) -> SignupForm:
