@@ -228,3 +228,26 @@ def test_the_preference_centre_links_to_the_private_page(
     found = re.search(r'<a href="([^"]+)">Your status page</a>', page)
     assert found is not None
     assert client.get(urlsplit(found.group(1)).path).status_code == 200
+
+
+def test_texts_about_a_private_incident_each_carry_their_own_link(
+    client: TestClient, sandbox: Sandbox
+) -> None:
+    """One rendering is shared by a batch's texts (the link's placeholder is as long as the
+    link); each recipient still gets their own link, never another's, within the budget."""
+    pipeline = pipeline_of(client)
+    phones = {f"+1415555{n:04d}": n for n in range(101, 106)}
+    owners = {
+        add(pipeline, f"p{n}", email=None, phone=phone, channels=["sms"],
+            attributes={"region": "eu-west"}): phone
+        for phone, n in phones.items()
+    }  # fmt: skip
+    incident_id = open_incident(pipeline, "Logins fail", affects={"region": ["eu-west"]})
+    texts = settled(lambda: m if len(m := sandbox.messages("sms")) == len(phones) else [])
+    assert len(texts) == len(phones)
+    for text in texts:
+        found = re.search(r"/account/([^/\s]+)/incidents/(\d+)", text["body"])
+        assert found is not None and int(found.group(2)) == incident_id
+        owner = pipeline.links.read(LinkPurpose.PAGE, found.group(1)).subscriber_id
+        assert owners[owner] == text["to"], "a text carries its own recipient's link"
+        assert "%outage" not in text["body"]
