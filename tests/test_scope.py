@@ -48,6 +48,11 @@ def test_only_matching_subscribers_the_unscoped_and_the_team_are_told(
     assert "by scope: region not set 1, region=eu-west 2, the team 1" in out
     assert told(sandbox) == ["ana", "ben", "dee", "team"]
     assert sandbox.messages("social") == [], "a scoped incident is not posted publicly"
+    code, out, _ = outage("incident", "show", "1")
+    assert code == 0 and "affects region=eu-west (private)" in out
+    code, out, _ = outage("incident", "show", "1", "--json")
+    shown = json.loads(out)
+    assert (shown["scope"], shown["private"]) == ({"region": ["eu-west"]}, True)
 
 
 def test_unscoped_exclude_leaves_subscribers_without_the_attribute_alone(
@@ -269,6 +274,8 @@ def test_a_scoped_incident_stays_off_every_public_place_unless_public(
     assert "Login fails in Europe" not in client.get("/feed.atom").text
     assert client.get("/api/status").json()["incidents"] == []
     assert client.get(f"/incidents/{incident_id}").status_code == 404
+    listed = client.get(f"/api/incidents/{incident_id}", headers=AUTH).json()
+    assert (listed["scope"], listed["private"]) == ({"region": ["eu-west"]}, True)
 
     public = client.post(
         "/api/incidents",

@@ -31,7 +31,7 @@ from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
 from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, SegmentNote, Severity
-from dispatcher.policy.scope import ScopeError, scope_of
+from dispatcher.policy.scope import ScopeError, describe, scope_of
 from dispatcher.store import Incident, utcnow
 from dispatcher.subscribers import records
 
@@ -321,6 +321,8 @@ def _incident_dict(item: Incident) -> dict[str, Any]:
         "components": item.components,
         "draft": item.draft,
         "source": item.source,
+        "scope": item.scope,
+        "private": item.private,
         "started_at": item.started_at,
         "resolved_at": item.resolved_at,
     }
@@ -360,6 +362,9 @@ def incident_show(
             f"[bold]#{found.id} {found.title}[/]  {found.severity} · {found.state} · "
             f"{', '.join(found.components)}"
         )
+        if found.scope:
+            shown = "private" if found.private else "public"
+            console.print(f"affects {describe(found.scope)} ({shown})", highlight=False)
         timeline = Table("update", "at", "state", "message")
         for u in updates:
             timeline.add_row(str(u.id), timestamp(u.created_at), u.state, u.message or "")

@@ -107,6 +107,8 @@ class IncidentOut(BaseModel):
     components: list[str]
     draft: bool
     source: str
+    scope: dict[str, list[str]]  # who it affects, by subscriber attribute; {}: everyone
+    private: bool  # scoped and not public: only on the private pages of those it concerns
     started_at: datetime
     resolved_at: datetime | None
     updates: list[UpdateOut] = []
