@@ -16,35 +16,19 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
-from dispatcher.cli import app as cli
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.links import LinkPurpose
 from dispatcher.models import SubscriberIn
-from dispatcher.sandbox.server import Sandbox
-from dispatcher.settings import get_settings
 from dispatcher.store import SubscriberAttribute
 from dispatcher.subscribers import preferences, records
 from tests.conftest import API_TOKEN
+from tests.scoping import cli_env, outage
+
+__all__ = ["cli_env"]  # the fixture, imported
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 ADA = {"name": "Ada", "email": "ada@example.org", "channels": ["email"]}
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(database_url: str, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The CLI on the test database (SQLite, and PostgreSQL) and the sandbox."""
-    monkeypatch.setenv("OUTAGE_DATABASE_URL", database_url)
-    monkeypatch.setenv("OUTAGE_SANDBOX_URL", sandbox.url)
-    return database_url
-
-
-def outage(*args: str) -> tuple[int, str, str]:
-    get_settings.cache_clear()
-    result = runner.invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def add_ada(*extra: str) -> dict[str, object]:
@@ -57,7 +41,7 @@ def add_ada(*extra: str) -> dict[str, object]:
     return added
 
 
-def test_cli_adds_shows_lists_and_updates_attributes(env: str) -> None:
+def test_cli_adds_shows_lists_and_updates_attributes(cli_env: str) -> None:
     ada = add_ada("--attr", "region=eu-west", "--attr", "Plan=Pro")
     assert ada["attributes"] == {"plan": "pro", "region": "eu-west"}, "slugs, lower case"
 
@@ -91,7 +75,7 @@ def test_cli_adds_shows_lists_and_updates_attributes(env: str) -> None:
     ],
 )
 def test_cli_refuses_a_bad_attribute_naming_the_option(
-    env: str, args: tuple[str, ...], named: str
+    cli_env: str, args: tuple[str, ...], named: str
 ) -> None:
     code, _, err = outage(
         "subscriber", "add", "--name", "Ada", "--email", "ada@example.org", "--channels",
@@ -103,7 +87,7 @@ def test_cli_refuses_a_bad_attribute_naming_the_option(
     assert json.loads(out) == [], "nothing was stored"
 
 
-def test_cli_update_refuses_bad_changes_and_keeps_the_attributes(env: str) -> None:
+def test_cli_update_refuses_bad_changes_and_keeps_the_attributes(cli_env: str) -> None:
     ada = add_ada("--attr", "region=eu-west")
     for args, named in (
         (("--attr", "region=x", "--unset-attr", "region"), "--unset-attr: 'region' is also"),
@@ -120,7 +104,7 @@ def test_cli_update_refuses_bad_changes_and_keeps_the_attributes(env: str) -> No
 
 
 def test_csv_import_reads_attr_columns_and_reports_a_bad_one_by_line(
-    env: str, tmp_path: Path
+    cli_env: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "people.csv"
     path.write_text(

@@ -186,7 +186,8 @@ class Snapshot:
 
 def listed(visible: Collection[int] = ()) -> ColumnElement[bool]:
     """The incidents a page may show: published, and public or among `visible`."""
-    shown: ColumnElement[bool] = Incident.private.is_(False)
+    # IS NOT TRUE: a row from before the column existed (NULL) was public.
+    shown: ColumnElement[bool] = Incident.private.is_not(True)
     if visible:
         shown = or_(shown, Incident.id.in_(list(visible)))
     return and_(Incident.draft.is_(False), shown)
