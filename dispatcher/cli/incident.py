@@ -9,12 +9,17 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
-from sqlalchemy.orm import Session
-from typer.core import TyperCommand
 
+from dispatcher.cli import audience
+from dispatcher.cli.audience import (
+    AffectsOption,
+    DryRunOption,
+    NoteForOption,
+    OneNoteCommand,
+    PublicOption,
+)
 from dispatcher.cli.common import (
     JsonOption,
     WaitOption,
@@ -30,10 +35,9 @@ from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError, Posted
-from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, SegmentNote, Severity
+from dispatcher.models import DeliveryStatus, IncidentIn, IncidentState, Severity
 from dispatcher.policy.scope import ScopeError, describe, scope_of
 from dispatcher.store import Incident, utcnow
-from dispatcher.subscribers import records
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
 
@@ -53,7 +57,7 @@ def _announce(pipeline: Pipeline, posted: Posted, wait: float, as_json: bool) ->
         )
         return
     console.print(f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted")
-    _print_reach(told)
+    audience.print_reach(told)
     if pipeline.settings.embedded:
         _print_summary(pipeline, posted.incident_id)
     else:
@@ -72,77 +76,6 @@ EtaOption = Annotated[
 NoteOption = Annotated[
     str | None, typer.Option(help="A note for the internal audience; customers never see it.")
 ]
-AffectsOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--affects",
-        metavar="KEY=VALUE",
-        help="Tell only subscribers with this attribute (region=eu-west); repeat: OR within a "
-        "key, AND across keys. Scoped incidents stay off the public page unless --public.",
-    ),
-]
-PublicOption = Annotated[
-    bool,
-    typer.Option("--public", help="Show a scoped incident on the public page, feed and X too."),
-]
-NoteForOption = Annotated[
-    tuple[str, str] | None,
-    typer.Option(
-        "--note-for",
-        metavar="KEY=VALUE TEXT",
-        help='A note only subscribers with this attribute see, e.g. plan=enterprise "Your '
-        'account manager will call you." (several keys: plan=x,region=y; once per command).',
-    ),
-]
-DryRunOption = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run", help="Count who would be told, on which channel, who is held; send nothing."
-    ),
-]
-
-
-class _OneNoteCommand(TyperCommand):
-    """`--note-for` takes two values, which Typer cannot repeat: a second one would silently
-    replace the first, so it is refused (notes for several segments: the incidents API)."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's own Click context
-        if args.count("--note-for") > 1:
-            raise typer.BadParameter(
-                "give it once (notes for several segments: the incidents API)",
-                ctx=ctx,
-                param_hint="'--note-for'",
-            )
-        return super().parse_args(ctx, args)
-
-
-def _notes(note_for: tuple[str, str] | None) -> list[SegmentNote]:
-    """`--note-for plan=enterprise "text"` as a segment note; a bad one names the option."""
-    if note_for is None:
-        return []
-    selector, text = note_for
-    segment = scope_of(selector.split(","), "--note-for")
-    try:
-        return [SegmentNote(segment=segment, text=text)]
-    except ValidationError as exc:
-        raise ScopeError(f"--note-for: {records.describe(exc)}") from None
-
-
-def _print_reach(told: reach.Reach, *, dry_run: bool = False) -> None:
-    """The headline ("told 312 of 10,000: region=eu-west"), then channels, scope, held."""
-    console.print(("would be " if dry_run else "") + told.headline, highlight=False)
-    for line in told.lines():
-        console.print(f"  {line}", highlight=False)
-
-
-def _dry_run(pipeline: Pipeline, write: Callable[[Session], Posted], as_json: bool) -> None:
-    """Count what `write` would do, write nothing, send nothing."""
-    told = reach.preview(pipeline.store, pipeline.registry, write)
-    if as_json:
-        print_json({"dry_run": True, **told.as_dict(ids=False)})
-        return
-    console.print("dry run: nothing is stored and nothing is sent")
-    _print_reach(told, dry_run=True)
 
 
 def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extras:
@@ -158,7 +91,7 @@ def _extras(next_update: str | None, eta: str | None, note: str | None) -> Extra
     return Extras(next_update_at=promise, eta=estimate, internal_note=note)
 
 
-@app.command("open", cls=_OneNoteCommand)
+@app.command("open", cls=OneNoteCommand)
 @user_errors
 def incident_open(
     title: Annotated[str, typer.Option(help="What is broken, in the customers' words.")],
@@ -183,12 +116,12 @@ def incident_open(
         message=message,
         affects=scope_of(affects or [], "--affects"),
         public=public,
-        notes=_notes(note_for),
+        notes=audience.notes(note_for),
     )
     extras = _extras(next_update, eta, internal_note)
     with open_pipeline() as pipeline:
         if dry_run:
-            _dry_run(
+            audience.dry_run(
                 pipeline, lambda session: lifecycle.create(session, data, extras=extras), as_json
             )
             return
@@ -197,7 +130,7 @@ def incident_open(
         _announce(pipeline, posted, wait, as_json)
 
 
-@app.command("update", cls=_OneNoteCommand)
+@app.command("update", cls=OneNoteCommand)
 @user_errors
 def incident_update(
     incident_id: Annotated[int, typer.Argument(metavar="ID")],
@@ -225,11 +158,11 @@ def incident_update(
         _extras(next_update, eta, internal_note),
         scope={} if everyone else (scope_of(affects, "--affects") if affects else None),
         public=public,
-        notes=_notes(note_for),
+        notes=audience.notes(note_for),
     )
     with open_pipeline() as pipeline:
         if dry_run:
-            _dry_run(
+            audience.dry_run(
                 pipeline,
                 lambda session: lifecycle.update_in(session, incident_id, state, message, extras),
                 as_json,
