@@ -1,7 +1,8 @@
 """Our dispatcher under the benchmark: the embedded default, or Celery workers on a broker.
 
-Both open one critical incident for every subscriber and stop the clock when every delivery row
-is final (sent, failed, fell back...): "recorded", not merely handed to a provider.
+Both open one critical incident for every subscriber (or, with a scope, for those it hits) and
+stop the clock when every delivery row is final (sent, failed, fell back...): "recorded", not
+merely handed to a provider.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class OursConfig:
     broker_url: str = "embedded"
     send_concurrency: int = 16
     extra: dict[str, Any] = field(default_factory=dict)  # further Settings fields
+    affects: dict[str, list[str]] = field(default_factory=dict)  # the incident's scope
+
+    @property
+    def incident(self) -> IncidentIn:
+        return INCIDENT.model_copy(update={"affects": self.affects})
 
     def settings(self) -> Settings:
         return Settings(
@@ -101,7 +107,7 @@ def embedded(config: OursConfig) -> dict[str, Any]:
     runner thread does."""
     pipeline = Pipeline(config.settings())
     try:
-        posted = lifecycle.open_incident(pipeline.store, INCIDENT)
+        posted = lifecycle.open_incident(pipeline.store, config.incident)
         accepted = time.time()
         pipeline.announce(posted.update_id, wait_s=0)
         finished = time.time()
@@ -131,7 +137,7 @@ def with_workers(
     try:
         pipeline = connect(config.settings())
         try:
-            posted = lifecycle.open_incident(pipeline.store, INCIDENT)
+            posted = lifecycle.open_incident(pipeline.store, config.incident)
             accepted = time.time()
             pipeline.announce(posted.update_id)
             while True:

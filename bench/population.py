@@ -7,7 +7,10 @@ same people from rows written in bulk.
 The mix (by i % 20): 45% email only, 15% SMS only, 10% SMS then email, 15% webhook only, 10%
 email then webhook, 5% webhook then email; so each is told once, on their first channel: 55%
 email, 25% SMS, 20% webhook. One in 50 is a key account (tier 1, told first); one in 10 reads
-German, one in 8 lives in Berlin time.
+German, one in 8 lives in Berlin time. With `regions`, each also has a region attribute,
+`r00`..`r99`, one region per run of 20 (a whole mix) in turn, so that a scope of the first P
+regions hits P% of them with the same mix of channels, tiers and languages as everyone (exactly
+so when N is a multiple of 2,000).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from more_itertools import chunked
 from sqlalchemy import insert
 
-from dispatcher.store import Store, Subscriber, utcnow
+from dispatcher.store import Store, Subscriber, SubscriberAttribute, utcnow
 
 INSERT_CHUNK = 5000
 _MIX: tuple[tuple[str, ...], ...] = (
@@ -77,16 +80,35 @@ def spec(index: int) -> Spec:
     )
 
 
-def populate(store: Store, n: int, first_channel: str | None = None) -> None:
+def region(index: int) -> str:
+    return f"r{index // len(_MIX) % 100:02d}"
+
+
+def scope(percent: int) -> dict[str, list[str]]:
+    """The scope hitting `percent`% of a population written with `regions`."""
+    return {"region": [f"r{bucket:02d}" for bucket in range(percent)]}
+
+
+def in_scope(n: int, percent: int) -> int:
+    """How many of subscribers 0..n-1 that scope hits."""
+    return sum(1 for index in range(n) if int(region(index)[1:]) < percent)
+
+
+def populate(
+    store: Store, n: int, first_channel: str | None = None, *, regions: bool = False
+) -> None:
     """Write subscribers 0..n-1 in bulk (all confirmed, following every component); with
-    `first_channel`, only those told on it (the same people Apprise is given)."""
+    `first_channel`, only those told on it (the same people Apprise is given); with `regions`,
+    each with their region attribute."""
     now = utcnow()
     for chunk in chunked(range(n), INSERT_CHUNK):
         rows = []
+        indices = []
         for index in chunk:
             s = spec(index)
             if first_channel is not None and s.first_channel != first_channel:
                 continue
+            indices.append(index)
             rows.append(
                 {
                     "name": s.name,
@@ -106,9 +128,22 @@ def populate(store: Store, n: int, first_channel: str | None = None) -> None:
                     "created_at": now,
                 }
             )
-        if rows:
-            with store.session() as session:
+        if not rows:
+            continue
+        with store.session() as session:
+            if not regions:
                 session.execute(insert(Subscriber), rows)
+                continue
+            ids = session.scalars(
+                insert(Subscriber).returning(Subscriber.id, sort_by_parameter_order=True), rows
+            ).all()
+            session.execute(
+                insert(SubscriberAttribute),
+                [
+                    {"subscriber_id": subscriber_id, "key": "region", "value": region(index)}
+                    for subscriber_id, index in zip(ids, indices, strict=True)
+                ],
+            )
 
 
 def channel_counts(n: int) -> dict[str, int]:

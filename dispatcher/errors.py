@@ -18,6 +18,7 @@ code that raises it):
   x LinkError              403  links.py: forged, or for another page; 410 when expired
     + LinkRevoked          410  links.py: signed out since (a new link was sent)
   x QuietHoursError        422  policy/quiet_hours.py: quiet hours that cannot be read
+  x ScopeError             422  policy/scope.py: a key=value (--affects, --attr) that cannot be read
   x DeliveryError          422  delivery/operations.py: a retry that cannot be done
   x UnknownChannel         422  delivery/registry.py: no adapter installed by that name
   x DurationError          422  durations.py: neither a duration (30m) nor a time

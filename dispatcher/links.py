@@ -32,6 +32,7 @@ class LinkPurpose(StrEnum):
     MANAGE = "manage"  # the preference centre
     UNSUBSCRIBE = "unsubscribe"  # one click, everything
     CONFIRM = "confirm"  # double opt-in of one address
+    PAGE = "page"  # the subscriber's private status page and its Atom feed (read only)
 
 
 # How long a link works. Unsubscribing must keep working for as long as old emails are read.
@@ -39,6 +40,8 @@ MAX_AGE_S = {
     LinkPurpose.MANAGE: 30 * 86400,
     LinkPurpose.UNSUBSCRIBE: 365 * 86400,
     LinkPurpose.CONFIRM: 7 * 86400,
+    # Read only, linked from every email and kept in feed readers: as long as unsubscribing.
+    LinkPurpose.PAGE: 365 * 86400,
 }
 
 
@@ -47,6 +50,7 @@ _PATHS = {
     LinkPurpose.MANAGE: "preferences",
     LinkPurpose.UNSUBSCRIBE: "unsubscribe",
     LinkPurpose.CONFIRM: "confirm",
+    LinkPurpose.PAGE: "account",
 }
 
 

@@ -7,9 +7,10 @@ show up verbatim in the CLI, the API and the delivery records.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -236,6 +237,85 @@ Email = Annotated[str, AfterValidator(_normalise_email)]
 Locale = Annotated[str, Field(max_length=8), AfterValidator(_locale)]
 
 
+# Audiences by impact (README "Telling only those affected"): a subscriber's attributes are
+# key/value pairs set by an operator (region=eu-west, plan=enterprise); an incident's scope names,
+# per key, the values it affects. Both are short slugs, so that a monitoring label, a CSV column
+# and a CLI option spell them alike, and they fit an indexed column.
+SLUG_MAX = 64
+MAX_ATTRIBUTES = 20  # per subscriber
+MAX_SCOPE_KEYS = 10
+MAX_SCOPE_VALUES = 100  # per key
+_SLUG = re.compile(rf"[a-z0-9][a-z0-9._-]{{0,{SLUG_MAX - 1}}}")
+SLUG_RULE = f"up to {SLUG_MAX} letters, digits, '-', '_' or '.', starting with a letter or digit"
+
+
+def slug(value: object, what: str = "value") -> str:
+    """`value` as a slug (trimmed, lower case), or a ValueError that quotes it."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} {value!r} is not text")
+    cleaned = value.strip().lower()
+    if not _SLUG.fullmatch(cleaned):
+        raise ValueError(f"{what} {value!r} is not a short slug ({SLUG_RULE})")
+    return cleaned
+
+
+def clean_attributes(value: Mapping[Any, Any]) -> dict[str, str]:
+    """A subscriber's attributes, keys and values as slugs, in key order."""
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes per subscriber")
+    cleaned: dict[str, str] = {}
+    for key, item in value.items():
+        name = slug(key, "key")
+        if name in cleaned:
+            raise ValueError(f"key {name!r} is given twice")
+        cleaned[name] = slug(item, f"{name}")
+    return dict(sorted(cleaned.items()))
+
+
+Scope = dict[str, list[str]]  # key -> the values affected: OR within a key, AND across keys
+
+
+def clean_scope(value: Mapping[Any, Any]) -> Scope:
+    """A scope with slug keys and values, each key with at least one value, none twice."""
+    if len(value) > MAX_SCOPE_KEYS:
+        raise ValueError(f"at most {MAX_SCOPE_KEYS} keys")
+    cleaned: Scope = {}
+    for key, items in value.items():
+        name = slug(key, "key")
+        values = [items] if isinstance(items, str) else list(items or [])
+        if not values:
+            raise ValueError(f"{name}: give at least one value")
+        if len(values) > MAX_SCOPE_VALUES:
+            raise ValueError(f"{name}: at most {MAX_SCOPE_VALUES} values")
+        cleaned[name] = sorted({slug(item, name) for item in values})
+    return dict(sorted(cleaned.items()))
+
+
+class SegmentNote(BaseModel):
+    """A note in an update for one segment only ("Your account manager will call you"): shown
+    to the subscribers whose attributes match `segment` (the same rule as a scope, but a
+    subscriber without the attribute is never in a segment), in every channel's message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segment: Scope = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=500)
+
+    @field_validator("segment", mode="before")
+    @classmethod
+    def _segment(cls, value: object) -> Scope:
+        if not isinstance(value, Mapping):
+            raise ValueError("a segment is an object of key: [values]")
+        return clean_scope(value)
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
 class SubscriberIn(BaseModel):
     """A subscriber as an operator or an import file describes one; validated before storing."""
 
@@ -255,6 +335,15 @@ class SubscriberIn(BaseModel):
     quiet_start: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     timezone: str = "UTC"
+    # Set by an operator (region, account, plan): which incidents' scopes they are in.
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attributes(cls, value: object) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise ValueError("attributes are an object of key: value")
+        return clean_attributes(value)
 
     @field_validator("name")
     @classmethod
@@ -348,6 +437,17 @@ class IncidentIn(FollowUpIn):
     title: Title
     severity: Severity
     components: list[Component] = Field(min_length=1)
+    # Only the subscribers whose attributes match are told (empty: everyone it concerns).
+    affects: Scope = Field(default_factory=dict)
+    public: bool = False  # a scoped incident on the public page, feed and X account all the same
+    notes: list[SegmentNote] = Field(default_factory=list, max_length=20)
+
+    @field_validator("affects", mode="before")
+    @classmethod
+    def _affects(cls, value: object) -> Scope:
+        if not isinstance(value, Mapping):
+            raise ValueError("affects is an object of key: [values]")
+        return clean_scope(value)
 
 
 class UpdateIn(FollowUpIn):
@@ -356,6 +456,21 @@ class UpdateIn(FollowUpIn):
 
     state: IncidentState = Field(description="investigating, identified, monitoring or resolved")
     credit_note: Text | None = None
+    affects: Scope | None = Field(
+        default=None,
+        description="the new scope ({} lifts it: everyone); absent: the scope stays as it was",
+    )
+    public: bool = Field(default=False, description="show a scoped incident publicly from now")
+    notes: list[SegmentNote] = Field(default_factory=list, max_length=20)
+
+    @field_validator("affects", mode="before")
+    @classmethod
+    def _affects(cls, value: object) -> Scope | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError("affects is an object of key: [values]")
+        return clean_scope(value)
 
     @model_validator(mode="after")
     def _fits_the_state(self) -> UpdateIn:

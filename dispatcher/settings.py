@@ -332,6 +332,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate such as 5/hour or 3 per day") from None
         return value
 
+    # Audiences by impact (dispatcher/policy/scope.py): a subscriber without an attribute that a
+    # scoped incident names is told (include: when in doubt, tell) or left alone (exclude).
+    unscoped: Literal["include", "exclude"] = Field(
+        default="include",
+        description="a scoped incident and a subscriber without that attribute: tell or not",
+    )
+
     @property
     def embedded(self) -> bool:
         return self.broker_url == "embedded"

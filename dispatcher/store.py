@@ -30,12 +30,21 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    attribute_keyed_dict,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 
 from dispatcher import migrations
 from dispatcher.links import new_link_secret
@@ -140,6 +149,44 @@ class Subscriber(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     unsubscribed_at: Mapped[datetime | None]
+    # Loaded with the subscriber (one query per load, not per row), removed with it.
+    attribute_rows: Mapped[dict[str, SubscriberAttribute]] = relationship(
+        collection_class=attribute_keyed_dict("key"),
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        passive_deletes=True,
+    )
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The operator's key/value pairs (region=eu-west), in key order."""
+        return {key: self.attribute_rows[key].value for key in sorted(self.attribute_rows)}
+
+    def set_attributes(self, values: dict[str, str]) -> None:
+        """Make the attributes exactly `values` (validated slugs): rows changed in place, so a
+        key that keeps its name keeps its row."""
+        kept = dict(self.attribute_rows)
+        rows = {}
+        for key, value in values.items():
+            rows[key] = kept.get(key) or SubscriberAttribute(key=key)
+            rows[key].value = value
+        self.attribute_rows = rows  # assigned, so that a new subscriber has its collection too
+
+
+class SubscriberAttribute(Base):
+    """One of a subscriber's attributes. A row per pair rather than JSON on the subscriber, so
+    that choosing the audience of a scoped incident is an index lookup on (key, value) on SQLite
+    and PostgreSQL alike (the index also holds the subscriber, so the lookup reads nothing else),
+    and "has no such attribute" one on the primary key."""
+
+    __tablename__ = "subscriber_attributes"
+    __table_args__ = (Index("ix_subscriber_attributes_key_value", "key", "value", "subscriber_id"),)
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
 
 
 # The subscriber column behind each adapter's declared `address_field`, and the column that says
@@ -200,6 +247,13 @@ class Incident(Base):
     resolve_pending_since: Mapped[datetime | None]
     eta: Mapped[datetime | None]  # estimated resolution, shown in every message until changed
     ends_at: Mapped[datetime | None]  # end of a scheduled maintenance window
+    # Who it affects, by subscriber attribute: {"region": ["eu-west"]}; empty: everyone it
+    # concerns. Widened or changed by later updates (each such update keeps the scope it set).
+    # (No server default: PostgreSQL cannot compare JSON defaults; revision 0008 fills old rows.)
+    scope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Scoped and never made public: not on the status page, the feed or the company's X account,
+    # only on the private pages of those it concerns. Once public, it stays public.
+    private: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Alert(Base):
@@ -246,6 +300,10 @@ class Update(Base):
     reminded_at: Mapped[datetime | None]  # the team was reminded of that promise
     audience: Mapped[Audience] = mapped_column(default=Audience.EVERYONE)
     milestone: Mapped[str | None] = mapped_column(String(32))
+    # The incident's scope as this update set it; NULL: the update left the scope as it was.
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Notes for segments only: [{"segment": {"plan": ["enterprise"]}, "text": "…"}].
+    notes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The outbox marker: NULL until the fan-out has written every delivery row for this update.
     fanned_out_at: Mapped[datetime | None] = mapped_column(index=True)
@@ -464,6 +522,16 @@ class Store:
         """A transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[Session]:
+        """A transaction that is always rolled back: what a write would do, without doing it
+        (a dry run writes the incident and reads its audience, then keeps nothing)."""
+        with self._sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def instance_secret(self, name: str) -> str:
         """The named secret, created on first use (concurrent first uses agree on one)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import fanout
-from bench.population import channel_counts
+from bench.population import channel_counts, in_scope
 
 N = 300
 REQUIRED_KEYS = {
@@ -47,3 +47,27 @@ def test_small_benchmark_records_every_delivery(
     assert minimum < figures["provider_requests"] <= N + 1
     assert plot.stat().st_size > 0
     assert "ours" in capsys.readouterr().out
+
+
+def test_a_scoped_run_tells_only_its_share_and_is_compared_with_the_unscoped_one(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "scoped.json"
+    arguments = ["-n", str(N), "--latency-ms", "0", "--skip", "naive,apprise,ceiling"]
+    fanout.main([*arguments, "--scope", "10", "--json", str(out)])
+    figures = json.loads(out.read_text())
+    scoped = figures["designs"]["ours-scoped"]
+    hit = in_scope(N, 10)  # a tenth of a multiple of 2,000; of 300, the first 10 runs of 20
+    assert scoped["deliveries"] == hit, "and no public post: a scoped incident is private"
+    assert scoped["note"] == f"sent={hit}"
+    assert figures["designs"]["ours"]["deliveries"] == N + 1
+    assert figures["scope"].keys() == {
+        "percent",
+        "deliveries",
+        "first_delivery_s",
+        "last_delivery_s",
+        "unscoped_last_delivery_s",
+        "shorter",
+    }
+    with pytest.raises(SystemExit):
+        fanout.main([*arguments, "--scope", "0"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import threading
 import time
@@ -267,3 +268,86 @@ def held_delivery(pipeline: Pipeline, update_id: int) -> Delivery | None:
             Delivery.update_id == update_id, Delivery.subscriber_id.is_not(None)
         )
         return session.scalars(query).first()
+
+
+def test_a_private_status_page_in_a_browser_shows_what_concerns_them(
+    served: Served, sandbox: Sandbox, browser: Any, tmp_path: Path
+) -> None:
+    """A customer in eu-west opens the link from their email: their region's incident (kept off
+    the public page) with its timeline and promise, the public one, 90 days of bars; the
+    incident page and the feed stay under their link; it fits a phone."""
+    pipeline = served.pipeline
+    acme = records.add(
+        pipeline.store,
+        pipeline.registry,
+        SubscriberIn(
+            name="Acme GmbH",
+            email="ops@acme.example",
+            channels=["email"],
+            confirmed=True,
+            attributes={"region": "eu-west", "account": "acme"},
+        ),
+    )
+    with pipeline.store.session() as session:
+        scoped = lifecycle.create(
+            session,
+            IncidentIn(
+                title="Logins fail in Frankfurt",
+                severity=Severity.MAJOR,
+                components=["API"],
+                message="Some sign-ins time out; sessions already open keep working.",
+                affects={"region": ["eu-west"]},
+            ),
+            extras=lifecycle.Extras(next_update_at=utcnow() + timedelta(minutes=30)),
+        )
+        lifecycle.create(
+            session,
+            IncidentIn(title="Search is slow", severity=Severity.MINOR, components=["Search"]),
+        )
+    pipeline.announce(scoped.update_id)
+
+    def emailed() -> list[dict[str, Any]]:
+        return [m for m in sandbox.messages("email") if "Frankfurt" in m["subject"]]
+
+    wait_for(emailed, "the scoped incident was not emailed")
+    (email,) = emailed()
+    found = re.search(r"Your status page: (\S+)", email["body"])
+    assert found is not None and found.group(1).startswith(served.url + "/account/")
+    link = found.group(1)
+    assert f"Status page: {link}/incidents/{scoped.incident_id}" in email["body"]
+
+    for name, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        shown = browser.new_page(viewport=viewport, locale="en-GB", has_touch=name == "phone")
+        shown.goto(link)
+        assert shown.title().startswith("Status")
+        assert fits_the_width(shown), f"the private page scrolls sideways at {name} width"
+        screenshot(shown, f"account-{name}", tmp_path)
+        shown.close()
+
+    phone = browser.new_page(viewport=PHONE, locale="en-GB", is_mobile=True, has_touch=True)
+    phone.goto(link)
+    incidents = phone.locator("#incidents")
+    assert incidents.get_by_role("link", name="Logins fail in Frankfurt").is_visible()
+    assert incidents.get_by_role("link", name="Search is slow").is_visible()
+    assert "Next update by" in (incidents.text_content() or "")
+    assert phone.locator(".bars .day").count() >= 90
+    assert "Acme GmbH" in (phone.locator("header").text_content() or "")
+
+    incidents.get_by_role("link", name="Logins fail in Frankfurt").click()
+    phone.wait_for_url(f"{link}/incidents/{scoped.incident_id}")
+    heading = phone.get_by_role("heading", name="Logins fail in Frankfurt", level=1)
+    assert heading.is_visible()
+    assert "Some sign-ins time out" in (phone.locator(".timeline").text_content() or "")
+    assert phone.get_by_text("Not on the public status page").is_visible()
+    phone.get_by_role("link", name="All systems").click()
+    phone.wait_for_url(link)
+
+    feed = phone.request.get(f"{link}/feed.atom")
+    assert feed.status == 200 and "Logins fail in Frankfurt" in feed.text()
+
+    # The public page never shows it; a link for another purpose opens nothing.
+    phone.goto(served.url + "/")
+    assert phone.get_by_text("Logins fail in Frankfurt").count() == 0
+    manage = pipeline.links.url(LinkPurpose.MANAGE, acme)
+    refused = phone.goto(manage.replace("/preferences/", "/account/"))
+    assert refused is not None and refused.status == 403

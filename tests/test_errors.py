@@ -26,6 +26,7 @@ from dispatcher.incidents.lifecycle import IncidentError, IncidentNotFound
 from dispatcher.links import LinkError, LinkRevoked
 from dispatcher.migrations import SchemaMismatch
 from dispatcher.policy.quiet_hours import QuietHoursError
+from dispatcher.policy.scope import ScopeError
 from dispatcher.render.templates import RenderError, TemplateMissing
 from dispatcher.settings import Settings
 from dispatcher.subscribers.confirmations import ConfirmationError
@@ -47,6 +48,7 @@ EXAMPLES: list[tuple[OutageError, int]] = [
     (LinkError("this link has expired; ask for a new one", expired=True), 410),
     (LinkRevoked(), 410),
     (QuietHoursError("quiet_end: not a time of day like 22:00 ('7')"), 422),
+    (ScopeError("--affects: 'region' is not key=value (e.g. region=eu-west)"), 422),
     (DeliveryError("ID: no delivery with id 7"), 422),
     (UnknownChannel("fax", ["email", "sms"]), 422),
     (RenderError("sms", "resolved", "does not fit the channel even when shortened"), 422),

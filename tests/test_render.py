@@ -382,6 +382,8 @@ def test_webhook_payload_is_slack_text_plus_structured_fields() -> None:
         "eta": "2025-05-14T15:15:00+00:00",
         "credit_note": None,
         "review_url": None,
+        "note": None,
+        "story": [],
     }
     assert json.loads(json.dumps(payload)) == payload
     assert len(rendered.text.splitlines()) <= 2

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from dispatcher.cli import audience
+from dispatcher.cli.audience import (
+    AffectsOption,
+    DryRunOption,
+    NoteForOption,
+    OneNoteCommand,
+    PublicOption,
+)
 from dispatcher.cli.common import (
     JsonOption,
     WaitOption,
@@ -23,6 +32,7 @@ from dispatcher.durations import DurationError, parse_duration, parse_moment
 from dispatcher.incidents import lifecycle, reports
 from dispatcher.incidents.lifecycle import Extras, IncidentError
 from dispatcher.models import ApproveIn, IncidentIn, IncidentState, ReopenIn, Severity, UpdateIn
+from dispatcher.policy.scope import ScopeError, describe, scope_of
 from dispatcher.store import Incident, utcnow
 
 app = typer.Typer(help="Open, update, resolve and inspect incidents.", no_args_is_help=True)
@@ -55,7 +65,7 @@ def _moments(next_update: str | None, eta: str | None) -> dict[str, datetime | N
     return {"next_update_at": promise, "eta": estimate}
 
 
-@app.command("open")
+@app.command("open", cls=OneNoteCommand)
 @user_errors
 def incident_open(
     title: Annotated[str, typer.Option(help="What is broken, in the customers' words.")],
@@ -65,6 +75,10 @@ def incident_open(
     next_update: NextUpdateOption = None,
     eta: EtaOption = None,
     internal_note: NoteOption = None,
+    affects: AffectsOption = None,
+    public: PublicOption = False,
+    note_for: NoteForOption = None,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
@@ -76,14 +90,20 @@ def incident_open(
         message=message,
         internal_note=internal_note,
         **_moments(next_update, eta),
+        affects=scope_of(affects or [], "--affects"),
+        public=public,
+        notes=audience.notes(note_for),
     )
     with open_pipeline() as pipeline:
+        if dry_run:
+            audience.dry_run(pipeline, lambda session: lifecycle.create(session, data), as_json)
+            return
         with pipeline.store.session() as session:
             posted = lifecycle.create(session, data)
         announce(pipeline, posted, wait, as_json)
 
 
-@app.command("update")
+@app.command("update", cls=OneNoteCommand)
 @user_errors
 def incident_update(
     incident_id: Annotated[int, typer.Argument(metavar="ID")],
@@ -92,16 +112,42 @@ def incident_update(
     next_update: NextUpdateOption = None,
     eta: EtaOption = None,
     internal_note: NoteOption = None,
+    affects: AffectsOption = None,
+    everyone: Annotated[
+        bool,
+        typer.Option("--everyone", help="Lift the scope: tell everyone the incident concerns."),
+    ] = False,
+    public: PublicOption = False,
+    note_for: NoteForOption = None,
+    dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     wait: WaitOption = 15.0,
 ) -> None:
-    """Post an update on an open incident."""
+    """Post an update on an open incident. A new --affects replaces the scope: whoever it adds
+    is told the story so far; whoever was told before still hears, however it narrows."""
+    if everyone and affects:
+        raise ScopeError("--everyone: give it or --affects, not both")
     data = UpdateIn(
         state=state, message=message, internal_note=internal_note, **_moments(next_update, eta)
     )
+    extras = replace(
+        Extras.of(data),
+        scope={} if everyone else (scope_of(affects, "--affects") if affects else None),
+        public=public,
+        notes=audience.notes(note_for),
+    )
     with open_pipeline() as pipeline:
+        if dry_run:
+            audience.dry_run(
+                pipeline,
+                lambda session: lifecycle.update_in(
+                    session, incident_id, data.state, data.message, extras
+                ),
+                as_json,
+            )
+            return
         posted = lifecycle.post_update(
-            pipeline.store, incident_id, data.state, data.message, Extras.of(data)
+            pipeline.store, incident_id, data.state, data.message, extras
         )
         announce(pipeline, posted, wait, as_json)
 
@@ -215,6 +261,8 @@ def _incident_dict(item: Incident) -> dict[str, Any]:
         "components": item.components,
         "draft": item.draft,
         "source": item.source,
+        "scope": item.scope,
+        "private": item.private,
         "started_at": item.started_at,
         "resolved_at": item.resolved_at,
     }
@@ -263,6 +311,9 @@ def incident_show(
             f"[bold]#{found.id} {found.title}[/]  {found.severity} · {found.state} · "
             f"{', '.join(found.components)}"
         )
+        if found.scope:
+            shown = "private" if found.private else "public"
+            console.print(f"affects {describe(found.scope)} ({shown})", highlight=False)
         timeline = Table("update", "at", "state", "message")
         for u in updates:
             credit = f"\n(subscribers only) {u.credit_note}" if u.credit_note else ""

@@ -18,7 +18,9 @@ from datetime import timedelta
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from dispatcher.cli.audience import print_reach
 from dispatcher.cli.common import console, print_json, waiting_report
+from dispatcher.delivery import reach
 from dispatcher.delivery.pipeline import Pipeline
 from dispatcher.incidents import reports
 from dispatcher.incidents.lifecycle import Posted
@@ -47,6 +49,7 @@ def announce(
 ) -> None:
     """Hand a committed update to the queue (sending it here on the embedded default), then say
     what became of it: the summary per channel, and what waits, until when, why, for whom."""
+    told = reach.counted(pipeline.store, pipeline.registry, posted)  # before the fan-out
     pipeline.announce(posted.update_id, wait_s=wait)
     if as_json:
         held = reports.waiting(pipeline.store, posted.incident_id)
@@ -54,6 +57,7 @@ def announce(
             {
                 "incident_id": posted.incident_id,
                 "update_id": posted.update_id,
+                "reach": told.as_dict(),
                 "waiting": [item.as_dict() for item in held],
             }
         )
@@ -62,6 +66,7 @@ def announce(
         headline or f"incident [bold]{posted.incident_id}[/] update {posted.update_id} accepted",
         soft_wrap=True,
     )
+    print_reach(told)
     if pipeline.settings.embedded:
         print_summary(pipeline, posted.incident_id)
     else:

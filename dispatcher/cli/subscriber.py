@@ -1,4 +1,5 @@
-"""`outage subscriber …`: add, import, list and remove subscribers, and print their links."""
+"""`outage subscriber …`: add, import, list, show, update and remove subscribers, and print
+their links."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from dispatcher.cli.common import (
     open_pipeline,
     print_json,
     say_error,
+    timestamp,
     user_errors,
 )
 from dispatcher.links import LinkPurpose
-from dispatcher.models import Severity, SubscriberIn
+from dispatcher.models import Severity, SubscriberIn, slug
+from dispatcher.policy.scope import ScopeError, pair
 from dispatcher.store import Subscriber
 from dispatcher.subscribers import confirmations, imports, preferences, records
 
@@ -26,8 +29,30 @@ from dispatcher.subscribers import confirmations, imports, preferences, records
 OPTION_FIELDS = ("email", "phone", "webhook", "channels")
 
 app = typer.Typer(
-    help="Add, import, list and remove subscribers, and print their links.", no_args_is_help=True
+    help="Add, import, list, show, update and remove subscribers, and print their links.",
+    no_args_is_help=True,
 )
+
+AttrOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attr",
+        metavar="KEY=VALUE",
+        help="An attribute scoped incidents are matched on (region=eu-west); repeat for more.",
+    ),
+]
+
+
+def _attributes(items: list[str] | None, option: str = "--attr") -> dict[str, str]:
+    """`--attr region=eu-west --attr plan=enterprise` as attributes; a key given twice is an
+    error naming the option."""
+    found: dict[str, str] = {}
+    for item in items or []:
+        key, value = pair(item, option)
+        if key in found:
+            raise ScopeError(f"{option}: {key!r} is given twice")
+        found[key] = value
+    return found
 
 
 @app.command("add")
@@ -72,6 +97,7 @@ def subscriber_add(
     tier: Annotated[
         int, typer.Option(min=0, max=9, help="Priority tier (key accounts higher): told first.")
     ] = 0,
+    attr: AttrOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add a subscriber. Unless --confirmed, each email address and phone number is sent a
@@ -94,6 +120,7 @@ def subscriber_add(
             confirmed=confirmed,
             internal=internal,
             tier=tier,
+            attributes=_attributes(attr),
         )
     except ValidationError as exc:
         if any(error["loc"][:1] in (("quiet_start",), ("quiet_end",)) for error in exc.errors()):
@@ -137,7 +164,9 @@ def subscriber_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json([records.as_dict(s) for s in found])
         return
-    table = Table("id", "name", "channels", "addresses", "components", "min", "confirmed")
+    table = Table("id", "name", "channels", "addresses", "components", "min")
+    table.add_column("attributes", overflow="fold")
+    table.add_column("confirmed")
     for s in found:
         addresses = ", ".join(a for a in (s.phone, s.email, s.webhook_url) if a)
         table.add_row(
@@ -147,9 +176,82 @@ def subscriber_list(as_json: JsonOption = False) -> None:
             addresses,
             ", ".join(s.components) or "all",
             s.min_severity,
+            "\n".join(f"{key}={value}" for key, value in s.attributes.items()),
             _confirmation(s),
         )
     console.print(table)
+
+
+@app.command("show")
+@user_errors
+def subscriber_show(
+    subscriber_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonOption = False
+) -> None:
+    """Show one subscriber: channels, addresses, filters, attributes and consent."""
+    with open_pipeline() as pipeline:
+        found = preferences.get(pipeline.store, subscriber_id)
+    if as_json:
+        print_json(records.as_dict(found))
+        return
+    table = Table("field", "value", show_header=False)
+    addresses = ", ".join(a for a in (found.phone, found.email, found.webhook_url) if a)
+    quiet = f"{found.quiet_start}-{found.quiet_end} {found.timezone}" if found.quiet_start else ""
+    for name, value in (
+        ("id", str(found.id)),
+        ("name", found.name),
+        ("channels", " > ".join(found.channels)),
+        ("addresses", addresses),
+        ("components", ", ".join(found.components) or "all"),
+        ("min severity", found.min_severity),
+        ("attributes", _pairs(found.attributes) or "none"),
+        ("tier", str(found.tier)),
+        ("internal", "yes" if found.internal else "no"),
+        ("quiet hours", quiet or "none"),
+        ("locale", found.locale),
+        ("confirmed", _confirmation(found)),
+        ("unsubscribed", timestamp(found.unsubscribed_at) or "no"),
+    ):
+        table.add_row(name, value)
+    console.print(table)
+
+
+@app.command("update")
+@user_errors
+def subscriber_update(
+    subscriber_id: Annotated[int, typer.Argument(metavar="ID")],
+    attr: AttrOption = None,
+    unset_attr: Annotated[
+        list[str] | None,
+        typer.Option("--unset-attr", metavar="KEY", help="Remove this attribute; repeat."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set or remove a subscriber's attributes (the others stay as they are)."""
+    changes: dict[str, str | None] = dict(_attributes(attr))
+    for item in unset_attr or []:
+        try:
+            key = slug(item, "key")
+        except ValueError as exc:
+            raise ScopeError(f"--unset-attr: {exc}") from None
+        if key in changes:
+            raise ScopeError(f"--unset-attr: {key!r} is also given to --attr")
+        changes[key] = None
+    if not changes:
+        raise ScopeError("--attr or --unset-attr: say what to change")
+    with open_pipeline() as pipeline:
+        saved = preferences.update_preferences(
+            pipeline.store,
+            pipeline.registry,
+            subscriber_id,
+            {},
+            actor="operator",
+            attributes=changes,
+        )
+    if as_json:
+        print_json(records.as_dict(saved.subscriber))
+        return
+    shown = _pairs(saved.subscriber.attributes) or "none"
+    console.print(f"subscriber [bold]{subscriber_id}[/] attributes: {shown}", highlight=False)
 
 
 @app.command("remove")
@@ -166,11 +268,21 @@ def subscriber_remove(subscriber_id: Annotated[int, typer.Argument(metavar="ID")
 def subscriber_link(
     subscriber_id: Annotated[int, typer.Argument(metavar="ID")],
     purpose: Annotated[
-        LinkPurpose, typer.Option(help="manage: the preference centre; unsubscribe: one click.")
+        LinkPurpose,
+        typer.Option(
+            help="manage: the preference centre; unsubscribe: one click; page: their private "
+            "status page."
+        ),
     ] = LinkPurpose.MANAGE,
+    page: Annotated[
+        bool, typer.Option("--page", help="Their private status page (the same as --purpose page).")
+    ] = False,
 ) -> None:
     """Print a subscriber's signed link (built on OUTAGE_PUBLIC_URL), e.g. to answer a support
-    request. Anyone holding it can change that subscriber's preferences until it expires."""
+    request. Anyone holding a preference link can change that subscriber's preferences until it
+    expires; a page link shows the incidents that concern them, and their Atom feed."""
+    if page:
+        purpose = LinkPurpose.PAGE
     if purpose is LinkPurpose.CONFIRM:
         raise records.SubscriberError("purpose: confirmation links are sent, not printed")
     with open_pipeline() as pipeline:
@@ -273,6 +385,10 @@ def _bad_window(text: str | None) -> records.SubscriberError:
     return records.SubscriberError(
         f"--quiet-hours: {text!r} is not a window of 24-hour times like 22:00-07:00"
     )
+
+
+def _pairs(attributes: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in attributes.items())
 
 
 def _confirmation(subscriber: Subscriber) -> str:

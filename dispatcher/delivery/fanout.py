@@ -15,6 +15,7 @@ sweep and writes only what is missing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -24,8 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dispatcher.delivery.registry import ChannelRegistry
-from dispatcher.models import Audience, DeliveryStatus, WaitReason
-from dispatcher.policy.audience import public_was_told, recipients
+from dispatcher.models import Audience, DeliveryStatus, UpdateKind, WaitReason
+from dispatcher.policy.audience import Recipient, public_was_told, recipients
 from dispatcher.policy.pacing import Pacing, carries, update_kind
 from dispatcher.store import (
     PUBLIC_RECIPIENT,
@@ -123,9 +124,29 @@ class _Batcher:
         return self.add((), flush_all=True)
 
 
-def _rows(
-    session: Session, incident: Incident, update_row: Update, registry: ChannelRegistry
-) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class Planned:
+    """One message an update's fan-out writes: to a subscriber, or the public post (None)."""
+
+    channel: str
+    recipient: Recipient | None
+    priority: int
+    due: datetime
+    reason: WaitReason | None = None
+
+
+def planned(
+    session: Session,
+    incident: Incident,
+    update_row: Update,
+    registry: ChannelRegistry,
+    *,
+    unscoped_view: bool = False,
+) -> Iterator[Planned]:
+    """What the fan-out of `update_row` writes, streamed, in the order it writes it: the public
+    post (unless the incident is a draft or private, or the update is not for everyone), then
+    every recipient with the moment pacing lets their message go. The fan-out and the dry run
+    (dispatcher/delivery/reach.py) both read this, so a preview counts what a send writes."""
     settings = registry.settings
     now = utcnow()
     kind = update_kind(session, update_row)
@@ -139,39 +160,58 @@ def _rows(
     )
 
     @cache  # asked for each subscriber's channels in turn; the answer is one per channel
-    def channel_carries(channel: str) -> bool:
-        return carries(settings.cadence, channel, kind)
+    def channel_carries(channel: str, first_time: bool = False) -> bool:
+        # Told for the first time (the scope widened to them): the incident opens for them.
+        return carries(settings.cadence, channel, UpdateKind.OPENED if first_time else kind)
 
-    # A draft, a reminder, a review: not for the public post; a change to what the public was
-    # told (Audience.TOLD): only if it was.
-    public = not incident.draft and (
-        update_row.audience is Audience.EVERYONE
-        or (update_row.audience is Audience.TOLD and public_was_told(session, incident))
+    # A draft, a private incident, a reminder, a review: not for the public post; a change to
+    # what the public was told (Audience.TOLD): only if it was.
+    public = (
+        not incident.draft
+        and not incident.private
+        and (
+            update_row.audience is Audience.EVERYONE
+            or (update_row.audience is Audience.TOLD and public_was_told(session, incident))
+        )
     )
     if public:
         for channel in registry.broadcast_channels():
             if channel_carries(channel):
-                yield _row(update_row.id, None, channel, PUBLIC_RECIPIENT, BROADCAST_PRIORITY, now)
+                yield Planned(channel, None, BROADCAST_PRIORITY, now)
     for recipient in recipients(
-        session, incident, registry, channel_carries, Audience(update_row.audience)
+        session,
+        incident,
+        registry,
+        channel_carries,
+        Audience(update_row.audience),
+        update=update_row,
+        unscoped=settings.unscoped,
+        unscoped_view=unscoped_view,
     ):
-        key = str(recipient.subscriber_id)
         due, reason = pacing.due_at(
-            key,
+            str(recipient.subscriber_id),
             recipient.channel,
             recipient.quiet_start,
             recipient.quiet_end,
             recipient.timezone,
             internal=recipient.internal,
         )
+        yield Planned(recipient.channel, recipient, recipient.priority, due, reason)
+
+
+def _rows(
+    session: Session, incident: Incident, update_row: Update, registry: ChannelRegistry
+) -> Iterator[dict[str, Any]]:
+    for item in planned(session, incident, update_row, registry):
+        person = item.recipient
         yield _row(
             update_row.id,
-            recipient.subscriber_id,
-            recipient.channel,
-            key,
-            recipient.priority,
-            due,
-            reason,
+            person.subscriber_id if person else None,
+            item.channel,
+            str(person.subscriber_id) if person else PUBLIC_RECIPIENT,
+            item.priority,
+            item.due,
+            item.reason,
         )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from channels.base import Channel, Message, Outcome
 from dispatcher.delivery.batch import Context
 from dispatcher.delivery.rows import Claimed, ClaimedNotice, Loaded
+from dispatcher.delivery.segments import Personal, personal
 from dispatcher.links import LinkPurpose
 from dispatcher.models import (
     Audience,
@@ -36,7 +37,7 @@ from dispatcher.policy.audience import address_of
 from dispatcher.render.messages import render
 from dispatcher.render.shared import Shared, render_shared, shared_key
 from dispatcher.render.templates import RenderError
-from dispatcher.render.views import IncidentView, RecipientView, UpdateView
+from dispatcher.render.views import EarlierUpdate, IncidentView, RecipientView, UpdateView
 from dispatcher.settings import Settings
 from dispatcher.store import Delivery, Incident, Update, utcnow
 from dispatcher.subscribers import confirmations, new_link
@@ -99,6 +100,7 @@ def prepare(
     with context.store.session() as session:  # opt-outs are checked again now, not only when queued
         blocked = suppressed(session, [(field, _address(i, field)) for i in items if field])
         newer = _newer_updates(session, updates)
+        parts = personal(session, updates)  # segment notes, the story for the newly told
     outcomes: dict[int, Outcome | Skipped] = {}
     messages: list[Message] = []
     for notice in (item for item in items if isinstance(item, ClaimedNotice)):
@@ -113,7 +115,7 @@ def prepare(
         if behind is not None:
             outcomes[item.delivery.id] = behind
             continue
-        prepared = _message(channel, context, item, blocked)
+        prepared = _message(channel, context, item, blocked, parts)
         if isinstance(prepared, Message):
             messages.append(prepared)
         else:
@@ -282,7 +284,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def _message(
-    channel: Channel, context: Context, item: Claimed, blocked: set[Address]
+    channel: Channel, context: Context, item: Claimed, blocked: set[Address], parts: Personal
 ) -> Message | Outcome | Skipped:
     """Render one message, or say why it cannot be sent (checked now, not only when queued)."""
     links = context.links
@@ -316,12 +318,20 @@ def _message(
             manage_url=links.url(LinkPurpose.MANAGE, subscriber),
             unsubscribe_url=unsubscribe_url,
             timezone=subscriber.timezone,
+            page_url=links.url(LinkPurpose.PAGE, subscriber),
         )
     substitutions: dict[str, str] = {}
+    update = update_view(
+        item.update,
+        item.incident,
+        internal=_internal(item),
+        note=parts.note(item),
+        story=parts.story(item),
+    )
     try:
-        shared = _shared(channel, context, item, recipient)
+        shared = _shared(channel, context, item, update, recipient)
         if shared is None:
-            rendered = _render_with(render, channel, context, item, recipient)
+            rendered = _render_with(render, channel, context, item, update, recipient)
         elif channel.substitutes:  # the provider fills in each recipient's own values
             rendered, substitutions = shared.rendered, shared.substitutions(recipient)
         else:
@@ -348,14 +358,21 @@ def _message(
 
 
 def _shared(
-    channel: Channel, context: Context, item: Claimed, recipient: RecipientView | None
+    channel: Channel,
+    context: Context,
+    item: Claimed,
+    update: UpdateView,
+    recipient: RecipientView | None,
 ) -> Shared | None:
-    """The batch's one rendering for everyone like `recipient` (made on first use, failures
-    included: a template that fails for one fails for all of them); None: not shareable."""
-    key = (channel.name, item.update.id, _internal(item), shared_key(recipient))
+    """The batch's one rendering for everyone like `recipient` who reads the same `update`
+    (note and story included; made on first use, failures included: a template that fails for
+    one fails for all of them); None: not shareable."""
+    key = (channel.name, update, _internal(item), shared_key(recipient))
     if key not in context.renders:
         try:
-            context.renders[key] = _render_with(render_shared, channel, context, item, recipient)
+            context.renders[key] = _render_with(
+                render_shared, channel, context, item, update, recipient
+            )
         except RenderError as exc:
             context.renders[key] = exc
     found = context.renders[key]
@@ -369,15 +386,16 @@ def _render_with(
     channel: Channel,
     context: Context,
     item: Claimed,
+    update: UpdateView,
     recipient: RecipientView | None,
 ) -> _T:
-    """`render` or `render_shared` of this delivery's update for `recipient` on `channel`."""
+    """`render` or `render_shared` of this delivery's `update` for `recipient` on `channel`."""
     settings = context.settings
     return function(
         channel.name,
         channel.limits,
         incident_view(item.incident, settings),
-        update_view(item.update, item.incident, internal=_internal(item)),
+        update,
         recipient,
         company_name=settings.company_name,
         support_url=settings.support_url,
@@ -401,13 +419,22 @@ def incident_view(incident: Incident, settings: Settings) -> IncidentView:
         started_at=incident.started_at,
         resolved_at=incident.resolved_at,
         url=f"{settings.public_url.rstrip('/')}/incidents/{incident.id}",
+        private=incident.private,
     )
 
 
-def update_view(update_row: Update, incident: Incident, *, internal: bool = False) -> UpdateView:
+def update_view(
+    update_row: Update,
+    incident: Incident,
+    *,
+    internal: bool = False,
+    note: str | None = None,
+    story: tuple[EarlierUpdate, ...] = (),
+) -> UpdateView:
     """The update as a recipient sees it: the team also sees the internal note, which customers
     never do; the incident's current ETA travels with every update. A review's stored sentence
-    is for the status page: its messages say it in the reader's language (`review_url`)."""
+    is for the status page: its messages say it in the reader's language (`review_url`); `note`
+    and `story` are this recipient's own (dispatcher/delivery/segments.py)."""
     message = None if update_row.review_url else update_row.message
     if internal and update_row.internal_note:
         message = f"{message or ''}\n[Internal note] {update_row.internal_note}".strip()
@@ -422,4 +449,6 @@ def update_view(update_row: Update, incident: Incident, *, internal: bool = Fals
         credit_note=update_row.credit_note,
         milestone=update_row.milestone,
         review_url=update_row.review_url,
+        note=note,
+        story=story,
     )

@@ -7,6 +7,9 @@ alert's *change* of status (kept per alert in the `alerts` table), never from th
 - an alert group's first firing alert opens an incident (a draft unless the source may publish);
 - the same payload again changes nothing and sends nothing (monitoring retries are idempotent);
 - a new alert joining an open group adds an update and widens the incident;
+- an alert's audience labels (`[ingest] audience_labels`: region, account, plan) scope its
+  incident to the subscribers with those attributes; alerts of one group in several regions
+  scope it to all of them, and one without the label to everyone (policy/scope.py `widened`);
 - when every alert of the group has resolved, the incident is resolved only after the resolve
   has held for `resolve_hold_s` (the sweep announces it), so a blip does not page twice;
 - a group that fires again within `flap_window_s` of its resolution reopens the same incident
@@ -20,7 +23,7 @@ output and the link to it go to the team, as each update's internal note.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -29,7 +32,8 @@ from sqlalchemy.orm import Session
 from dispatcher.incidents import lifecycle
 from dispatcher.incidents.lifecycle import Extras
 from dispatcher.ingest.events import AlertEvent, AlertStatus
-from dispatcher.models import IncidentIn, Severity
+from dispatcher.models import IncidentIn, Scope, Severity
+from dispatcher.policy.scope import widened
 from dispatcher.settings import Settings
 from dispatcher.store import Alert, Incident, Store, utcnow
 
@@ -119,7 +123,7 @@ def _apply(
             update_ids.append(update_id)
         elif incident.resolved_at is not None:
             message = f"The problem has returned. {_message(firing) or ''}".strip()
-            reopened = lifecycle.reopen(session, incident, message, _for_the_team(firing))
+            reopened = lifecycle.reopen(session, incident, message, _rescoped(incident, firing))
             update_ids.append(reopened.update_id)
             incident.resolve_pending_since = None
         else:
@@ -192,6 +196,7 @@ def _open(
         severity=severity,
         components=list(dict.fromkeys(c for e in firing for c in e.components)),
         message=_message(firing),
+        affects=_audience(firing),
     )
     posted = lifecycle.create(
         session,
@@ -214,8 +219,24 @@ def _widen(session: Session, incident: Incident, new_alerts: list[AlertEvent]) -
     message = _message(new_alerts)
     if added:
         message = f"Also affecting {', '.join(added)}. {message or ''}".strip()
-    extras = _for_the_team(new_alerts)
-    return lifecycle.add_update(session, incident, incident.state, message, extras).update_id
+    extras = _rescoped(incident, new_alerts)
+    return lifecycle.add_update(
+        session, incident, incident.state, message, extras, actor=incident.source
+    ).update_id
+
+
+def _audience(events: Sequence[AlertEvent]) -> Scope:
+    """Whom the alerts hit together: each key all of them carry, with the values of any."""
+    scope: Scope | None = None
+    for event in events:
+        scope = dict(event.audience) if scope is None else widened(scope, event.audience)
+    return scope or {}
+
+
+def _rescoped(incident: Incident, events: Sequence[AlertEvent]) -> Extras:
+    """The incident's scope widened to alerts that joined or fired again (never narrowed: a
+    scope of everyone stays so)."""
+    return replace(_for_the_team(events), scope=widened(incident.scope or {}, _audience(events)))
 
 
 def _link_alerts(session: Session, source: str, group_key: str, incident_id: int) -> None:

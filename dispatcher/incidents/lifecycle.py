@@ -7,7 +7,8 @@ and the sweep hands it to the queue later: an accepted update is never lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -15,7 +16,15 @@ from sqlalchemy.orm import Session
 
 from dispatcher.audit import record
 from dispatcher.errors import OutageError
-from dispatcher.models import Audience, FollowUpIn, IncidentIn, IncidentState, ReopenIn
+from dispatcher.models import (
+    Audience,
+    FollowUpIn,
+    IncidentIn,
+    IncidentState,
+    ReopenIn,
+    Scope,
+    SegmentNote,
+)
 from dispatcher.store import MAX_ID, Incident, Store, Update, utcnow
 
 
@@ -44,13 +53,19 @@ UPDATE_STATES = (IncidentState.INVESTIGATING, IncidentState.IDENTIFIED, Incident
 class Extras:
     """What an operator may add to any update: the promise of the next one, an estimated
     resolution (kept on the incident and shown in every message until changed), a note for
-    the team that customers never see, and with a resolution the service credit offered (its
-    own paragraph in subscribers' messages, never in the public post)."""
+    the team that customers never see, with a resolution the service credit offered (its own
+    paragraph in subscribers' messages, never in the public post), a new scope (who it affects,
+    by subscriber attribute; `{}` is everyone it concerns, None leaves it as it was), `public`
+    to show a scoped incident on the public page, feed and X account, and notes for segments
+    only."""
 
     next_update_at: datetime | None = None
     eta: datetime | None = None
     internal_note: str | None = None
     credit_note: str | None = None
+    scope: Scope | None = None
+    public: bool = False
+    notes: Sequence[SegmentNote] = ()
 
     @classmethod
     def of(cls, data: FollowUpIn) -> Extras:
@@ -90,7 +105,8 @@ def create(
     extras: Extras | None = None,
 ) -> Posted:
     """A new incident in the caller's transaction (the operator's, or a monitoring event's);
-    its first update carries the input's extras unless `extras` says otherwise."""
+    its first update carries the input's extras unless `extras` says otherwise, and its scope,
+    publicity and segment notes come with `data`."""
     incident = Incident(
         title=data.title,
         severity=data.severity,
@@ -100,16 +116,21 @@ def create(
         source_key=source_key,
         draft=draft,
         started_at=utcnow(),
+        scope={},
+        private=False,
     )
     session.add(incident)
     session.flush()
     record(session, source, "incident_opened", incident_id=incident.id, draft=draft)
+    extras = Extras.of(data) if extras is None else extras
+    extras = replace(
+        extras,
+        scope=data.affects or None,
+        public=data.public or extras.public,
+        notes=[*data.notes, *extras.notes],
+    )
     return add_update(
-        session,
-        incident,
-        IncidentState.INVESTIGATING,
-        data.message,
-        Extras.of(data) if extras is None else extras,
+        session, incident, IncidentState.INVESTIGATING, data.message, extras, actor=source
     )
 
 
@@ -120,22 +141,33 @@ def post_update(
     message: str | None,
     extras: Extras = NO_EXTRAS,
 ) -> Posted:
+    with store.session() as session:
+        return update_in(session, incident_id, state, message, extras)
+
+
+def update_in(
+    session: Session,
+    incident_id: int,
+    state: IncidentState,
+    message: str | None,
+    extras: Extras = NO_EXTRAS,
+) -> Posted:
+    """`post_update` in the caller's transaction (a dry run rolls it back)."""
     if state not in UPDATE_STATES:
         allowed = ", ".join(s.value for s in UPDATE_STATES)
         raise IncidentError(f"state: an update moves to one of {allowed}; use resolve to close")
-    with store.session() as session:
-        incident = locked(session, incident_id)
-        if is_maintenance(incident):
-            raise IncidentError(
-                f"incident {incident_id} is a planned maintenance, not an incident: reschedule "
-                "or cancel it (outage maintenance), or open an incident if it went wrong"
-            )
-        if not incident.state.is_open:
-            raise IncidentError(
-                f"incident {incident_id} is resolved; reopen it first "
-                f"(outage incident reopen {incident_id} --message …)"
-            )
-        return add_update(session, incident, state, message, extras)
+    incident = locked(session, incident_id)
+    if is_maintenance(incident):
+        raise IncidentError(
+            f"incident {incident_id} is a planned maintenance, not an incident: reschedule "
+            "or cancel it (outage maintenance), or open an incident if it went wrong"
+        )
+    if not incident.state.is_open:
+        raise IncidentError(
+            f"incident {incident_id} is resolved; reopen it first "
+            f"(outage incident reopen {incident_id} --message …)"
+        )
+    return add_update(session, incident, state, message, extras)
 
 
 def resolve(
@@ -147,17 +179,24 @@ def resolve(
     """Close an open incident. A service credit (`extras.credit_note`) is kept apart from the
     message: it is offered to the subscribers told of it, and never posted in public."""
     with store.session() as session:
-        incident = locked(session, incident_id)
-        if incident.state is IncidentState.CANCELLED:
-            raise IncidentError(f"maintenance {incident_id} was cancelled")
-        if not incident.state.is_open:
-            raise IncidentError(f"incident {incident_id} is already resolved")
-        if is_maintenance(incident) and incident.started_at > utcnow():
-            raise IncidentError(
-                f"maintenance {incident_id} has not started; cancel it instead "
-                f"(outage maintenance cancel {incident_id})"
-            )
-        return close(session, incident, message, extras)
+        return resolve_in(session, incident_id, message, extras)
+
+
+def resolve_in(
+    session: Session, incident_id: int, message: str | None, extras: Extras = NO_EXTRAS
+) -> Posted:
+    """`resolve` in the caller's transaction (a dry run rolls it back)."""
+    incident = locked(session, incident_id)
+    if incident.state is IncidentState.CANCELLED:
+        raise IncidentError(f"maintenance {incident_id} was cancelled")
+    if not incident.state.is_open:
+        raise IncidentError(f"incident {incident_id} is already resolved")
+    if is_maintenance(incident) and incident.started_at > utcnow():
+        raise IncidentError(
+            f"maintenance {incident_id} has not started; cancel it instead "
+            f"(outage maintenance cancel {incident_id})"
+        )
+    return close(session, incident, message, extras)
 
 
 def close(
@@ -215,7 +254,13 @@ def reopen(
     incident.resolved_at = None
     incident.eta = None
     return add_update(
-        session, incident, IncidentState.INVESTIGATING, message, extras, audience=audience
+        session,
+        incident,
+        IncidentState.INVESTIGATING,
+        message,
+        extras,
+        audience=audience,
+        actor=incident.source,
     )
 
 
@@ -291,11 +336,13 @@ def add_update(
     audience: Audience = Audience.EVERYONE,
     milestone: str | None = None,
     review_url: str | None = None,
+    actor: str = "operator",
 ) -> Posted:
     if audience is not Audience.INTERNAL:
         incident.state = state
     if extras.eta is not None:
         incident.eta = extras.eta
+    scope = _rescope(session, incident, extras, actor)
     update = Update(
         incident_id=incident.id,
         state=state,
@@ -306,8 +353,29 @@ def add_update(
         next_update_at=extras.next_update_at,
         audience=audience,
         milestone=milestone,
+        scope=scope,
+        notes=[note.model_dump() for note in extras.notes] or None,
         created_at=utcnow(),
     )
     session.add(update)
     session.flush()
     return Posted(incident_id=incident.id, update_id=update.id)
+
+
+def _rescope(session: Session, incident: Incident, extras: Extras, actor: str) -> Scope | None:
+    """Apply the update's scope and publicity to the incident; the scope it set, if it changed.
+
+    A scoped incident is private until made public (`--public`, or a scope of everyone), and
+    once public it stays so: what the public page and the X account have shown stays shown.
+    Narrowing a scope is allowed and never silent: the audience rule keeps telling everyone
+    who was told before (dispatcher/policy/audience.py)."""
+    changed = extras.scope is not None and extras.scope != incident.scope
+    if changed:
+        first = session.scalar(select(Update.id).where(Update.incident_id == incident.id)) is None
+        incident.private = (first or incident.private) and bool(extras.scope)
+        incident.scope = dict(extras.scope or {})
+        record(session, actor, "incident_scoped", incident_id=incident.id, scope=incident.scope)
+    if extras.public and incident.private:
+        incident.private = False
+        record(session, actor, "incident_made_public", incident_id=incident.id)
+    return dict(incident.scope) if changed else None

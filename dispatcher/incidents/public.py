@@ -1,9 +1,12 @@
 """What the public sees: component states, open incidents, maintenance, 90 days of history, feed.
 
 The status page, its Atom feed and `/api/status` all read through these functions, so the three
-cannot disagree and none of them can leak what is not public. Two rules hold for every query:
+cannot disagree and none of them can leak what is not public. Three rules hold for every query:
 
 - a **draft** (opened by a machine, not yet approved) is never returned, nor are its updates;
+- a **private** incident (scoped to some subscribers, not made public) is returned only to a
+  subscriber's private page, which names the ones it may show (`visible`,
+  dispatcher/incidents/private.py);
 - an update's **internal note** is never loaded into a public shape (`PublicUpdate` has no field
   for it), so no template or serializer can show it by mistake.
 
@@ -16,13 +19,13 @@ be hammered during an outage can put a short-lived cache in front (responses say
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from dispatcher.models import IncidentState, Severity
 from dispatcher.settings import Settings
@@ -95,6 +98,7 @@ class PublicIncident:
     eta: datetime | None
     ends_at: datetime | None
     updates: tuple[PublicUpdate, ...] = ()
+    private: bool = False  # only on the private pages of those it concerns
 
     @property
     def is_maintenance(self) -> bool:
@@ -181,8 +185,20 @@ class Snapshot:
         return worst(component.level for component in self.components)
 
 
-def snapshot(store: Store, settings: Settings, now: datetime | None = None) -> Snapshot:
-    """The whole status page in two queries (see the module docstring)."""
+def listed(visible: Collection[int] = ()) -> ColumnElement[bool]:
+    """The incidents a page may show: published, and public or among `visible`."""
+    # IS NOT TRUE: a row from before the column existed (NULL) was public.
+    shown: ColumnElement[bool] = Incident.private.is_not(True)
+    if visible:
+        shown = or_(shown, Incident.id.in_(list(visible)))
+    return and_(Incident.draft.is_(False), shown)
+
+
+def snapshot(
+    store: Store, settings: Settings, now: datetime | None = None, visible: Collection[int] = ()
+) -> Snapshot:
+    """The whole status page in two queries (see the module docstring); `visible`: private
+    incidents a subscriber's page also shows."""
     now = now or utcnow()
     since = datetime.combine(
         (now - timedelta(days=HISTORY_DAYS - 1)).date(), datetime.min.time(), now.tzinfo
@@ -195,7 +211,7 @@ def snapshot(store: Store, settings: Settings, now: datetime | None = None) -> S
                 and_(Update.incident_id == Incident.id, Incident.state.not_in(CLOSED)),
             )
             .where(
-                Incident.draft.is_(False),
+                listed(visible),
                 or_(
                     Incident.state.not_in(CLOSED),
                     Incident.resolved_at >= since,
@@ -205,9 +221,7 @@ def snapshot(store: Store, settings: Settings, now: datetime | None = None) -> S
             .order_by(Incident.id, Update.created_at, Update.id)
         ).all()
         older = session.scalars(
-            select(Incident.components).where(
-                Incident.draft.is_(False), Incident.started_at < since
-            )
+            select(Incident.components).where(listed(visible), Incident.started_at < since)
         ).all()
     incidents = _grouped(rows)
     names = _component_names(settings.components, older, incidents)
@@ -242,29 +256,34 @@ def snapshot(store: Store, settings: Settings, now: datetime | None = None) -> S
     )
 
 
-def incident(store: Store, incident_id: int) -> PublicIncident | None:
-    """One published incident with its whole timeline, in one query; None for an unknown id or
-    a draft (the two are indistinguishable from outside, on purpose)."""
+def incident(
+    store: Store, incident_id: int, visible: Collection[int] = ()
+) -> PublicIncident | None:
+    """One published incident with its whole timeline, in one query; None for an unknown id, a
+    draft or a private incident not in `visible` (indistinguishable from outside, on purpose)."""
     if not 0 < incident_id <= MAX_ID:
         return None
     with store.session() as session:
         rows = session.execute(
             select(Incident, Update)
             .outerjoin(Update, Update.incident_id == Incident.id)
-            .where(Incident.id == incident_id, Incident.draft.is_(False))
+            .where(Incident.id == incident_id, listed(visible))
             .order_by(Update.created_at, Update.id)
         ).all()
     found = _grouped(rows)
     return found[0] if found else None
 
 
-def feed(store: Store, limit: int = FEED_ENTRIES) -> list[tuple[PublicIncident, PublicUpdate]]:
-    """The latest published updates, newest first, each with its incident (without timeline)."""
+def feed(
+    store: Store, limit: int = FEED_ENTRIES, visible: Collection[int] = ()
+) -> list[tuple[PublicIncident, PublicUpdate]]:
+    """The latest published updates, newest first, each with its incident (without timeline);
+    of public incidents and those in `visible`."""
     with store.session() as session:
         rows = session.execute(
             select(Update, Incident)
             .join(Incident, Update.incident_id == Incident.id)
-            .where(Incident.draft.is_(False))
+            .where(listed(visible))
             .order_by(Update.created_at.desc(), Update.id.desc())
             .limit(limit)
         ).all()
@@ -295,6 +314,7 @@ def _public_incident(row: Incident, updates: tuple[PublicUpdate, ...]) -> Public
         eta=row.eta,
         ends_at=row.ends_at,
         updates=updates,
+        private=row.private,
     )
 
 

@@ -108,6 +108,7 @@ def events_from_webhook(
                 message=mapping.message(annotations) if firing else None,
                 started_at=alert.starts_at,
                 url=alert.generator_url or None,
+                audience=mapping.audience(labels),
             )
         )
     return events

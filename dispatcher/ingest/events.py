@@ -12,7 +12,8 @@ rule author's `summary`), `detail` is the monitor's own output ("connect ECONNRE
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -20,7 +21,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from dispatcher.models import TEXT_MAX, TITLE_MAX, Component, Severity, Text, Title
+from dispatcher.models import TEXT_MAX, TITLE_MAX, Component, Severity, Text, Title, slug
+
+log = logging.getLogger(__name__)
 
 DETAIL_MAX_CHARS = 1000  # a monitor's output is kept for the team, never at any length
 
@@ -55,6 +58,9 @@ class AlertEvent(BaseModel):
     # The source itself says this is the same incident again (PagerDuty's "reopened"), so it
     # reopens ours however long ago it resolved, rather than opening a new one.
     reopens: bool = False
+    # Whom it hits, by subscriber attribute (`[ingest] audience_labels`): {"region": ["eu-west"]};
+    # empty: everyone its components concern.
+    audience: dict[str, list[str]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,9 @@ class IngestMapping(BaseModel):
     # A PagerDuty incident's urgency, when its priority (looked up in `severity_map`, e.g.
     # "p1") says nothing.
     pagerduty_urgency: dict[str, Severity] = {"high": Severity.MAJOR, "low": Severity.MINOR}
+    # Labels naming whom an alert hits (region, account, plan): its incident is told only to the
+    # subscribers with those attributes. None listed: every incident reaches everyone it concerns.
+    audience_labels: list[str] = []
 
     def component(self, labels: dict[str, str]) -> str:
         return _first(labels, self.component_labels) or self.default_component
@@ -109,6 +118,20 @@ class IngestMapping(BaseModel):
     def message(self, annotations: dict[str, str]) -> str | None:
         found = _first(annotations, self.message_annotations)
         return found[:TEXT_MAX] if found else None
+
+    def audience(self, labels: Mapping[str, str]) -> dict[str, list[str]]:
+        """The audience labels an alert carries, as attribute slugs. A value that is no slug is
+        left out (and logged): the alert then reaches everyone, since in doubt we tell."""
+        found: dict[str, list[str]] = {}
+        for name in self.audience_labels:
+            value = labels.get(name)
+            if not value:
+                continue
+            try:
+                found[slug(name, "label")] = [slug(value, name)]
+            except ValueError as exc:
+                log.warning("audience label ignored: %s", exc)
+        return found
 
     def title(self, component: str, annotations: dict[str, str]) -> str:
         found = _first(annotations, self.title_annotations)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dispatcher.ingest.events import AlertEvent, AlertStatus, IngestMapping, Parsed
-from dispatcher.models import Severity
+from dispatcher.models import Scope, Severity, clean_scope
 
 
 class GenericAlert(BaseModel):
@@ -28,6 +28,15 @@ class GenericAlert(BaseModel):
     components: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     message: str | None = None
     url: str | None = None
+    # Whom it hits, by subscriber attribute: {"region": "eu-west"} or {"region": ["a", "b"]}.
+    affects: Scope = Field(default_factory=dict)
+
+    @field_validator("affects", mode="before")
+    @classmethod
+    def _affects(cls, value: object) -> Scope:
+        if not isinstance(value, dict):
+            raise ValueError("affects is an object of key: value or [values]")
+        return clean_scope(value)
 
 
 def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
@@ -49,6 +58,7 @@ def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
                 components=alert.components,
                 message=alert.message,
                 url=alert.url,
+                audience=alert.affects,
             )
         ]
     )

@@ -81,7 +81,8 @@ class KumaTag(BaseModel):
 
 
 class KumaMonitor(BaseModel):
-    """The monitor a heartbeat belongs to: its identity, name and tags (of its ~70 fields)."""
+    """The monitor a heartbeat belongs to: its identity, name and tags (of its ~70 fields; a tag
+    may say whom it hits: `region: eu-west`)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -147,5 +148,6 @@ def parse(payload: dict[str, object], mapping: IngestMapping) -> Parsed:
         # A DOWN beat's own time is the outage's start; an UP beat's is the recovery, and the
         # outage began at the last DOWN, when Uptime Kuma sends it.
         started_at=beat.time if status is AlertStatus.FIRING else beat.last_down_time,
+        audience=mapping.audience({tag.name: tag.value or "" for tag in monitor.tags or []}),
     )
     return Parsed([event])

@@ -2,7 +2,14 @@
 
 Streams plain rows (not ORM objects) a chunk at a time, so a fan-out to 100,000 people costs the
 memory of one chunk. Filtering on JSON lists is done here in Python, the same way on SQLite and
-PostgreSQL.
+PostgreSQL; a scoped incident's audience is chosen by the database, through the index on the
+subscribers' attributes (dispatcher/policy/scope.py), so telling 10% of the subscribers reads
+10% of them.
+
+A scope may change on a later update. Whoever was told of the incident before still hears of it
+however the scope changed (a narrowed scope never silently drops anyone), and a subscriber who
+is told for the first time on such an update is `newcomer`: their message carries the story so
+far, and reaches them on every channel that carries an incident's opening.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import Audience, DeliveryStatus, Severity
+from dispatcher.policy.scope import INCLUDE, sql_condition
 from dispatcher.store import (
     ADDRESS_COLUMNS,
     CONFIRMATION_COLUMNS,
@@ -23,6 +31,7 @@ from dispatcher.store import (
     Delivery,
     Incident,
     Subscriber,
+    SubscriberAttribute,
     Update,
 )
 from dispatcher.subscribers.suppressions import Address, all_suppressed
@@ -58,6 +67,17 @@ class Recipient:
     quiet_end: str | None
     timezone: str
     internal: bool  # the team: never held by coalescing or the hourly cap
+    values: tuple[str | None, ...] = ()  # their value of each key of the scope, in key order
+    newcomer: bool = False  # first told of the incident on this update (its scope changed)
+
+
+# What counts as told of an incident: the provider has the message.
+TOLD = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+Carries = Callable[[str, bool], bool]  # (channel, told for the first time) -> carried?
+
+
+def _every(_channel: str, _first: bool) -> bool:
+    return True
 
 
 def address_of(subscriber: object, address_field: str | None) -> str | None:
@@ -122,13 +142,26 @@ def recipients(
     session: Session,
     incident: Incident,
     registry: ChannelRegistry,
-    carries: Callable[[str], bool] = lambda _channel: True,
+    carries: Carries = _every,
     audience: Audience = Audience.EVERYONE,
+    *,
+    update: Update | None = None,
+    unscoped: str = INCLUDE,
+    unscoped_view: bool = False,
 ) -> Iterator[Recipient]:
     """Every active subscriber the incident concerns, with their first usable channel; higher
-    tiers (key accounts, the team) get a higher send priority."""
+    tiers (key accounts, the team) get a higher send priority.
+
+    `update` is the update being told (for who was told before it); `unscoped` is
+    OUTAGE_UNSCOPED; `unscoped_view` lifts the scope (who would hear without it)."""
     severity_rank = Severity(incident.severity).rank
     blocked = all_suppressed(session)
+    scope = {} if unscoped_view else dict(incident.scope or {})
+    keys = sorted(scope)
+    earlier = update is not None and _has_earlier(session, update)
+    newcomer: ColumnElement[bool] = false()
+    if update is not None and earlier and update.scope is not None:
+        newcomer = _newcomer(incident, update)
     query = (
         select(
             Subscriber.id,
@@ -145,6 +178,8 @@ def recipients(
             Subscriber.quiet_start,
             Subscriber.quiet_end,
             Subscriber.timezone,
+            newcomer.label("newcomer"),
+            *(_value_of(key).label(f"scope_{n}") for n, key in enumerate(keys)),
         )
         .where(Subscriber.unsubscribed_at.is_(None))
         .order_by(Subscriber.tier.desc(), Subscriber.id)  # key accounts first, across everyone
@@ -158,12 +193,21 @@ def recipients(
         query = query.where(
             or_(Subscriber.internal.is_(True), Subscriber.id.in_(_notified(incident)))
         )
+    elif scope:
+        chosen = [Subscriber.internal.is_(True), sql_condition(scope, unscoped)]
+        if earlier:  # a narrowed scope still reaches everyone told before
+            chosen.append(Subscriber.id.in_(_told_before(incident)))
+        query = query.where(or_(*chosen))
+    cadence = {
+        first: (lambda channel, first=first: carries(channel, first)) for first in (False, True)
+    }
     # On the session's connection, as Core: plain rows, without the ORM's per-row handling.
     for row in session.connection().execute(query):
         if audience is Audience.EVERYONE and not concerns(row, incident):
             continue
+        first = bool(row.newcomer)
         # The team hears of every update, whatever the channels' cadence.
-        wanted = (lambda _channel: True) if row.internal else carries
+        wanted = (lambda _channel: True) if row.internal else cadence[first]
         channel = next_channel(row, registry, blocked=blocked, carries=wanted)
         if channel is not None:
             yield Recipient(
@@ -174,11 +218,54 @@ def recipients(
                 row.quiet_end,
                 row.timezone,
                 row.internal,
+                tuple(getattr(row, f"scope_{n}") for n in range(len(keys))),
+                first,
             )
 
 
 # A message counts as told once it is handed to the provider.
 TOLD_STATUSES = (DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+
+
+def _value_of(key: str) -> ColumnElement[str | None]:
+    """The subscriber's value of `key`, or NULL (a lookup on the primary key)."""
+    return (
+        select(SubscriberAttribute.value)
+        .where(SubscriberAttribute.subscriber_id == Subscriber.id, SubscriberAttribute.key == key)
+        .scalar_subquery()
+    )
+
+
+def _has_earlier(session: Session, update: Update) -> bool:
+    found = session.scalar(
+        select(Update.id)
+        .where(Update.incident_id == update.incident_id, Update.id < update.id)
+        .limit(1)
+    )
+    return found is not None
+
+
+def _told_before(incident: Incident) -> Select[int | None]:
+    """Every subscriber with a message of the incident, sent or on its way."""
+    return (
+        select(Delivery.subscriber_id)
+        .join(Update, Delivery.update_id == Update.id)
+        .where(Update.incident_id == incident.id, Delivery.subscriber_id.is_not(None))
+    )
+
+
+def _newcomer(incident: Incident, update: Update) -> ColumnElement[bool]:
+    """No earlier update of the incident reached the subscriber: told for the first time now."""
+    return ~exists(
+        select(Delivery.id)
+        .join(Update, Delivery.update_id == Update.id)
+        .where(
+            Delivery.subscriber_id == Subscriber.id,
+            Update.incident_id == incident.id,
+            Update.id < update.id,
+            Delivery.status.in_(TOLD),
+        )
+    )
 
 
 def _notified(incident: Incident) -> Select[int | None]:

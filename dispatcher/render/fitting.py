@@ -7,13 +7,14 @@ still UCS-2 because of an emoji or a letter GSM-7 lacks ("ó", "ł") is folded i
 (`gsm_fold`: accents off, emoji out, every word kept) when that makes it fewer segments: one
 emoji would otherwise cost the operator's words, a UCS-2 segment holding 70 characters, not 160.
 
-Then length. Each channel's text must fit what the provider carries. When it does not, the
-operator's free text is shortened first, then the title; links are never cut, and the links
-of the operator's message are kept even when the words around them go. Only if no form keeps
-them is the message dropped, links and all. If nothing fits, the message cannot be sent on
-this channel at all, which the caller treats as a permanent failure. The text is measured by
-rendering it (`TextOf`), so this module needs no templates; how each provider counts is
-`textfit.py`'s.
+Then length. Each channel's text must fit what the provider carries. When it does not, what
+is for some recipients only is left out first (the story so far, then the segment note: an SMS
+carries them only when they fit), then the operator's free text is shortened, then the title;
+links are never cut, and the links of the operator's message are kept even when the words
+around them go. Only if no form keeps them is the message dropped, links and all. If nothing
+fits, the message cannot be sent on this channel at all, which the caller treats as a
+permanent failure. The text is measured by rendering it (`TextOf`), so this module needs no
+templates; how each provider counts is `textfit.py`'s.
 """
 
 from __future__ import annotations
@@ -115,18 +116,25 @@ def fitted(
     """The incident and update, shortened until the text fits, and whether it took the brief
     form; None if even that does not fit.
 
-    The full form is tried first: the survey link goes (ours, and the least needed), then the
-    operator's texts (the message, the credit note) are shortened to the same number of words,
-    then grow back as far as the room allows (the credit note first: one sentence, and what a
-    customer is owed), then the title is shortened. Only if even that fails is the brief form
-    tried (templates then leave out the apology and the support line), because a message
-    without them beats no message at all. Only when no word of the texts fits in either form
-    are they cut to their links alone, and only then dropped."""
-    texts = [getattr(update, name) or "" for name in _OPERATOR_TEXTS]
+    The full form is tried first: with the story and the note, without the story, without
+    either; then the survey link goes (ours, and the least needed), then the operator's texts
+    (the message, the credit note) are shortened to the same number of words, then grow back
+    as far as the room allows (the credit note first: one sentence, and what a customer is
+    owed), then the title is shortened. Only if even that fails is the brief form tried
+    (templates then leave out the apology and the support line), because a message without
+    them beats no message at all. Only when no word of the texts fits in either form are they
+    cut to their links alone, and only then dropped."""
+    bare = replace(update, story=(), note=None)
+    fuller = [update, replace(update, story=())] if update.story else [update]
+    texts = [getattr(bare, name) or "" for name in _OPERATOR_TEXTS]
     levels = [_WORDS, _LINKS] if any(links_in(text) for text in texts) else [_WORDS]
     for level in (*levels, _NOTHING):
         for brief in (False, True):
-            shortened = _shortened(text_of, incident, update, brief, fits, level)
+            if level == levels[0]:
+                for candidate in (c for c in dict.fromkeys(fuller) if c != bare):
+                    if fits(text_of(incident, candidate, brief=brief)):
+                        return incident, candidate, brief
+            shortened = _shortened(text_of, incident, bare, brief, fits, level)
             if shortened is not None:
                 return (*shortened, brief)
     return None

@@ -117,6 +117,9 @@ def render(
     if feedback_url and _asks_for_feedback(update):
         update = replace(update, feedback_url=feedback_url)
     state = update.topic
+    if incident.private and recipient is not None and recipient.page_url:
+        # Not on the public page (its link would be a 404): on the recipient's own.
+        incident = replace(incident, url=f"{recipient.page_url}/incidents/{incident.id}")
     text = template(channel, language, state, "text")
     with formatting(template_language(text, language), recipient.timezone if recipient else "UTC"):
         return _render(
@@ -214,6 +217,12 @@ def _prepared(
             update,
             message=adapt(message) if message else None,
             credit_note=adapt(credit_note) if credit_note else None,
+            note=adapt(note) if (note := _normalise_message(update.note)) else None,
+            story=tuple(
+                replace(item, message=adapt(earlier) if earlier else None)
+                for item in update.story
+                for earlier in (_normalise_message(item.message),)
+            ),
         ),
     )
 
@@ -241,6 +250,11 @@ def webhook_payload(text: str, incident: IncidentView, update: UpdateView) -> di
             "eta": _iso(update.eta),
             "credit_note": update.credit_note,
             "review_url": update.review_url,
+            "note": update.note,  # for the segments this recipient is in
+            "story": [  # the earlier updates, for one told of the incident only now
+                {"state": str(item.state), "message": item.message, "at": _iso(item.created_at)}
+                for item in update.story
+            ],
         },
     }
 

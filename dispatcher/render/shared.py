@@ -1,11 +1,17 @@
 """One rendering shared by many recipients, with each recipient's own values filled in after.
 
 Rendering Jinja for each of 100,000 recipients dominated a large fan-out, yet only a few
-things in a message are the recipient's own: their name and their two signed links (dates
-also follow their language and zone, which stay in the key). So a message is rendered once
+things in a message are the recipient's own: their name and their three signed links (dates
+also follow their language and zone, which stay in the key; a private incident's link is
+under their page link). So a message is rendered once
 per (channel, update, language, zone) with placeholders where those go, and each recipient's
 values are substituted into it: by us for most channels, by the provider itself for email
 (SendGrid's per-personalization `substitutions`, so one request carries 1,000 recipients).
+
+A channel fitted to a length (SMS) cannot share a text showing a recipient's name: it could fit
+for one and not for another. Their page link can be shared: its placeholder is made exactly as
+long as the link (plain URL characters, one GSM-7 character each), so whoever has a link of that
+length (nearly everyone in a batch; the length is in the key) gets a text that fits.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ PLACEHOLDERS: Final[Mapping[str, str]] = {
     "name": "%outage_name%",
     "manage_url": "%outage_manage_url%",
     "unsubscribe_url": "%outage_unsubscribe_url%",
+    "page_url": "%outage_page_url%",
 }
 _HTML_SUFFIX: Final = "html%"  # "%outage_name%" in the html part becomes "%outage_name_html%"
 
@@ -37,6 +44,7 @@ class Shared:
 
     rendered: Rendered
     adapt: Callable[[str], str]  # what the channel does to a name (GSM look-alikes, escapes)
+    page_key: str = PLACEHOLDERS["page_url"]  # the page link's placeholder (`_page_placeholder`)
 
     def substitutions(self, recipient: RecipientView | None) -> dict[str, str]:
         if recipient is None:
@@ -46,12 +54,13 @@ class Shared:
             "name": name,
             "manage_url": recipient.manage_url,
             "unsubscribe_url": recipient.unsubscribe_url,
+            "page_url": recipient.page_url,
         }
         found: dict[str, str] = {}
         for field_name, value in values.items():
             if value is None:
                 continue
-            key = PLACEHOLDERS[field_name]
+            key = self.page_key if field_name == "page_url" else PLACEHOLDERS[field_name]
             # Text parts have their runs of spaces folded (as `render` does); html keeps them.
             found[key] = " ".join(value.split()) if value is name else value
             if self.rendered.html is not None:
@@ -97,13 +106,20 @@ def render_shared(
     """`render` for everyone who shares `recipient`'s language and zone (and which links they
     have); None when that cannot be shared: a channel fitted to a length whose text shows a
     recipient's own value, which could then fit for one recipient and not another."""
+    fitted = any(
+        value is not None
+        for value in (limits.max_sms_segments, limits.max_weighted_chars, limits.max_text_chars)
+    )
     stand_in = recipient
+    page_key = PLACEHOLDERS["page_url"]
     if recipient is not None:
+        page_key = _page_placeholder(recipient.page_url, fitted)
         stand_in = replace(
             recipient,
             name=PLACEHOLDERS["name"],
             manage_url=PLACEHOLDERS["manage_url"] if recipient.manage_url else None,
             unsubscribe_url=PLACEHOLDERS["unsubscribe_url"] if recipient.unsubscribe_url else None,
+            page_url=page_key if recipient.page_url else None,
         )
     rendered = render(
         channel,
@@ -116,18 +132,23 @@ def render_shared(
         sms_max_segments=sms_max_segments,
         feedback_url=feedback_url,
     )
-    fitted = any(
-        value is not None
-        for value in (limits.max_sms_segments, limits.max_weighted_chars, limits.max_text_chars)
-    )
-    if fitted and any(key in rendered.text for key in PLACEHOLDERS.values()):
+    personal = [value for name, value in PLACEHOLDERS.items() if name != "page_url"]
+    if fitted and any(key in rendered.text for key in personal):
         return None
     if rendered.html is not None:
         html = rendered.html
-        for key in PLACEHOLDERS.values():
+        for key in (*personal, page_key):
             html = html.replace(key, _html_key(key))
         rendered = replace(rendered, html=html)
-    return Shared(rendered, channel_text(channel, limits))
+    return Shared(rendered, channel_text(channel, limits), page_key)
+
+
+def _page_placeholder(page_url: str | None, fitted: bool) -> str:
+    """The page link's placeholder: for a fitted channel exactly as long as the link."""
+    key = PLACEHOLDERS["page_url"]
+    if not fitted or page_url is None or len(page_url) <= len(key):
+        return key
+    return key[:-1] + "_" * (len(page_url) - len(key)) + "%"
 
 
 def shared_key(recipient: RecipientView | None) -> tuple[object, ...]:
@@ -139,6 +160,7 @@ def shared_key(recipient: RecipientView | None) -> tuple[object, ...]:
         recipient.timezone,
         recipient.manage_url is None,
         recipient.unsubscribe_url is None,
+        len(recipient.page_url or ""),  # a fitted text is shared by links of one length
     )
 
 

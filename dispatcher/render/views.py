@@ -28,6 +28,8 @@ class IncidentView:
     started_at: datetime
     resolved_at: datetime | None
     url: str  # the incident's status page link, in every message
+    # Not on the public page: each recipient's link leads to their own page (RecipientView).
+    private: bool = False
 
     @property
     def title_names_components(self) -> bool:
@@ -42,10 +44,23 @@ class IncidentView:
 
 
 @dataclass(frozen=True)
+class EarlierUpdate:
+    """An update sent before this one, for a recipient who hears of the incident only now."""
+
+    state: IncidentState
+    message: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class UpdateView:
     """The update being announced; `message` is the operator's free text, if any, and
     `credit_note` the service credit offered with a resolution. A post-incident review
-    (`milestone` "postmortem") has the address of the review instead (`review_url`)."""
+    (`milestone` "postmortem") has the address of the review instead (`review_url`). Two parts
+    are for some recipients only: `note`, the update's notes for the segments this recipient
+    is in ("Your account manager will call you"), and `story`, the earlier updates, for one
+    told of the incident for the first time (its scope widened to them). Both are left out
+    first when a channel's text does not fit (fitting.py)."""
 
     id: int
     state: IncidentState
@@ -57,6 +72,8 @@ class UpdateView:
     milestone: str | None = None
     review_url: str | None = None
     feedback_url: str | None = None  # the survey a resolution asks for (set by `render`)
+    note: str | None = None
+    story: tuple[EarlierUpdate, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -74,6 +91,7 @@ class RecipientView:
     manage_url: str | None = None
     unsubscribe_url: str | None = None
     timezone: str = "UTC"  # IANA name; times in messages are shown in it (unknown names: UTC)
+    page_url: str | None = None  # their private status page (the incidents that concern them)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from dispatcher.delivery.registry import ChannelRegistry
 from dispatcher.models import SubscriberIn
 from dispatcher.store import Store, Subscriber
 from dispatcher.subscribers.records import (
+    CSV_ATTRIBUTE_PREFIX,
     SubscriberError,
     check_channels,
     check_phone,
@@ -158,11 +159,16 @@ def _reader(text: str, report: ImportReport) -> csv.DictReader[str]:
     report.delimiter = delimiter_of(header_line, text[:4096])
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=report.delimiter)
     header = _header(reader.fieldnames or [])
-    unknown = [name for name in header if name and name not in COLUMNS]
+    unknown = [
+        name
+        for name in header
+        if name and name not in COLUMNS and not name.startswith(CSV_ATTRIBUTE_PREFIX)
+    ]
     if unknown:
         raise SubscriberError(
-            f"column {unknown[0]!r}: not a column we know ({', '.join(COLUMNS)}); "
-            "rename or remove it, nothing was imported"
+            f"column {unknown[0]!r}: not a column we know ({', '.join(COLUMNS)}, or "
+            f"{CSV_ATTRIBUTE_PREFIX}<key> for an attribute); rename or remove it, nothing was "
+            "imported"
         )
     if "name" not in header:
         raise SubscriberError(
@@ -175,10 +181,15 @@ def _reader(text: str, report: ImportReport) -> csv.DictReader[str]:
 
 def _header(names: Iterable[str]) -> list[str]:
     """Column names as we spell them: "Min severity" and "min-severity" are min_severity, and
-    "E-Mail" (as German spreadsheets write it) is email."""
-    spelled = [
-        "_".join(name.strip().lstrip("\ufeff").lower().replace("-", " ").split()) for name in names
-    ]
+    "E-Mail" (as German spreadsheets write it) is email. An attribute's column keeps its key as
+    written (`attr:data-centre`): the key is checked as a slug with the row."""
+    spelled = []
+    for raw in names:
+        name = raw.strip().lstrip("\ufeff")
+        if name.lower().startswith(CSV_ATTRIBUTE_PREFIX):
+            spelled.append(CSV_ATTRIBUTE_PREFIX + name[len(CSV_ATTRIBUTE_PREFIX) :].strip())
+            continue
+        spelled.append("_".join(name.lower().replace("-", " ").split()))
     return ["email" if name == "e_mail" else name for name in spelled]
 
 
@@ -194,7 +205,16 @@ def _rows(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str, str]]]:
 def _fields(row: dict[str, str]) -> dict[str, object]:
     """A row's cells as SubscriberIn fields; a yes/no cell that is neither is an error naming
     its column (an import must not guess whether people agreed)."""
-    fields: dict[str, object] = {k: v for k, v in row.items() if k not in EXPORT_ONLY}
+    fields: dict[str, object] = {
+        k: v
+        for k, v in row.items()
+        if k not in EXPORT_ONLY and not k.startswith(CSV_ATTRIBUTE_PREFIX)
+    }
+    fields["attributes"] = {
+        k.removeprefix(CSV_ATTRIBUTE_PREFIX): v
+        for k, v in row.items()
+        if k.startswith(CSV_ATTRIBUTE_PREFIX)
+    }
     for name in LIST_COLUMNS:
         fields[name] = [item for item in row.get(name, "").replace(";", ",").split(",") if item]
     for name in BOOLEAN_COLUMNS:

@@ -95,6 +95,7 @@ def update_preferences(
     *,
     actor: str,
     keep_confirmed: bool = False,
+    attributes: Mapping[str, str | None] | None = None,
 ) -> Saved:
     """Apply `changes` (SubscriberIn field names) after validating the merged whole.
 
@@ -102,11 +103,20 @@ def update_preferences(
     nothing then. `confirmed: true` marks the addresses confirmed; only operators may pass it.
     `keep_confirmed` (a change through a link): a confirmed address that is replaced stays until
     the new one is confirmed.
+    `attributes` sets (a value) or removes (None) single attributes, keeping the others; only
+    operators change attributes (the preference centre shows them, and never passes them).
     """
     with store.session() as session:
         subscriber = _row(session, subscriber_id)
         before = as_input(subscriber)
-        data = SubscriberIn.model_validate({**before, **changes})
+        merged = {**before, **changes}
+        if attributes:
+            kept = {
+                **before["attributes"],
+                **{key.strip().lower(): v for key, v in attributes.items()},
+            }
+            merged["attributes"] = {key: value for key, value in kept.items() if value is not None}
+        data = SubscriberIn.model_validate(merged)
         check_channels(data, registry)
         if data.phone != before["phone"]:  # a number on file stays, whatever the rules now
             check_phone(data, registry)
@@ -123,8 +133,8 @@ def update_preferences(
             assert confirmation is not None
             new_address = after[name]
             if new_address != before[name]:
-                kept = getattr(subscriber, confirmation) is not None and before[name]
-                if keep_confirmed and kept and new_address and not data.confirmed:
+                was_confirmed = getattr(subscriber, confirmation) is not None and before[name]
+                if keep_confirmed and was_confirmed and new_address and not data.confirmed:
                     after[name] = before[name]  # until the new one is confirmed
                     setattr(subscriber, PENDING_COLUMNS[name], new_address)
                     held.append(name)
@@ -154,6 +164,9 @@ def _apply(subscriber: Subscriber, values: Mapping[str, Any]) -> bool:
     """Copy validated values onto the row; True when a new webhook got a signing secret."""
     for name, value in values.items():
         if name == "webhook":
+            continue
+        if name == "attributes":
+            subscriber.set_attributes(value)
             continue
         setattr(subscriber, name, value)
     webhook = values["webhook"]

@@ -27,6 +27,9 @@ from dispatcher.subscribers import numbers
 # What a channel's address field is called in messages to people (not the CLI's --flags).
 ADDRESS_NOUNS = {"email": "an email address", "phone": "a phone number", "webhook": "a webhook URL"}
 
+# A CSV column `attr:region` holds each subscriber's region (export and import alike).
+CSV_ATTRIBUTE_PREFIX = "attr:"
+
 
 class SubscriberError(OutageError, ValueError):
     """A subscriber that cannot be stored as given; the message names the field. Still a
@@ -90,7 +93,7 @@ def check_webhook(url: str | None, registry: ChannelRegistry) -> None:
 def new_row(data: SubscriberIn) -> Subscriber:
     """The row for a validated subscriber (addresses confirmed at once if an operator vouched)."""
     confirmed_at = utcnow() if data.confirmed else None
-    return Subscriber(
+    subscriber = Subscriber(
         name=data.name,
         email=data.email,
         phone=data.phone,
@@ -108,6 +111,8 @@ def new_row(data: SubscriberIn) -> Subscriber:
         quiet_end=data.quiet_end,
         timezone=data.timezone,
     )
+    subscriber.set_attributes(data.attributes)
+    return subscriber
 
 
 def sign_up(
@@ -193,6 +198,7 @@ def as_input(subscriber: Subscriber) -> dict[str, Any]:
         "quiet_start": subscriber.quiet_start,
         "quiet_end": subscriber.quiet_end,
         "timezone": subscriber.timezone,
+        "attributes": subscriber.attributes,
     }
 
 

@@ -20,6 +20,7 @@ from dispatcher.errors import OutageError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.subscribers.throttle import Throttle
 from dispatcher.web import (
+    account,
     api_docs,
     confirm,
     feed,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inbound.router)
     app.include_router(status_page.router)
     app.include_router(feed.router)
+    app.include_router(account.router)
     app.include_router(callbacks_router)
     app.include_router(api_docs.router_for(app))
     return app

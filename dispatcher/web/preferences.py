@@ -130,6 +130,7 @@ def _centre(
         time_zones=preferences.time_zones(),
         notice=notice,
         guess_timezone=subscriber.quiet_start is None and subscriber.timezone == "UTC",
+        page_url=pipeline.links.url(LinkPurpose.PAGE, subscriber),
     )
 
 

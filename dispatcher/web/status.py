@@ -18,6 +18,7 @@ the form does not tell strangers who subscribes.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Final
@@ -76,14 +77,33 @@ def pages() -> Environment:
     return env
 
 
-def _page(
+@dataclass(frozen=True)
+class Viewer:
+    """Whose private page this is (web/account.py): links stay under `base`, the signed path,
+    and the page is never cached, indexed or named in a Referer."""
+
+    name: str
+    base: str  # "/account/<token>"
+
+
+# A private page's headers: the token in its path is the whole credential.
+PRIVATE_HEADERS: Final = {
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, no-store",
+    "X-Robots-Tag": "noindex",
+}
+
+
+def page(
     settings: Settings,
     name: str,
     context: dict[str, Any],
     *,
     status_code: int = 200,
     cache_control: str = CACHE_PUBLIC,
+    viewer: Viewer | None = None,
 ) -> HTMLResponse:
+    """A status page from templates/web/status/: the public one, or a subscriber's own."""
     nonce = secrets.token_urlsafe(16)
     body = (
         pages()
@@ -91,9 +111,11 @@ def _page(
         .render(
             company=settings.company_name,
             support_url=settings.support_url,
-            signup_enabled=settings.signup_enabled,
+            signup_enabled=settings.signup_enabled and viewer is None,
             nonce=nonce,
             form_stamp=botcheck.stamp(_secret_key(settings)),
+            viewer=viewer,
+            base=viewer.base if viewer else "",
             **context,
         )
     )
@@ -102,6 +124,7 @@ def _page(
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
         "Cache-Control": cache_control,
+        **(PRIVATE_HEADERS if viewer else {}),
     }
     return HTMLResponse(body, status_code=status_code, headers=headers)
 
@@ -120,20 +143,27 @@ SnapshotDep = Annotated[public.Snapshot, Depends(_snapshot)]
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def status_page(settings: SettingsDep, snap: SnapshotDep) -> HTMLResponse:
+def statuspage(settings: SettingsDep, snap: SnapshotDep) -> HTMLResponse:
     """The status page: components, open incidents, maintenance, 90 days, sign-up."""
-    return _page(settings, "index", {"snap": snap, "form": SignupForm()})
+    return page(settings, "index", {"snap": snap, "form": SignupForm()})
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
-def incident_page(pipeline: PipelineDep, incident_id: str) -> HTMLResponse:
+def incidentpage(pipeline: PipelineDep, incident_id: str) -> HTMLResponse:
     """One incident's timeline: the page every message links to. Drafts are 404, like unknown
     ids, so a draft's existence is not revealed."""
-    plain = incident_id.isascii() and incident_id.isdigit() and len(incident_id) <= 19
-    found = public.incident(pipeline.store, int(incident_id)) if plain else None
+    number = incident_number(incident_id)
+    found = public.incident(pipeline.store, number) if number is not None else None
     if found is None:
-        return _page(pipeline.settings, "not_found", {}, status_code=404, cache_control="no-store")
-    return _page(pipeline.settings, "incident", {"incident": found, "now": utcnow()})
+        return page(pipeline.settings, "not_found", {}, status_code=404, cache_control="no-store")
+    return page(pipeline.settings, "incident", {"incident": found, "now": utcnow()})
+
+
+def incident_number(text: str) -> int | None:
+    """An incident id from a path, or None for anything else (no int() of a 10,000-digit
+    string, no "١٢" read as 12)."""
+    plain = text.isascii() and text.isdigit() and len(text) <= 19
+    return int(text) if plain else None
 
 
 def iso(moment: datetime) -> str:
@@ -233,11 +263,11 @@ class SignupForm(BaseModel):
 
 
 @router.get("/subscribe", response_class=HTMLResponse, include_in_schema=False)
-def subscribe_page(settings: SettingsDep, snap: SnapshotDep) -> HTMLResponse:
+def subscribepage(settings: SettingsDep, snap: SnapshotDep) -> HTMLResponse:
     """The sign-up form on its own page (where the form comes back after a mistake)."""
     if not settings.signup_enabled:
         raise HTTPException(status.HTTP_404_NOT_FOUND)
-    return _page(settings, "subscribe", {"snap": snap, "form": SignupForm()})
+    return page(settings, "subscribe", {"snap": snap, "form": SignupForm()})
 
 
 @router.post("/subscribe", response_class=HTMLResponse, include_in_schema=False)
@@ -285,7 +315,7 @@ def _subscribe_answer(
         return _again(settings, snap, form, _subscriber_errors(exc), 422)
     # After the answer, as the JSON sign-up does: a request never waits for a provider.
     background.add_task(confirmations.request, pipeline, known_id)
-    return _page(settings, "subscribed", {"form": form}, cache_control="no-store")
+    return page(settings, "subscribed", {"form": form}, cache_control="no-store")
 
 
 def _again(
@@ -296,7 +326,7 @@ def _again(
     status_code: int,
 ) -> HTMLResponse:
     """The form again, filled in as it was sent, with what is wrong by field."""
-    return _page(
+    return page(
         settings,
         "subscribe",
         {"snap": snap, "form": form.model_copy(update={"errors": errors})},

@@ -5,7 +5,7 @@
     GET    /api/subscribers             list (operator)        ?limit=&offset=
     GET    /api/subscribers/export      CSV or JSON (operator) ?format=csv|json
     GET    /api/subscribers/{id}        one (operator)
-    PATCH  /api/subscribers/{id}        change preferences (operator)
+    PATCH  /api/subscribers/{id}        change preferences and attributes (operator)
     DELETE /api/subscribers/{id}        erase the person (operator); statistics stay anonymous
 
 The public sign-up answers the same whether the address is new or already known, so it cannot
@@ -41,8 +41,9 @@ from dispatcher.web.deps import OperatorDep, PipelineDep, require_operator
 
 router = APIRouter(prefix="/api/subscribers", tags=["subscribers"])
 
-# Fields only an operator may set: vouching for addresses, the team, key accounts, webhooks.
-OPERATOR_ONLY = ("confirmed", "internal", "tier", "webhook")
+# Fields only an operator may set: vouching for addresses, the team, key accounts, webhooks,
+# and attributes (which decide the incidents a subscriber hears of).
+OPERATOR_ONLY = ("confirmed", "internal", "tier", "webhook", "attributes")
 PATCHABLE = (*SubscriberIn.model_fields, "unsubscribed")
 EXPORT_COLUMNS = (
     "id",
@@ -86,6 +87,7 @@ class SubscriberOut(BaseModel):
     quiet_start: str | None
     quiet_end: str | None
     timezone: str
+    attributes: dict[str, str]
     email_confirmed: bool
     phone_confirmed: bool
     pending_email: str | None = None  # a new address the subscriber gave, not yet confirmed
@@ -201,10 +203,14 @@ def export(
         )
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
+    keys = sorted({key for row in rows for key in row.attributes})
+    writer.writerow([*EXPORT_COLUMNS, *(f"{records.CSV_ATTRIBUTE_PREFIX}{key}" for key in keys)])
     for row in rows:
         data = row.model_dump(mode="json")
-        writer.writerow([_csv_cell(name, data[name]) for name in EXPORT_COLUMNS])
+        writer.writerow(
+            [_csv_cell(name, data[name]) for name in EXPORT_COLUMNS]
+            + [row.attributes.get(key, "") for key in keys]
+        )
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
@@ -240,8 +246,12 @@ def patch_subscriber(
         dict[str, Any],
         Body(
             description="Any SubscriberIn fields, and `unsubscribed` (true/false); a new email "
-            "or phone starts unconfirmed unless `confirmed` is true.",
-            examples=[{"channels": ["email", "sms"], "quiet_start": "22:00", "quiet_end": "07:00"}],
+            "or phone starts unconfirmed unless `confirmed` is true. `attributes` sets the keys "
+            "given and removes those given as null; the others stay.",
+            examples=[
+                {"channels": ["email", "sms"], "quiet_start": "22:00", "quiet_end": "07:00"},
+                {"attributes": {"region": "eu-west", "plan": None}},
+            ],
         ),
     ],
 ) -> SubscriberOut:
@@ -253,9 +263,22 @@ def patch_subscriber(
     unsubscribed = changes.pop("unsubscribed", None)
     if unsubscribed is not None and not isinstance(unsubscribed, bool):
         raise _invalid([(("unsubscribed",), "bool_type", "must be true or false")])
+    attributes = changes.pop("attributes", None)
+    if attributes is not None and not (
+        isinstance(attributes, dict)
+        and all(isinstance(v, str) or v is None for v in attributes.values())
+    ):
+        raise _invalid(
+            [(("attributes",), "dict_type", "an object of key: value (null removes the key)")]
+        )
     try:
         saved = preferences.update_preferences(
-            pipeline.store, pipeline.registry, subscriber_id, changes, actor="operator"
+            pipeline.store,
+            pipeline.registry,
+            subscriber_id,
+            changes,
+            actor="operator",
+            attributes=attributes,
         )
         if unsubscribed is True:
             preferences.unsubscribe_all(pipeline.store, subscriber_id, actor="operator")
