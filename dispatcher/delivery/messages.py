@@ -123,14 +123,6 @@ def prepare(
     return outcomes, messages
 
 
-def unsendable(key: int, why: str) -> Outcome:
-    """This message cannot be made (no address on file, a template that fails): a permanent
-    failure, never sent, so the delivery falls back to the subscriber's next channel."""
-    return Outcome(
-        key=key, failure=FailureKind.PERMANENT, error=why, attempts=0, reason=FailureReason.RENDER
-    )
-
-
 def unbuildable(items: Sequence[Loaded], why: str) -> dict[int, Outcome | Skipped]:
     """Every delivery of a channel whose adapter cannot be built fails for good with `why`
     (naming the missing setting), so each falls back to its subscriber's next channel."""
@@ -168,7 +160,13 @@ def _confirmation(
     if field not in CONFIRMABLE or not address:
         if field in CONFIRMABLE and address_of(subscriber, field):
             return Skipped(item.delivery.id, DeliveryStatus.SUPERSEDED, ALREADY_CONFIRMED)
-        return unsendable(item.delivery.id, f"{channel.name}: no {field} to confirm on file")
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no {field} to confirm on file",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
     return confirmations.compose(
         channel, context.links, context.settings, item.delivery.id, subscriber, field, address
     )
@@ -184,8 +182,12 @@ def _new_link(
     if subscriber is None or (field, address_of(subscriber, field)) in blocked:
         return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
     if address is None:
-        return unsendable(
-            item.delivery.id, f"{channel.name}: no confirmed {field} to send the link to"
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no confirmed {field} to send the link to",
+            attempts=0,
+            reason=FailureReason.RENDER,
         )
     return new_link.compose(
         channel, context.links, context.settings, item.delivery.id, subscriber, address
@@ -201,7 +203,13 @@ def _team_notice(
     if subscriber is None or subscriber.unsubscribed_at is not None or (field, address) in blocked:
         return Skipped(item.delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
     if field and not address:
-        return unsendable(item.delivery.id, f"{channel.name}: no {field} on file")
+        return Outcome(
+            key=item.delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=f"{channel.name}: no {field} on file",
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
     secret = subscriber.webhook_secret
     return notices.compose(
         channel, item.delivery.id, address or channel.name, item.delivery.notice or "", secret
@@ -294,7 +302,13 @@ def _message(
         ):
             return Skipped(delivery.id, DeliveryStatus.SUPPRESSED, OPTED_OUT)
         if not address:
-            return unsendable(delivery.id, f"{channel.name}: no {channel.address_field} on file")
+            return Outcome(
+                key=delivery.id,
+                failure=FailureKind.PERMANENT,
+                error=f"{channel.name}: no {channel.address_field} on file",
+                attempts=0,
+                reason=FailureReason.RENDER,
+            )
         to = address
         secret = subscriber.webhook_secret
         unsubscribe_url = links.url(LinkPurpose.UNSUBSCRIBE, subscriber)
@@ -323,7 +337,13 @@ def _message(
         else:
             rendered = shared.personal(recipient)
     except RenderError as exc:
-        return unsendable(delivery.id, str(exc))
+        return Outcome(
+            key=delivery.id,
+            failure=FailureKind.PERMANENT,
+            error=str(exc),
+            attempts=0,
+            reason=FailureReason.RENDER,
+        )
     return Message(
         key=delivery.id,
         to=to,
